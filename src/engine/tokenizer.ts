@@ -1,0 +1,111 @@
+/**
+ * Text <-> token ids for a checkpoint, over `@huggingface/tokenizers` (a pure-JS reading of
+ * the checkpoint's own tokenizer.json). `encode` never adds BOS/EOS: Gemma's chat template
+ * writes `<bos>` itself, so where BOS comes from is decided by the caller, once. Special
+ * tokens written in the text (`<start_of_turn>`, `<bos>`) are still recognized as their ids,
+ * since the rendered chat template contains them as text.
+ */
+import { readFileSync } from 'node:fs';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { CheckpointError } from '../errors.ts';
+
+export interface DecodeOptions {
+  /** Drop special tokens (`<bos>`, `<end_of_turn>`, ...) from the text. */
+  readonly skipSpecialTokens?: boolean;
+}
+
+export interface TextTokenizer {
+  encode(text: string): Int32Array;
+  decode(ids: ArrayLike<number>, options?: DecodeOptions): string;
+  /** The id of a token string, or null when it is not in the vocabulary. */
+  tokenToId(token: string): number | null;
+  isSpecial(id: number): boolean;
+  readonly bosId: number;
+  /**
+   * The tokenizer's end-of-sequence ids: `eos_token`, plus `<end_of_turn>` where the vocabulary
+   * has it (Gemma's chat turns end there). generation_config.json may list more.
+   */
+  readonly eosIds: readonly number[];
+  /** One past the largest id (the tokenizer's view; the model's vocab_size may be larger). */
+  readonly vocabSize: number;
+}
+
+/** Loads tokenizer.json (+ optional tokenizer_config.json); throws CheckpointError naming the file. */
+export function loadTokenizer(tokenizerJsonPath: string, tokenizerConfigPath: string | null): TextTokenizer {
+  const json = readObject(tokenizerJsonPath);
+  const config = tokenizerConfigPath === null ? {} : readObject(tokenizerConfigPath);
+  let tok: Tokenizer;
+  try {
+    tok = new Tokenizer(json, config);
+  } catch (e) {
+    throw new CheckpointError(`${tokenizerJsonPath}: cannot build a tokenizer (${(e as Error).message})`, { cause: e });
+  }
+  return new HfTextTokenizer(tok, config, tokenizerJsonPath);
+}
+
+class HfTextTokenizer implements TextTokenizer {
+  readonly bosId: number;
+  readonly eosIds: readonly number[];
+  readonly vocabSize: number;
+  private readonly specialIds: ReadonlySet<number>;
+  private readonly cleanUpSpaces: boolean;
+
+  constructor(private readonly tok: Tokenizer, config: Record<string, unknown>, file: string) {
+    const id = (key: string, fallback: string): number => {
+      const content = tokenContent(config[key]) ?? fallback;
+      const v = tok.token_to_id(content);
+      if (v === undefined) throw new CheckpointError(`${file}: ${key} ${JSON.stringify(content)} is not in the vocabulary`);
+      return v;
+    };
+    this.bosId = id('bos_token', '<bos>');
+    const eos = id('eos_token', '<eos>');
+    const endOfTurn = tok.token_to_id('<end_of_turn>');
+    this.eosIds = Object.freeze(endOfTurn === undefined || endOfTurn === eos ? [eos] : [eos, endOfTurn]);
+    let max = -1;
+    for (const v of tok.get_vocab(true).values()) if (v > max) max = v;
+    this.vocabSize = max + 1;
+    this.specialIds = new Set([...tok.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([i]) => i));
+    // Gemma says false; the library defaults to true, which would rewrite " ." into ".".
+    this.cleanUpSpaces = config['clean_up_tokenization_spaces'] === true;
+  }
+
+  encode(text: string): Int32Array {
+    return Int32Array.from(this.tok.encode(text, { add_special_tokens: false }).ids);
+  }
+
+  decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
+    if (ids.length === 0) return ''; // the library throws on an empty list
+    return this.tok.decode(Array.from(ids), {
+      skip_special_tokens: options.skipSpecialTokens ?? false,
+      clean_up_tokenization_spaces: this.cleanUpSpaces,
+    });
+  }
+
+  tokenToId(token: string): number | null {
+    return this.tok.token_to_id(token) ?? null;
+  }
+
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id);
+  }
+}
+
+/** tokenizer_config.json writes a token either as a string or as {content: ...}. */
+function tokenContent(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'object' && v !== null && typeof (v as { content?: unknown }).content === 'string') {
+    return (v as { content: string }).content;
+  }
+  return null;
+}
+
+function readObject(path: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+  } catch (e) {
+    throw new CheckpointError(`${path}: cannot read JSON (${(e as Error).message})`, { cause: e });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CheckpointError(`${path}: not a JSON object`);
+  return value as Record<string, unknown>;
+}

@@ -1,0 +1,65 @@
+import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildGemmaTokenizerFiles } from '../../src/checkpoint/tokenizer-json.ts';
+import { loadTokenizer } from '../../src/engine/tokenizer.ts';
+import { Detokenizer } from '../../src/engine/detokenizer.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'detokenizer-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+const files = buildGemmaTokenizerFiles(512);
+writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(files.tokenizerJson));
+writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(files.tokenizerConfigJson));
+const tok = loadTokenizer(join(dir, 'tokenizer.json'), join(dir, 'tokenizer_config.json'));
+
+function stream(ids: Iterable<number>): string[] {
+  const d = new Detokenizer(tok);
+  const deltas = [...ids].map((id) => d.push(id));
+  deltas.push(d.flush());
+  return deltas;
+}
+
+t.test('streaming emoji and CJK token by token gives exactly the text, never half a character', async (t) => {
+  const text = 'Héllo wörld 你好 🎉🎉 the end, 👩‍👩‍👧 ok 日本語のテキスト\n✓';
+  const deltas = stream(tok.encode(text));
+  t.equal(deltas.join(''), text);
+  t.ok(deltas.every((d) => !d.includes('\uFFFD')), 'no U+FFFD in any delta');
+  t.ok(deltas.filter((d) => d === '').length > 0, 'bytes of a character are held back');
+});
+
+t.test('special tokens produce no text', async (t) => {
+  const ids = [2, 106, ...tok.encode('model\nHi 🎉'), 107, 1];
+  const deltas = stream(ids);
+  t.equal(deltas.join(''), 'model\nHi 🎉');
+  t.equal(deltas[0], '');
+  t.equal(deltas[ids.length - 1], '');
+});
+
+t.test('a character completed by the next token is emitted whole with it', async (t) => {
+  const d = new Detokenizer(tok);
+  const bytes = [0xe4, 0xbd, 0xa0].map((b) => 108 + b); // 你
+  t.equal(d.push(tok.tokenToId('a')!), 'a');
+  t.equal(d.push(bytes[0]!), '');
+  t.equal(d.push(bytes[1]!), '');
+  t.equal(d.push(bytes[2]!), '你');
+  t.equal(d.flush(), '');
+});
+
+t.test('invalid bytes are released rather than held forever', async (t) => {
+  const d = new Detokenizer(tok);
+  const out: string[] = [];
+  for (let i = 0; i < 10; i++) out.push(d.push(108 + 0xff)); // 0xFF never starts a character
+  out.push(d.push(tok.tokenToId('a')!), d.flush());
+  const text = out.join('');
+  t.equal(text, '\uFFFD'.repeat(10) + 'a');
+  t.ok(out.slice(0, 10).some((x) => x.length > 0), 'released before the stream ended');
+  t.equal(new Detokenizer(tok).flush(), '');
+});
+
+t.test('an incomplete character at the end is flushed as U+FFFD', async (t) => {
+  const d = new Detokenizer(tok);
+  t.equal(d.push(tok.tokenToId('a')!), 'a');
+  t.equal(d.push(108 + 0xf0), '');
+  t.equal(d.flush(), '\uFFFD');
+});
