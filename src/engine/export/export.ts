@@ -1,0 +1,175 @@
+/**
+ * Checkpoint → exported model directory: `model.onnx` (the graph), `model.onnx.data`
+ * (weights, external data), `manifest.json` (what the engine checks at load), and the
+ * checkpoint's config, tokenizer and generation files copied alongside, so an exported
+ * directory serves on its own.
+ */
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { openCheckpoint } from '../../checkpoint/checkpoint.ts';
+import { parseGemma2Config, parameterCount, type Gemma2Config, type RawGemma2Config } from '../../checkpoint/config.ts';
+import { CheckpointError } from '../../errors.ts';
+import { GRAPH_IO_VERSION } from '../graph-io.ts';
+import { buildGemma2Graph, type GraphWeights } from './gemma2-graph.ts';
+import { DType, type GraphBuilder } from './onnx-builder.ts';
+import { WeightFile, type WeightDtype } from './weight-file.ts';
+
+export const MODEL_FILE = 'model.onnx';
+export const DATA_FILE = 'model.onnx.data';
+export const MANIFEST_FILE = 'manifest.json';
+export const MANIFEST_FORMAT = 'gemma-serve-onnx';
+/** Bumped whenever the graph a given checkpoint exports to changes. */
+export const EXPORTER_VERSION = 1;
+
+/** What `manifest.json` records; the engine refuses a model whose manifest does not match. */
+export interface Manifest {
+  readonly format: typeof MANIFEST_FORMAT;
+  readonly exporterVersion: number;
+  readonly graphIoVersion: number;
+  readonly weightDtype: WeightDtype;
+  /** The checkpoint's config.json, verbatim. */
+  readonly config: RawGemma2Config;
+  readonly numParameters: number;
+  /** Identifies the source checkpoint (for the score/serve export cache). */
+  readonly sourceFingerprint: string;
+  readonly createdAt: string;
+}
+
+export interface ExportOptions {
+  readonly checkpointDir: string;
+  readonly outDir: string;
+  readonly dtype?: WeightDtype;
+}
+
+export interface ExportResult {
+  readonly manifest: Manifest;
+  readonly modelPath: string;
+  readonly dataBytes: number;
+  readonly seconds: number;
+}
+
+const SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja'];
+
+/** Exports a checkpoint. Writes into a temporary folder first, so a failed export leaves nothing half-written. */
+export function exportCheckpoint(opts: ExportOptions): ExportResult {
+  const t0 = performance.now();
+  const dtype = opts.dtype ?? 'fp32';
+  const ckpt = openCheckpoint(opts.checkpointDir);
+  const tmp = `${opts.outDir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  try {
+    const data = new WeightFile(join(tmp, DATA_FILE));
+    const names = new Map<string, string>();
+    const weights: GraphWeights = {
+      has: (n) => ckpt.tensors.has(n),
+      tensor(g, hfName, transform) {
+        const key = `${hfName}:${transform}`;
+        const hit = names.get(key);
+        if (hit) return hit;
+        const entry = ckpt.tensors.get(hfName);
+        if (!entry) throw new CheckpointError(`${ckpt.dir}: tensor ${hfName} is missing`);
+        // RMSNorm scales stay float32 (they are tiny and precision matters there).
+        const tdtype: WeightDtype = transform === 'plus-one' ? 'fp32' : dtype;
+        const ref = data.append(entry, tdtype, transform === 'plus-one');
+        const name = transform === 'plus-one' ? `${hfName}.plus_one` : hfName;
+        let out = g.externalInitializer(name, tdtype === 'fp16' ? DType.FLOAT16 : DType.FLOAT, entry.shape, ref);
+        if (tdtype === 'fp16') out = g.op1('Cast', `/weights/${hfName}/Cast`, [out], { to: DType.FLOAT });
+        names.set(key, out);
+        return out;
+      },
+    };
+    const graph = buildGemma2Graph(ckpt.config, weights);
+    data.close();
+    writeFileSync(join(tmp, MODEL_FILE), graph.encode('gemma2', { exporter: 'gemma-serve' }));
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      exporterVersion: EXPORTER_VERSION,
+      graphIoVersion: GRAPH_IO_VERSION,
+      weightDtype: dtype,
+      config: JSON.parse(readFileSync(join(ckpt.dir, 'config.json'), 'utf8')) as RawGemma2Config,
+      numParameters: parameterCount(ckpt.config),
+      sourceFingerprint: checkpointFingerprint(ckpt.dir),
+      createdAt: new Date().toISOString(),
+    };
+    writeFileSync(join(tmp, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
+    for (const f of SIDE_FILES) if (existsSync(join(ckpt.dir, f))) copyFileSync(join(ckpt.dir, f), join(tmp, f));
+    rmSync(opts.outDir, { recursive: true, force: true });
+    renameSync(tmp, opts.outDir);
+    return { manifest, modelPath: join(opts.outDir, MODEL_FILE), dataBytes: data.size, seconds: (performance.now() - t0) / 1000 };
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/**
+ * Builds the graph of a config without any weight data (initializers carry shapes only):
+ * how the 9B and 27B shapes are checked without 37-108 GB of weights.
+ */
+export function buildShapeOnlyGraph(config: Gemma2Config, untiedHead = false): GraphBuilder {
+  const declared = new Map<string, string>();
+  const expected = new Map<string, readonly number[]>();
+  return buildGemma2Graph(config, {
+    has: (n) => n === 'lm_head.weight' && untiedHead,
+    tensor(g, hfName, transform) {
+      const key = `${hfName}:${transform}`;
+      const hit = declared.get(key);
+      if (hit) return hit;
+      const dims = expected.get(hfName) ?? shapeOf(config, hfName);
+      expected.set(hfName, dims);
+      const name = g.emptyInitializer(transform === 'plus-one' ? `${hfName}.plus_one` : hfName, DType.FLOAT, dims);
+      declared.set(key, name);
+      return name;
+    },
+  });
+}
+
+function shapeOf(config: Gemma2Config, hfName: string): readonly number[] {
+  if (hfName === 'lm_head.weight') return [config.vocabSize, config.hiddenSize];
+  const H = config.hiddenSize;
+  const m = /^model\.layers\.\d+\.(.+)$/.exec(hfName);
+  const local = m?.[1] ?? hfName;
+  const table: Record<string, readonly number[]> = {
+    'model.embed_tokens.weight': [config.vocabSize, H],
+    'model.norm.weight': [H],
+    'self_attn.q_proj.weight': [config.numHeads * config.headDim, H],
+    'self_attn.k_proj.weight': [config.numKvHeads * config.headDim, H],
+    'self_attn.v_proj.weight': [config.numKvHeads * config.headDim, H],
+    'self_attn.o_proj.weight': [H, config.numHeads * config.headDim],
+    'mlp.gate_proj.weight': [config.intermediateSize, H],
+    'mlp.up_proj.weight': [config.intermediateSize, H],
+    'mlp.down_proj.weight': [H, config.intermediateSize],
+  };
+  return table[local] ?? [H];
+}
+
+/** Changes whenever a checkpoint file is replaced: names, sizes and mtimes of its files. */
+export function checkpointFingerprint(dir: string): string {
+  const files = ['config.json', 'model.safetensors', 'model.safetensors.index.json'];
+  const index = join(dir, 'model.safetensors.index.json');
+  if (existsSync(index)) {
+    const map = (JSON.parse(readFileSync(index, 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {};
+    files.push(...new Set(Object.values(map)));
+  }
+  return files
+    .filter((f) => existsSync(join(dir, f)))
+    .map((f) => {
+      const s = statSync(join(dir, f));
+      return `${f}:${s.size}:${Math.floor(s.mtimeMs)}`;
+    })
+    .join('|');
+}
+
+/** Reads and checks an exported directory's manifest. */
+export function readManifest(dir: string): { manifest: Manifest; config: Gemma2Config } {
+  const path = join(dir, MANIFEST_FILE);
+  if (!existsSync(path)) throw new CheckpointError(`${dir}: no ${MANIFEST_FILE} (not a gemma-serve export; export it with 'gemma-serve export')`);
+  const m = JSON.parse(readFileSync(path, 'utf8')) as Manifest;
+  if (m.format !== MANIFEST_FORMAT) throw new CheckpointError(`${path}: format is ${JSON.stringify(m.format)}, expected ${MANIFEST_FORMAT}`);
+  if (m.graphIoVersion !== GRAPH_IO_VERSION || m.exporterVersion !== EXPORTER_VERSION) {
+    throw new CheckpointError(`${path}: exported by another gemma-serve version (exporter ${m.exporterVersion}, graph io ${m.graphIoVersion}; this one needs ${EXPORTER_VERSION}/${GRAPH_IO_VERSION}): export the checkpoint again`);
+  }
+  if (!existsSync(join(dir, MODEL_FILE))) throw new CheckpointError(`${dir}: ${MODEL_FILE} is missing`);
+  return { manifest: m, config: parseGemma2Config(m.config, path) };
+}

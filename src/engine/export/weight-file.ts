@@ -1,0 +1,79 @@
+/**
+ * The external data file of an exported graph: checkpoint tensors streamed in, converted
+ * to the export dtype, each at a 64 KiB-aligned offset so ONNX Runtime can map it.
+ */
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { basename } from 'node:path';
+import { forEachFloat32Chunk, type TensorEntry } from '../../checkpoint/safetensors.ts';
+import type { ExternalRef } from './onnx-builder.ts';
+
+const ALIGN = 65536;
+const CHUNK_ELEMENTS = 1 << 20;
+
+export type WeightDtype = 'fp32' | 'fp16';
+
+export class WeightFile {
+  private readonly fd: number;
+  private offset = 0;
+
+  constructor(readonly path: string) {
+    this.fd = openSync(path, 'w');
+  }
+
+  /** Streams `entry` into the file (optionally as 1 + w); returns where it landed. */
+  append(entry: TensorEntry, dtype: WeightDtype, plusOne: boolean): ExternalRef {
+    this.offset = Math.ceil(this.offset / ALIGN) * ALIGN;
+    const start = this.offset;
+    const half = new Uint16Array(CHUNK_ELEMENTS);
+    forEachFloat32Chunk(entry, CHUNK_ELEMENTS, (chunk) => {
+      if (plusOne) for (let i = 0; i < chunk.length; i++) chunk[i] = chunk[i]! + 1;
+      let bytes: Uint8Array;
+      if (dtype === 'fp16') {
+        for (let i = 0; i < chunk.length; i++) half[i] = f32ToF16(chunk[i]!);
+        bytes = new Uint8Array(half.buffer, 0, chunk.length * 2);
+      } else {
+        bytes = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length * 4);
+      }
+      for (let done = 0; done < bytes.length; ) done += writeSync(this.fd, bytes, done, bytes.length - done, this.offset + done);
+      this.offset += bytes.length;
+    });
+    return { location: basename(this.path), offset: start, length: this.offset - start };
+  }
+
+  get size(): number {
+    return this.offset;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** float32 -> IEEE half, round to nearest even (overflow to ±Inf). */
+export function f32ToF16(v: number): number {
+  f32[0] = v;
+  const x = u32[0]!;
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const halfway = 1 << (shift - 1);
+    if (rem > halfway || (rem === halfway && (h & 1))) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+  return sign | h;
+}
