@@ -1,0 +1,78 @@
+/**
+ * `gemma-serve export`: a checkpoint to an exported model directory, or (`--shape S
+ * --no-weights`) a shape-only model.onnx for checking the big graphs without their weights.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { parameterCount, parseGemma2Config, SHAPES } from '../checkpoint/config.ts';
+import { buildShapeOnlyGraph, exportCheckpoint, MODEL_FILE } from '../engine/export/export.ts';
+import { UsageError, usageErrors, USAGE, wantsHelp } from './usage.ts';
+
+export async function exportCommand(argv: string[]): Promise<number> {
+  if (wantsHelp(argv)) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const { values, positionals } = usageErrors(() => parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      checkpoint: { type: 'string' },
+      shape: { type: 'string' },
+      'no-weights': { type: 'boolean', default: false },
+      out: { type: 'string' },
+      dtype: { type: 'string' },
+    },
+  }));
+  if (positionals.length > 0) throw new UsageError(`export: unexpected argument ${JSON.stringify(positionals[0])}`);
+  const out = values.out;
+  if (out === undefined) throw new UsageError('export: --out is required');
+
+  if (values.shape !== undefined || values['no-weights']) {
+    if (values.checkpoint !== undefined) throw new UsageError('export: give either --checkpoint or --shape with --no-weights, not both');
+    if (!values['no-weights']) throw new UsageError('export: --shape needs --no-weights (a shape has no weights to export)');
+    const shape = values.shape;
+    if (shape === undefined) throw new UsageError('export: --no-weights needs --shape');
+    if (!Object.hasOwn(SHAPES, shape)) throw new UsageError(`export: --shape must be one of ${Object.keys(SHAPES).join(', ')}, got ${JSON.stringify(shape)}`);
+    if (values.dtype !== undefined) throw new UsageError('export: --dtype has no meaning with --no-weights');
+    const t0 = performance.now();
+    const config = parseGemma2Config(SHAPES[shape as keyof typeof SHAPES], `<shape ${shape}>`);
+    const graph = buildShapeOnlyGraph(config);
+    const bytes = graph.encode('gemma2', { exporter: 'gemma-serve', shapeOnly: 'true' });
+    mkdirSync(out, { recursive: true });
+    const modelPath = join(out, MODEL_FILE);
+    writeFileSync(modelPath, bytes);
+    process.stdout.write(`${JSON.stringify({
+      modelPath,
+      shape,
+      weights: false,
+      modelBytes: bytes.byteLength,
+      dataBytes: 0,
+      numParameters: parameterCount(config),
+      numNodes: graph.numNodes,
+      seconds: round3((performance.now() - t0) / 1000),
+    })}\n`);
+    return 0;
+  }
+
+  const checkpointDir = values.checkpoint;
+  if (checkpointDir === undefined) throw new UsageError('export: --checkpoint DIR (or --shape S --no-weights) is required');
+  const dtype = values.dtype ?? 'fp32';
+  if (dtype !== 'fp32' && dtype !== 'fp16') throw new UsageError(`export: --dtype must be fp32 or fp16, got ${JSON.stringify(dtype)}`);
+  const result = exportCheckpoint({ checkpointDir, outDir: out, dtype });
+  process.stdout.write(`${JSON.stringify({
+    modelPath: result.modelPath,
+    checkpoint: checkpointDir,
+    weightDtype: result.manifest.weightDtype,
+    dataBytes: result.dataBytes,
+    numParameters: result.manifest.numParameters,
+    seconds: round3(result.seconds),
+  })}\n`);
+  return 0;
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}

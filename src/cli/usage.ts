@@ -1,0 +1,45 @@
+/**
+ * Shared CLI plumbing: the usage text and the error a subcommand throws for a bad
+ * command line (the dispatcher prints usage and exits 2 for it).
+ */
+
+export const USAGE = `usage: gemma-serve <command> [options]
+
+commands:
+  make-random  --shape tiny|2b|9b|27b --seed N --dtype f32|bf16 --out DIR [--set key=value ...]
+               Write a random-weight Gemma 2 checkpoint (Hugging Face layout).
+  export       --checkpoint DIR --out DIR [--dtype fp32|fp16]
+               Export a checkpoint to model.onnx + model.onnx.data + manifest.json.
+  export       --shape tiny|2b|9b|27b --no-weights --out DIR
+               Write model.onnx with shape-only initializers (no weight data).
+
+options:
+  -h, --help   Print this help.
+`;
+
+/** A command line that cannot be parsed: usage is printed and the exit code is 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** A subcommand: gets the arguments after its name, resolves to the exit code. */
+export type Command = (argv: string[]) => Promise<number>;
+
+/** True when argv asks for help. */
+export function wantsHelp(argv: readonly string[]): boolean {
+  return argv.includes('--help') || argv.includes('-h');
+}
+
+/** Runs node:util parseArgs, turning its errors (unknown flag, missing value) into UsageErrors. */
+export function usageErrors<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) throw new UsageError((e as Error).message);
+    throw e;
+  }
+}
