@@ -1,0 +1,122 @@
+/**
+ * Host-owned paged KV cache: one block pool per layer kind (global, sliding), each layer a
+ * pair of Float32Arrays [numKvHeads, numBlocks, blockSize, headDim] that are fed to the
+ * graph as inputs (wrapped, never copied). A sequence holds a list of blocks per kind:
+ * global blocks cover positions 0..len-1 in order; sliding blocks form a ring of
+ * ceil(W / blockSize) blocks at slot pos % R, so a sliding layer never holds more than the
+ * window (rounded up to a block). Block 0 of each pool is the null block used as padding.
+ */
+import type { Gemma2Config } from '../checkpoint/config.ts';
+import { LAYER_KINDS, type LayerKind } from './graph-io.ts';
+
+/** A sequence's share of the cache. Mutated only by KvCache. */
+export interface SequenceCache {
+  /** Positions whose K/V rows are stored. */
+  numCached: number;
+  readonly blocks: Record<LayerKind, number[]>;
+}
+
+export interface KvCacheOptions {
+  readonly blockSize: number;
+  /** Blocks per pool, null block included. */
+  readonly numBlocks: Record<LayerKind, number>;
+}
+
+export class KvCache {
+  readonly blockSize: number;
+  readonly numBlocks: Record<LayerKind, number>;
+  /** Per layer: [key, value] pools of that layer's kind. */
+  readonly pools: readonly (readonly [Float32Array, Float32Array])[];
+  readonly layerKinds: readonly LayerKind[];
+  /** Ring length of sliding layers, a whole number of blocks >= W. */
+  readonly ringSlots: number;
+  private readonly free: Record<LayerKind, number[]>;
+
+  constructor(readonly config: Gemma2Config, opts: KvCacheOptions) {
+    this.blockSize = opts.blockSize;
+    this.numBlocks = opts.numBlocks;
+    this.layerKinds = config.slidingLayers.map((s) => (s ? 'sliding' : 'global'));
+    this.ringSlots = Math.ceil(config.slidingWindow / opts.blockSize) * opts.blockSize;
+    const perBlock = config.numKvHeads * opts.blockSize * config.headDim;
+    this.pools = this.layerKinds.map((k) => [new Float32Array(perBlock * this.numBlocks[k]), new Float32Array(perBlock * this.numBlocks[k])] as const);
+    this.free = { global: range(1, this.numBlocks.global), sliding: range(1, this.numBlocks.sliding) };
+  }
+
+  /**
+   * Sizes the pools from a byte budget. Both kinds get the same number of blocks: a sequence
+   * never needs more sliding blocks than global ones, so the sliding pool never runs out first.
+   * (Rebalancing towards global blocks for long contexts is the scheduler issue's job.)
+   */
+  static fromBudget(config: Gemma2Config, blockSize: number, bytes: number): KvCache {
+    const perBlockAllLayers = 2 * config.numKvHeads * blockSize * config.headDim * 4 * config.numLayers;
+    const n = Math.max(2, Math.floor(bytes / perBlockAllLayers));
+    return new KvCache(config, { blockSize, numBlocks: { global: n, sliding: n } });
+  }
+
+  newSequence(): SequenceCache {
+    return { numCached: 0, blocks: { global: [], sliding: [] } };
+  }
+
+  /** Blocks a sequence of `len` positions holds of each kind. */
+  blocksNeeded(kind: LayerKind, len: number): number {
+    const n = Math.ceil(len / this.blockSize);
+    return kind === 'global' ? n : Math.min(n, this.ringSlots / this.blockSize);
+  }
+
+  /** Grows `seq` to hold `len` positions; false (and nothing taken) when a pool is short. */
+  reserve(seq: SequenceCache, len: number): boolean {
+    const want = LAYER_KINDS.map((k) => this.blocksNeeded(k, len) - seq.blocks[k].length);
+    if (LAYER_KINDS.some((k, i) => want[i]! > this.free[k].length)) return false;
+    LAYER_KINDS.forEach((k, i) => {
+      for (let j = 0; j < want[i]!; j++) seq.blocks[k].push(this.free[k].pop()!);
+    });
+    return true;
+  }
+
+  release(seq: SequenceCache): void {
+    for (const k of LAYER_KINDS) {
+      this.free[k].push(...seq.blocks[k]);
+      seq.blocks[k].length = 0;
+    }
+    seq.numCached = 0;
+  }
+
+  numFreeBlocks(kind: LayerKind): number {
+    return this.free[kind].length;
+  }
+
+  /** Slot index within the row's gathered view where position `pos` lives. */
+  viewSlot(kind: LayerKind, pos: number): number {
+    return kind === 'global' ? pos : pos % this.ringSlots;
+  }
+
+  /** Absolute position held by view slot `i` of a sequence with `numCached` positions, or -1. */
+  slotPosition(kind: LayerKind, numCached: number, i: number): number {
+    if (kind === 'global' || numCached <= this.ringSlots) return i < numCached ? i : -1;
+    const last = numCached - 1;
+    return last - ((last - i) % this.ringSlots + this.ringSlots) % this.ringSlots;
+  }
+
+  /** Writes one token's K/V rows ([nkv, D] each, from `src` at `srcOffset` with head stride `headStride`). */
+  write(layer: number, seq: SequenceCache, pos: number, keys: Float32Array, values: Float32Array, srcOffset: number): void {
+    const kind = this.layerKinds[layer]!;
+    const slot = this.viewSlot(kind, pos);
+    const block = seq.blocks[kind][Math.floor(slot / this.blockSize)]!;
+    const off = slot % this.blockSize;
+    const { numKvHeads: nkv, headDim: D } = this.config;
+    const [kp, vp] = this.pools[layer]!;
+    const nb = this.numBlocks[kind];
+    for (let h = 0; h < nkv; h++) {
+      const dst = ((h * nb + block) * this.blockSize + off) * D;
+      const src = srcOffset + h * D;
+      kp.set(keys.subarray(src, src + D), dst);
+      vp.set(values.subarray(src, src + D), dst);
+    }
+  }
+}
+
+function range(from: number, to: number): number[] {
+  const out: number[] = [];
+  for (let i = to - 1; i >= from; i--) out.push(i);
+  return out;
+}

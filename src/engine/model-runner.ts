@@ -1,0 +1,116 @@
+/**
+ * StepPlan → tensors → StepResult. Packs the rows of one forward pass (each row: a sequence,
+ * the new tokens to run, which logits to return) into the graph's inputs, runs the session,
+ * writes the new K/V rows into the paged cache, and hands back the requested logits.
+ * Rows may be at different lengths and carry different numbers of new tokens (right-padded).
+ */
+import { readManifest, MODEL_FILE } from './export/export.ts';
+import * as io from './graph-io.ts';
+import { KvCache, type SequenceCache } from './kv-cache.ts';
+import { createSession, Tensor, type Device, type OrtSession, type OrtTensor } from './session.ts';
+import type { Gemma2Config } from '../checkpoint/config.ts';
+import { join } from 'node:path';
+import { EngineError } from '../errors.ts';
+
+/** One row of a step: run `tokenIds` at positions seq.numCached.. and keep their K/V. */
+export interface StepRow {
+  readonly seq: SequenceCache;
+  readonly tokenIds: ArrayLike<number>;
+  /** Return logits for every new token, or only the last. */
+  readonly logits: 'all' | 'last';
+}
+
+/** Logits of a step: row r's returned positions are rows [offsets[r], offsets[r+1]) of `logits`. */
+export interface StepLogits {
+  /** [numRows, vocabSize] */
+  readonly logits: Float32Array;
+  readonly offsets: readonly number[];
+  readonly vocabSize: number;
+}
+
+export interface ModelRunnerOptions {
+  readonly device?: Device;
+  readonly blockSize?: number;
+  /** KV cache budget in bytes (both layer kinds together). */
+  readonly kvCacheBytes?: number;
+  readonly intraOpThreads?: number;
+}
+
+export class ModelRunner {
+  private constructor(
+    readonly config: Gemma2Config,
+    readonly cache: KvCache,
+    private readonly session: OrtSession,
+  ) {}
+
+  static async load(exportDir: string, opts: ModelRunnerOptions = {}): Promise<ModelRunner> {
+    const { config } = readManifest(exportDir);
+    const session = await createSession(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads });
+    const cache = KvCache.fromBudget(config, opts.blockSize ?? 16, opts.kvCacheBytes ?? 256 * 2 ** 20);
+    return new ModelRunner(config, cache, session);
+  }
+
+  /** Runs one forward pass. The caller has reserved cache room for every row's new tokens. */
+  async step(rows: readonly StepRow[]): Promise<StepLogits> {
+    const B = rows.length;
+    if (B === 0) throw new EngineError('empty step');
+    const S = Math.max(...rows.map((r) => r.tokenIds.length));
+    const c = this.cache;
+    const ids = new BigInt64Array(B * S).fill(BigInt(this.config.padTokenId));
+    const positions = new BigInt64Array(B * S).fill(-1n);
+    const logitRows: bigint[] = [];
+    const offsets = [0];
+    rows.forEach((r, b) => {
+      const n = r.tokenIds.length;
+      for (let s = 0; s < n; s++) {
+        ids[b * S + s] = BigInt(r.tokenIds[s]!);
+        positions[b * S + s] = BigInt(r.seq.numCached + s);
+      }
+      if (r.seq.numCached + n > this.config.maxPositions) throw new EngineError(`position ${r.seq.numCached + n} exceeds the context (${this.config.maxPositions})`);
+      for (const k of io.LAYER_KINDS) {
+        if (r.seq.blocks[k].length < c.blocksNeeded(k, r.seq.numCached + n)) throw new EngineError('cache room was not reserved for a step row');
+      }
+      for (let s = r.logits === 'all' ? 0 : n - 1; s < n; s++) logitRows.push(BigInt(b * S + s));
+      offsets.push(logitRows.length);
+    });
+    const feeds: Record<string, OrtTensor> = {
+      [io.INPUT_IDS]: new Tensor('int64', ids, [B, S]),
+      [io.POSITIONS]: new Tensor('int64', positions, [B, S]),
+      [io.LOGIT_ROWS]: new Tensor('int64', BigInt64Array.from(logitRows), [logitRows.length]),
+    };
+    for (const k of io.LAYER_KINDS) {
+      const M = Math.max(1, ...rows.map((r) => r.seq.blocks[k].length));
+      const table = new BigInt64Array(B * M); // padding: null block 0
+      const slots = new BigInt64Array(B * M * c.blockSize).fill(-1n);
+      rows.forEach((r, b) => {
+        r.seq.blocks[k].forEach((blk, j) => { table[b * M + j] = BigInt(blk); });
+        const width = r.seq.blocks[k].length * c.blockSize;
+        for (let i = 0; i < width; i++) slots[b * M * c.blockSize + i] = BigInt(c.slotPosition(k, r.seq.numCached, i));
+      });
+      feeds[io.blockTable(k)] = new Tensor('int64', table, [B, M]);
+      feeds[io.slotPositions(k)] = new Tensor('int64', slots, [B, M * c.blockSize]);
+    }
+    const { numKvHeads: nkv, headDim: D } = this.config;
+    c.pools.forEach(([kp, vp], l) => {
+      const dims = [nkv, c.numBlocks[c.layerKinds[l]!], c.blockSize, D];
+      feeds[io.cacheKey(l)] = new Tensor('float32', kp, dims);
+      feeds[io.cacheValue(l)] = new Tensor('float32', vp, dims);
+    });
+
+    const out = await this.session.run(feeds);
+
+    for (let l = 0; l < this.config.numLayers; l++) {
+      const keys = out[io.newKey(l)]!.data as Float32Array; // [B, S, nkv, D]
+      const values = out[io.newValue(l)]!.data as Float32Array;
+      rows.forEach((r, b) => {
+        for (let s = 0; s < r.tokenIds.length; s++) c.write(l, r.seq, r.seq.numCached + s, keys, values, (b * S + s) * nkv * D);
+      });
+    }
+    for (const r of rows) r.seq.numCached += r.tokenIds.length;
+    return { logits: out[io.LOGITS]!.data as Float32Array, offsets, vocabSize: this.config.vocabSize };
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
