@@ -8,6 +8,7 @@
 import { GemmaServeError } from './errors.ts';
 import { exportCommand } from './cli/export.ts';
 import { makeRandom } from './cli/make-random.ts';
+import { score } from './cli/score.ts';
 import { UsageError, USAGE, type Command } from './cli/usage.ts';
 
 /**
@@ -18,7 +19,7 @@ import { UsageError, USAGE, type Command } from './cli/usage.ts';
 export const commands: Readonly<Record<string, Command>> = {
   'make-random': makeRandom,
   export: exportCommand,
-  // score: score,   // src/cli/score.ts (to be added)
+  score,
   // serve: serve,   // src/cli/serve.ts (to be added)
   // chat: chat,     // src/cli/chat.ts (to be added)
 };

@@ -12,6 +12,9 @@ commands:
                Export a checkpoint to model.onnx + model.onnx.data + manifest.json.
   export       --shape tiny|2b|9b|27b --no-weights --out DIR
                Write model.onnx with shape-only initializers (no weight data).
+  score        --model DIR --ids 2,651,1234 [--top K] [--device cpu|cuda]
+               Print JSON log-probabilities of the next token at every position
+               (top K, default 5; --top 0 = whole vocabulary). DIR: checkpoint or export.
 
 options:
   -h, --help   Print this help.

@@ -33,6 +33,8 @@ export interface ModelRunnerOptions {
   readonly blockSize?: number;
   /** KV cache budget in bytes (both layer kinds together). */
   readonly kvCacheBytes?: number;
+  /** Alternatively: room for one sequence of this many tokens (the score command). */
+  readonly kvCacheTokens?: number;
   readonly intraOpThreads?: number;
 }
 
@@ -46,7 +48,10 @@ export class ModelRunner {
   static async load(exportDir: string, opts: ModelRunnerOptions = {}): Promise<ModelRunner> {
     const { config } = readManifest(exportDir);
     const session = await createSession(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads });
-    const cache = KvCache.fromBudget(config, opts.blockSize ?? 16, opts.kvCacheBytes ?? 256 * 2 ** 20);
+    const blockSize = opts.blockSize ?? 16;
+    const cache = opts.kvCacheTokens !== undefined
+      ? new KvCache(config, { blockSize, numBlocks: { global: Math.ceil(opts.kvCacheTokens / blockSize) + 1, sliding: Math.ceil(opts.kvCacheTokens / blockSize) + 1 } })
+      : KvCache.fromBudget(config, blockSize, opts.kvCacheBytes ?? 256 * 2 ** 20);
     return new ModelRunner(config, cache, session);
   }
 

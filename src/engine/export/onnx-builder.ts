@@ -5,6 +5,7 @@
  * live in an external data file (see weight-file.ts); small constants are inlined.
  */
 import onnxProto from 'onnx-proto';
+import type { onnx as P } from 'onnx-proto';
 
 const { onnx } = onnxProto;
 
@@ -24,10 +25,10 @@ export interface ExternalRef {
 }
 
 export class GraphBuilder {
-  private readonly nodes: onnx.INodeProto[] = [];
-  private readonly initializers: onnx.ITensorProto[] = [];
-  private readonly inputs: onnx.IValueInfoProto[] = [];
-  private readonly outputs: onnx.IValueInfoProto[] = [];
+  private readonly nodes: P.INodeProto[] = [];
+  private readonly initializers: P.ITensorProto[] = [];
+  private readonly inputs: P.IValueInfoProto[] = [];
+  private readonly outputs: P.IValueInfoProto[] = [];
   private readonly usedNames = new Set<string>();
   private readonly constCache = new Map<string, string>();
 
@@ -115,7 +116,7 @@ export class GraphBuilder {
   }
 }
 
-function attribute(name: string, v: AttrValue): onnx.IAttributeProto {
+function attribute(name: string, v: AttrValue): P.IAttributeProto {
   const T = onnx.AttributeProto.AttributeType;
   if (typeof v === 'string') return { name, type: T.STRING, s: new TextEncoder().encode(v) };
   if (typeof v === 'number') return { name, type: T.INT, i: v };
@@ -123,7 +124,7 @@ function attribute(name: string, v: AttrValue): onnx.IAttributeProto {
   return { name, type: T.INTS, ints: [...(v as readonly number[])] };
 }
 
-function valueInfo(name: string, dtype: DTypeValue, dims: readonly Dim[]): onnx.IValueInfoProto {
+function valueInfo(name: string, dtype: DTypeValue, dims: readonly Dim[]): P.IValueInfoProto {
   return {
     name,
     type: { tensorType: { elemType: dtype, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
