@@ -1,0 +1,202 @@
+/**
+ * The main-thread face of inference: tokenizer, chat template and model facts here; the
+ * forward passes in a worker thread (worker.ts) so the HTTP server stays responsive while
+ * a generation runs. `generate` streams token events with detokenized text deltas.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { loadChatTemplate, type ChatTemplate } from './chat-template.ts';
+import { Detokenizer } from './detokenizer.ts';
+import { readManifest } from './export/export.ts';
+import { resolveModel, defaultDataDir } from './resolve-model.ts';
+import { loadTokenizer, type TextTokenizer } from './tokenizer.ts';
+import type { Device } from './session.ts';
+import type { FinishReason, FromWorker, ToWorker, WorkerInit } from './worker.ts';
+import { ContextLengthError, EngineError, InvalidRequestError } from '../errors.ts';
+
+export interface EngineOptions {
+  /** An exported model or a Hugging Face checkpoint (exported once into the data dir). */
+  readonly modelDir: string;
+  readonly device?: Device;
+  readonly kvCacheBytes?: number;
+  readonly dataDir?: string;
+  /** Served model name; defaults to the model directory's name. */
+  readonly modelId?: string;
+}
+
+export interface GenerateRequest {
+  readonly promptIds: ArrayLike<number>;
+  /** Defaults to the rest of the context. */
+  readonly maxTokens?: number;
+  readonly temperature?: number;
+  readonly topP?: number;
+  readonly seed?: number;
+}
+
+export interface Usage {
+  readonly prompt_tokens: number;
+  readonly completion_tokens: number;
+  readonly total_tokens: number;
+}
+
+export type TokenEvent =
+  | { readonly type: 'token'; readonly tokenId: number; readonly text: string }
+  /** `text` is what the detokenizer still held back at the end (usually ''). */
+  | { readonly type: 'finish'; readonly reason: FinishReason; readonly usage: Usage; readonly text: string };
+
+type Pending = { push(m: FromWorker): void; fail(e: Error): void };
+
+export class Engine {
+  private nextId = 1;
+  private readonly requests = new Map<number, Pending>();
+  private closed = false;
+
+  private constructor(
+    private readonly worker: Worker,
+    readonly tokenizer: TextTokenizer,
+    readonly chatTemplate: ChatTemplate,
+    readonly modelId: string,
+    readonly contextLength: number,
+    readonly stopIds: readonly number[],
+    readonly exportDir: string,
+  ) {
+    worker.on('message', (m: FromWorker) => {
+      if (m.type === 'ready') return;
+      if (m.id === null) return;
+      this.requests.get(m.id)?.push(m);
+    });
+    const failAll = (e: Error): void => {
+      for (const p of this.requests.values()) p.fail(e);
+      this.requests.clear();
+    };
+    worker.on('error', (e) => failAll(new EngineError(`inference worker failed: ${e.message}`, 'engine_error', 500, { cause: e })));
+    worker.on('exit', () => { if (!this.closed) failAll(new EngineError('inference worker exited')); });
+  }
+
+  static async start(opts: EngineOptions): Promise<Engine> {
+    const exportDir = resolveModel(opts.modelDir, opts.dataDir ?? defaultDataDir());
+    const { config } = readManifest(exportDir);
+    const file = (name: string): string | null => (existsSync(join(exportDir, name)) ? join(exportDir, name) : null);
+    const tokenizerJson = file('tokenizer.json');
+    if (tokenizerJson === null) throw new EngineError(`${exportDir}: tokenizer.json is missing`, 'invalid_checkpoint');
+    const tokenizer = loadTokenizer(tokenizerJson, file('tokenizer_config.json'));
+    const chatTemplate = loadChatTemplate(file('tokenizer_config.json'));
+    const stopIds = generationEos(file('generation_config.json')) ?? [...config.eosTokenIds];
+
+    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes };
+    // worker-boot.mjs registers tsx itself, so the worker runs the same under tsx's CLI,
+    // tap's loader or the bin's register(); execArgv is not inherited to avoid a second loader.
+    const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: init, execArgv: [] });
+    await new Promise<void>((res, rej) => {
+      const onMessage = (m: FromWorker): void => {
+        if (m.type === 'ready') { cleanup(); res(); }
+        else if (m.type === 'error' && m.id === null) { cleanup(); rej(new EngineError(`cannot load the model: ${m.message}`)); }
+      };
+      const onError = (e: Error): void => { cleanup(); rej(new EngineError(`inference worker failed to start: ${e.message}`, 'engine_error', 500, { cause: e })); };
+      const onExit = (code: number): void => { cleanup(); rej(new EngineError(`inference worker exited (code ${code}) before loading the model`)); };
+      const cleanup = (): void => { worker.off('message', onMessage); worker.off('error', onError); worker.off('exit', onExit); };
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      worker.on('exit', onExit);
+    });
+    const modelId = opts.modelId ?? basename(resolve(opts.modelDir));
+    return new Engine(worker, tokenizer, chatTemplate, modelId, config.maxPositions, stopIds, exportDir);
+  }
+
+  /**
+   * Validates at once (throws ContextLengthError when the prompt plus max tokens does not fit
+   * the context), then streams the generation. Aborting `signal`, or leaving the loop early,
+   * aborts the sequence in the worker.
+   */
+  generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<TokenEvent> {
+    if (this.closed) throw new EngineError('the engine is closed', 'engine_closed', 503);
+    const promptIds = Array.from(req.promptIds);
+    if (promptIds.length === 0) throw new InvalidRequestError('the prompt is empty', 'messages');
+    const room = this.contextLength - promptIds.length;
+    const maxTokens = req.maxTokens ?? room;
+    if (promptIds.length + Math.max(maxTokens, 0) > this.contextLength || room <= 0) {
+      throw new ContextLengthError(promptIds.length, req.maxTokens ?? 0, this.contextLength);
+    }
+    const id = this.nextId++;
+    const queue: FromWorker[] = [];
+    let error: Error | null = null;
+    let notify: (() => void) | null = null;
+    this.requests.set(id, {
+      push: (m) => { queue.push(m); notify?.(); },
+      fail: (e) => { error = e; notify?.(); },
+    });
+    const post = (m: ToWorker): void => this.worker.postMessage(m);
+    post({
+      type: 'submit', id, promptIds, maxTokens,
+      temperature: req.temperature ?? 1,
+      topP: req.topP ?? 1,
+      seed: req.seed ?? Math.floor(Math.random() * 2 ** 32),
+      stopIds: [...this.stopIds],
+    });
+    let done = false;
+    const abort = (): void => { if (!done) post({ type: 'abort', id }); };
+    if (signal?.aborted) abort();
+    else signal?.addEventListener('abort', abort, { once: true });
+    const detok = new Detokenizer(this.tokenizer);
+    const self = this;
+
+    return {
+      async *[Symbol.asyncIterator]() {
+        try {
+          for (;;) {
+            const m = queue.shift();
+            if (m === undefined) {
+              if (error !== null) throw error;
+              await new Promise<void>((res) => { notify = res; });
+              notify = null;
+              continue;
+            }
+            if (m.type === 'token') {
+              yield { type: 'token', tokenId: m.tokenId, text: detok.push(m.tokenId) };
+            } else if (m.type === 'finish') {
+              done = true;
+              yield {
+                type: 'finish', reason: m.reason, text: detok.flush(),
+                usage: { prompt_tokens: m.promptTokens, completion_tokens: m.completionTokens, total_tokens: m.promptTokens + m.completionTokens },
+              };
+              return;
+            } else if (m.type === 'error') {
+              done = true;
+              throw new EngineError(m.message);
+            }
+          }
+        } finally {
+          abort();
+          done = true;
+          signal?.removeEventListener('abort', abort);
+          self.requests.delete(id);
+        }
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const p of this.requests.values()) p.fail(new EngineError('the engine is closed', 'engine_closed', 503));
+    this.requests.clear();
+    this.worker.postMessage({ type: 'close' } satisfies ToWorker);
+    const exited = new Promise<void>((res) => this.worker.once('exit', () => res()));
+    const timer = setTimeout(() => void this.worker.terminate(), 5000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+function generationEos(path: string | null): number[] | null {
+  if (path === null) return null;
+  try {
+    const eos = (JSON.parse(readFileSync(path, 'utf8')) as { eos_token_id?: unknown }).eos_token_id;
+    const list = Array.isArray(eos) ? eos : eos === undefined ? [] : [eos];
+    const ids = list.filter((v): v is number => typeof v === 'number' && Number.isInteger(v));
+    return ids.length > 0 ? ids : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * The inference thread. Owns the ModelRunner and runs one step loop: each iteration prefills
+ * the newly submitted sequences (one run each, last logits only), then decodes every running
+ * sequence together in one batched step of one token per row. Sampling is greedy at
+ * temperature 0, else seeded (mulberry32) with temperature and top-p, so a seed fixes the output.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { argmax } from './logprobs.ts';
+import { ModelRunner } from './model-runner.ts';
+import type { SequenceCache } from './kv-cache.ts';
+import type { Device } from './session.ts';
+
+export interface WorkerInit {
+  readonly exportDir: string;
+  readonly device: Device;
+  readonly kvCacheBytes?: number;
+}
+
+export interface SubmitMessage {
+  readonly type: 'submit';
+  readonly id: number;
+  readonly promptIds: number[];
+  readonly maxTokens: number;
+  readonly temperature: number;
+  readonly topP: number;
+  readonly seed: number;
+  readonly stopIds: number[];
+}
+export type ToWorker = SubmitMessage | { readonly type: 'abort'; readonly id: number } | { readonly type: 'close' };
+export type FinishReason = 'stop' | 'length' | 'abort';
+export type FromWorker =
+  | { type: 'ready' }
+  | { type: 'token'; id: number; tokenId: number }
+  | { type: 'finish'; id: number; reason: FinishReason; promptTokens: number; completionTokens: number }
+  | { type: 'error'; id: number | null; message: string };
+
+/** mulberry32: a tiny seeded PRNG returning floats in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Greedy at temperature 0; otherwise softmax(logits / T), nucleus top-p, one draw from `rand`. */
+export function sample(logits: Float32Array, temperature: number, topP: number, rand: () => number): number {
+  if (temperature <= 0) return argmax(logits);
+  let max = -Infinity;
+  for (const x of logits) if (x > max) max = x;
+  const probs = new Float64Array(logits.length);
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) {
+    const p = Math.exp((logits[i]! - max) / temperature);
+    probs[i] = p;
+    sum += p;
+  }
+  const order = Array.from(probs.keys()).sort((a, b) => probs[b]! - probs[a]! || a - b);
+  let keep = order.length;
+  if (topP < 1) {
+    let acc = 0;
+    for (let i = 0; i < order.length; i++) {
+      acc += probs[order[i]!]! / sum;
+      if (acc >= topP) { keep = i + 1; break; }
+    }
+  }
+  let total = 0;
+  for (let i = 0; i < keep; i++) total += probs[order[i]!]!;
+  let r = rand() * total;
+  for (let i = 0; i < keep; i++) {
+    r -= probs[order[i]!]!;
+    if (r < 0) return order[i]!;
+  }
+  return order[keep - 1]!;
+}
+
+interface Running {
+  readonly req: SubmitMessage;
+  readonly seq: SequenceCache;
+  readonly rand: () => number;
+  readonly stop: ReadonlySet<number>;
+  last: number;
+  generated: number;
+}
+
+async function main(): Promise<void> {
+  const port = parentPort;
+  if (port === null) throw new Error('worker.ts must run in a worker thread');
+  const init = workerData as WorkerInit;
+  const send = (m: FromWorker): void => port.postMessage(m);
+  let runner: ModelRunner;
+  try {
+    runner = await ModelRunner.load(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes });
+  } catch (e) {
+    send({ type: 'error', id: null, message: (e as Error).message });
+    return;
+  }
+  const cache = runner.cache;
+  const pending: SubmitMessage[] = [];
+  const running = new Map<number, Running>();
+  const aborted = new Set<number>();
+  let closing = false;
+  let wake: (() => void) | null = null;
+
+  port.on('message', (m: ToWorker) => {
+    if (m.type === 'submit') pending.push(m);
+    else if (m.type === 'abort') aborted.add(m.id);
+    else closing = true;
+    wake?.();
+  });
+
+  const finish = (r: Running, reason: FinishReason): void => {
+    cache.release(r.seq);
+    running.delete(r.req.id);
+    aborted.delete(r.req.id);
+    send({ type: 'finish', id: r.req.id, reason, promptTokens: r.req.promptIds.length, completionTokens: r.generated });
+  };
+  const fail = (r: Running, message: string): void => {
+    cache.release(r.seq);
+    running.delete(r.req.id);
+    aborted.delete(r.req.id);
+    send({ type: 'error', id: r.req.id, message });
+  };
+  /** Records a sampled token; true when the sequence goes on. */
+  const accept = (r: Running, tokenId: number): boolean => {
+    r.generated++;
+    r.last = tokenId;
+    if (r.stop.has(tokenId)) { finish(r, 'stop'); return false; }
+    send({ type: 'token', id: r.req.id, tokenId });
+    if (r.generated >= r.req.maxTokens) { finish(r, 'length'); return false; }
+    return true;
+  };
+  const dropAborted = (): void => {
+    for (let i = pending.length - 1; i >= 0; i--) {
+      const p = pending[i]!;
+      if (aborted.has(p.id)) {
+        pending.splice(i, 1);
+        aborted.delete(p.id);
+        send({ type: 'finish', id: p.id, reason: 'abort', promptTokens: p.promptIds.length, completionTokens: 0 });
+      }
+    }
+    for (const r of [...running.values()]) if (aborted.has(r.req.id)) finish(r, 'abort');
+    // Aborts of ids that already finished are stale.
+    for (const id of aborted) if (!running.has(id) && !pending.some((p) => p.id === id)) aborted.delete(id);
+  };
+
+  send({ type: 'ready' });
+  while (!closing) {
+    dropAborted();
+    if (pending.length === 0 && running.size === 0) {
+      await new Promise<void>((res) => { wake = res; });
+      wake = null;
+      continue;
+    }
+    // Prefill new prompts (those that fit the cache now; the rest wait for room).
+    const waiting: SubmitMessage[] = [];
+    for (const req of pending.splice(0)) {
+      const seq = cache.newSequence();
+      if (!cache.reserve(seq, req.promptIds.length)) {
+        cache.release(seq);
+        if (running.size === 0) send({ type: 'error', id: req.id, message: `the prompt (${req.promptIds.length} tokens) does not fit the KV cache` });
+        else waiting.push(req);
+        continue;
+      }
+      const r: Running = { req, seq, rand: mulberry32(req.seed), stop: new Set(req.stopIds), last: -1, generated: 0 };
+      running.set(req.id, r);
+      try {
+        const out = await runner.step([{ seq, tokenIds: req.promptIds, logits: 'last' }]);
+        if (aborted.has(req.id)) { finish(r, 'abort'); continue; }
+        accept(r, sample(out.logits.subarray(0, out.vocabSize), req.temperature, req.topP, r.rand));
+      } catch (e) {
+        fail(r, (e as Error).message);
+      }
+    }
+    pending.unshift(...waiting);
+    dropAborted();
+    // One batched decode step over every running sequence.
+    const rows: Running[] = [];
+    for (const r of running.values()) {
+      if (cache.reserve(r.seq, r.seq.numCached + 1)) rows.push(r);
+      else if (rows.length === 0 && running.size === 1) fail(r, 'the KV cache is full');
+    }
+    if (rows.length === 0) {
+      if (waiting.length > 0 && running.size === 0) continue;
+      if (running.size > 0 && rows.length === 0) {
+        // Nothing could grow: fail the longest to free room.
+        const victim = [...running.values()].sort((a, b) => b.seq.numCached - a.seq.numCached)[0]!;
+        fail(victim, 'the KV cache is full');
+      }
+      continue;
+    }
+    try {
+      const out = await runner.step(rows.map((r) => ({ seq: r.seq, tokenIds: [r.last], logits: 'last' as const })));
+      rows.forEach((r, i) => {
+        if (!running.has(r.req.id)) return;
+        if (aborted.has(r.req.id)) { finish(r, 'abort'); return; }
+        const row = out.logits.subarray(out.offsets[i]! * out.vocabSize, (out.offsets[i]! + 1) * out.vocabSize);
+        accept(r, sample(row, r.req.temperature, r.req.topP, r.rand));
+      });
+    } catch (e) {
+      for (const r of rows) if (running.has(r.req.id)) fail(r, (e as Error).message);
+    }
+  }
+  await runner.release();
+  port.close();
+}
+
+await main();

@@ -1,0 +1,51 @@
+/**
+ * The HTTP app (no listen): OpenAI-compatible routes over one Engine, and the one error
+ * handler that turns every failure into OpenAI's error JSON. GemmaServeErrors keep their
+ * status, type, code and param; anything else is a 500 whose details stay in the log.
+ */
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Engine } from '../engine/engine.ts';
+import { GemmaServeError } from '../errors.ts';
+import { chatCompletionsRoute } from './routes/chat-completions.ts';
+import { healthRoute } from './routes/health.ts';
+import { modelsRoute } from './routes/models.ts';
+
+export interface AppOptions {
+  readonly engine: Engine;
+  readonly logger?: Logger;
+}
+
+export interface OpenAiError {
+  readonly error: { readonly message: string; readonly type: string; readonly param: string | null; readonly code: string | null };
+}
+
+export function errorBody(message: string, type: string, param: string | null, code: string | null): OpenAiError {
+  return { error: { message, type, param, code } };
+}
+
+export function buildApp(opts: AppOptions): FastifyInstance {
+  const app: FastifyInstance = (opts.logger
+    ? Fastify({ loggerInstance: opts.logger as unknown as FastifyBaseLogger })
+    : Fastify({ logger: false })) as unknown as FastifyInstance;
+  app.setErrorHandler((err: Error, request, reply) => {
+    if (err instanceof GemmaServeError) {
+      if (err.status >= 500) request.log.error({ err }, err.message);
+      return reply.status(err.status).send(errorBody(err.message, err.type, err.param, err.code));
+    }
+    const status = (err as { statusCode?: number }).statusCode;
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      // Fastify's own client errors: malformed JSON, wrong content type, body too large.
+      return reply.status(status).send(errorBody(err.message, 'invalid_request_error', null, (err as { code?: string }).code ?? null));
+    }
+    request.log.error({ err }, 'internal error');
+    return reply.status(500).send(errorBody('The server had an error while processing your request.', 'server_error', null, 'internal_error'));
+  });
+  app.setNotFoundHandler((request, reply) => {
+    reply.status(404).send(errorBody(`Unknown request URL: ${request.method} ${request.url}`, 'invalid_request_error', null, 'unknown_url'));
+  });
+  healthRoute(app);
+  modelsRoute(app, opts.engine);
+  chatCompletionsRoute(app, opts.engine);
+  return app;
+}
