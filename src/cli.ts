@@ -8,6 +8,7 @@
 import { GemmaServeError } from './errors.ts';
 import { exportCommand } from './cli/export.ts';
 import { makeRandom } from './cli/make-random.ts';
+import { serve } from './cli/serve.ts';
 import { score } from './cli/score.ts';
 import { UsageError, USAGE, type Command } from './cli/usage.ts';
 
@@ -20,7 +21,7 @@ export const commands: Readonly<Record<string, Command>> = {
   'make-random': makeRandom,
   export: exportCommand,
   score,
-  // serve: serve,   // src/cli/serve.ts (to be added)
+  serve,
   // chat: chat,     // src/cli/chat.ts (to be added)
 };
 
