@@ -6,6 +6,10 @@
 export const USAGE = `usage: gemma-serve <command> [options]
 
 commands:
+  serve        [--model DIR] [--host 127.0.0.1] [--port 8000] [--device cpu|cuda] [--kv-cache-memory BYTES]
+               OpenAI-compatible HTTP server. DIR: a checkpoint (exported on first use and
+               cached) or an export; none: a tiny random-weight model generated once.
+               Environment: GEMMA_SERVE_MODEL, _HOST, _PORT, _DEVICE, _KV_CACHE_MEMORY, _DATA_DIR.
   make-random  --shape tiny|2b|9b|27b --seed N --dtype f32|bf16 --out DIR [--set key=value ...]
                Write a random-weight Gemma 2 checkpoint (Hugging Face layout).
   export       --checkpoint DIR --out DIR [--dtype fp32|fp16]
