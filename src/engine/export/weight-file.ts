@@ -1,13 +1,13 @@
 /**
  * The external data file of an exported graph: checkpoint tensors streamed in, converted
- * to the export dtype, each at a 64 KiB-aligned offset so ONNX Runtime can map it.
+ * to the export dtype, each at a page-aligned offset so ONNX Runtime can map it.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { basename } from 'node:path';
 import { forEachFloat32Chunk, type TensorEntry } from '../../checkpoint/safetensors.ts';
 import type { ExternalRef } from './onnx-builder.ts';
 
-const ALIGN = 65536;
+const ALIGN = 4096; // page-aligned, so ONNX Runtime can map each tensor
 const CHUNK_ELEMENTS = 1 << 20;
 
 export type WeightDtype = 'fp32' | 'fp16';
