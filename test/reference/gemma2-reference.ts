@@ -1,6 +1,6 @@
 /**
  * A deliberately naive float64 reference of Hugging Face `Gemma2ForCausalLM` (eager
- * attention), written line by line from /work/shared/GEMMA2.md. Tests only: it cross-checks
+ * attention), written line by line from the team's Gemma 2 specification (GEMMA2.md). Tests only: it cross-checks
  * the ONNX export on configurations the golden fixtures do not cover (window boundaries,
  * soft-caps off, GQA / MQA variants). No KV cache: every call recomputes the whole sequence.
  *
