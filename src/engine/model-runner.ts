@@ -10,6 +10,7 @@ import { KvCache, type SequenceCache } from './kv-cache.ts';
 import { createSession, Tensor, type Device, type OrtSession, type OrtTensor } from './session.ts';
 import type { Gemma2Config } from '../checkpoint/config.ts';
 import { join } from 'node:path';
+import { freemem } from 'node:os';
 import { EngineError } from '../errors.ts';
 
 /** One row of a step: run `tokenIds` at positions seq.numCached.. and keep their K/V. */
@@ -31,11 +32,22 @@ export interface StepLogits {
 export interface ModelRunnerOptions {
   readonly device?: Device;
   readonly blockSize?: number;
-  /** KV cache budget in bytes (both layer kinds together). */
+  /** KV cache budget in bytes (both layer kinds together); default: defaultKvCacheBytes(). */
   readonly kvCacheBytes?: number;
   /** Alternatively: room for one sequence of this many tokens (the score command). */
   readonly kvCacheTokens?: number;
   readonly intraOpThreads?: number;
+}
+
+/**
+ * Default cache budget, taken after the weights are loaded: a quarter of free memory, at
+ * most four full-context sequences, and never less than one full-context sequence (so the
+ * context the model advertises is always servable).
+ */
+export function defaultKvCacheBytes(config: Gemma2Config, blockSize: number): number {
+  const perToken = 2 * config.numKvHeads * config.headDim * 4 * config.numLayers;
+  const fullSequence = (Math.ceil(config.maxPositions / blockSize) + 1) * blockSize * perToken;
+  return Math.max(fullSequence, Math.min(0.25 * freemem(), 4 * fullSequence));
 }
 
 export class ModelRunner {
@@ -51,7 +63,7 @@ export class ModelRunner {
     const blockSize = opts.blockSize ?? 16;
     const cache = opts.kvCacheTokens !== undefined
       ? new KvCache(config, { blockSize, numBlocks: { global: Math.ceil(opts.kvCacheTokens / blockSize) + 1, sliding: Math.ceil(opts.kvCacheTokens / blockSize) + 1 } })
-      : KvCache.fromBudget(config, blockSize, opts.kvCacheBytes ?? 256 * 2 ** 20);
+      : KvCache.fromBudget(config, blockSize, opts.kvCacheBytes ?? defaultKvCacheBytes(config, blockSize));
     return new ModelRunner(config, cache, session);
   }
 
