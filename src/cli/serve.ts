@@ -4,7 +4,7 @@
  * _PORT, _DEVICE, _KV_CACHE_MEMORY); everything is validated before anything loads. With no
  * model configured, a random-weight tiny model is generated once into the data dir.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
@@ -30,6 +30,10 @@ export async function serve(argv: string[]): Promise<number> {
       port: { type: 'string' },
       device: { type: 'string' },
       'kv-cache-memory': { type: 'string' },
+      'api-key': { type: 'string', multiple: true },
+      'api-key-file': { type: 'string' },
+      'cors-origin': { type: 'string', multiple: true },
+      'max-body-bytes': { type: 'string' },
     },
   }));
   if (positionals.length > 0) throw new UsageError(`serve: unexpected argument ${JSON.stringify(positionals[0])}`);
@@ -48,6 +52,16 @@ export async function serve(argv: string[]): Promise<number> {
     }
     kvCacheBytes = Number(kvText);
   }
+  const apiKeys = resolveApiKeys(values['api-key'], values['api-key-file'], env);
+  const corsOrigins = values['cors-origin'] ?? splitList(env['GEMMA_SERVE_CORS_ORIGIN']);
+  const bodyText = values['max-body-bytes'] ?? env['GEMMA_SERVE_MAX_BODY_BYTES'];
+  let bodyLimitBytes: number | undefined;
+  if (bodyText !== undefined) {
+    if (!/^\d+$/.test(bodyText) || !Number.isSafeInteger(Number(bodyText)) || Number(bodyText) <= 0) {
+      throw new ConfigError(`serve: --max-body-bytes must be a positive number of bytes, got ${JSON.stringify(bodyText)}`, 'max-body-bytes');
+    }
+    bodyLimitBytes = Number(bodyText);
+  }
   const logger = pino({ name: 'gemma-serve' });
   const dataDir = defaultDataDir();
   let modelDir = values.model ?? env['GEMMA_SERVE_MODEL'];
@@ -65,7 +79,11 @@ export async function serve(argv: string[]): Promise<number> {
   const t0 = performance.now();
   const engine = await Engine.start({ modelDir, device, kvCacheBytes, dataDir });
   logger.info({ model: engine.modelId, exportDir: engine.exportDir, device, contextLength: engine.contextLength, seconds: Math.round(performance.now() - t0) / 1000 }, 'model loaded');
-  const app = buildApp({ engine, logger });
+  const app = buildApp({ engine, logger, apiKeys, corsOrigins, bodyLimitBytes });
+  if (apiKeys.length > 0) logger.info({ keys: apiKeys.length }, 'API key authentication is on');
+  else if (host === '127.0.0.1' || host === 'localhost' || host === '::1') logger.info('API key authentication is off (no keys configured)');
+  else logger.warn({ host }, 'API key authentication is off (no keys configured) and the server listens beyond localhost');
+  if (corsOrigins.length > 0) logger.info({ origins: corsOrigins }, 'CORS is on');
   try {
     await app.listen({ host, port });
   } catch (e) {
@@ -85,4 +103,30 @@ export async function serve(argv: string[]): Promise<number> {
   await app.close();
   await engine.close();
   return 0;
+}
+
+function splitList(text: string | undefined): string[] {
+  return (text ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
+}
+
+/** Keys from --api-key (repeatable) and --api-key-file, else GEMMA_SERVE_API_KEY(_FILE). */
+function resolveApiKeys(flagKeys: string[] | undefined, flagFile: string | undefined, env: NodeJS.ProcessEnv): string[] {
+  const fromFlags = flagKeys !== undefined || flagFile !== undefined;
+  const keys = fromFlags ? [...(flagKeys ?? [])] : splitList(env['GEMMA_SERVE_API_KEY']);
+  const file = fromFlags ? flagFile : env['GEMMA_SERVE_API_KEY_FILE'] || undefined;
+  for (const k of keys) {
+    if (k.trim() === '') throw new ConfigError('serve: --api-key must not be empty', 'api-key');
+  }
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new ConfigError(`serve: cannot read API key file ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'api-key-file');
+    }
+    const fromFile = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '');
+    if (fromFile.length === 0) throw new ConfigError(`serve: API key file ${file} holds no keys`, 'api-key-file');
+    keys.push(...fromFile);
+  }
+  return keys.map((k) => k.trim());
 }

@@ -7,9 +7,12 @@ export const USAGE = `usage: gemma-serve <command> [options]
 
 commands:
   serve        [--model DIR] [--host 127.0.0.1] [--port 8000] [--device cpu|cuda] [--kv-cache-memory BYTES]
+               [--api-key KEY ...] [--api-key-file PATH] [--cors-origin ORIGIN ...] [--max-body-bytes N]
                OpenAI-compatible HTTP server. DIR: a checkpoint (exported on first use and
                cached) or an export; none: a tiny random-weight model generated once.
-               Environment: GEMMA_SERVE_MODEL, _HOST, _PORT, _DEVICE, _KV_CACHE_MEMORY, _DATA_DIR.
+               No API key configured: open. No CORS origin: CORS off. Body limit: 4 MiB.
+               Environment: GEMMA_SERVE_MODEL, _HOST, _PORT, _DEVICE, _KV_CACHE_MEMORY, _DATA_DIR,
+               _API_KEY (comma-separated), _API_KEY_FILE, _CORS_ORIGIN (comma-separated), _MAX_BODY_BYTES.
   make-random  --shape tiny|2b|9b|27b --seed N --dtype f32|bf16 --out DIR [--set key=value ...]
                Write a random-weight Gemma 2 checkpoint (Hugging Face layout).
   export       --checkpoint DIR --out DIR [--dtype fp32|fp16]

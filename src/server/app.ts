@@ -7,6 +7,8 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.ts';
 import { GemmaServeError } from '../errors.ts';
+import { registerAuth } from './auth.ts';
+import { registerCors } from './cors.ts';
 import { chatCompletionsRoute } from './routes/chat-completions.ts';
 import { healthRoute } from './routes/health.ts';
 import { modelsRoute } from './routes/models.ts';
@@ -14,7 +16,15 @@ import { modelsRoute } from './routes/models.ts';
 export interface AppOptions {
   readonly engine: Engine;
   readonly logger?: Logger;
+  /** Accepted API keys (Authorization: Bearer KEY); empty or absent = no authentication. */
+  readonly apiKeys?: readonly string[];
+  /** Origins allowed by CORS ('*' = any); empty or absent = CORS off. */
+  readonly corsOrigins?: readonly string[];
+  /** Largest accepted request body; larger ones get a 413. Default 4 MiB. */
+  readonly bodyLimitBytes?: number;
 }
+
+export const DEFAULT_BODY_LIMIT_BYTES = 4 * 2 ** 20;
 
 export interface OpenAiError {
   readonly error: { readonly message: string; readonly type: string; readonly param: string | null; readonly code: string | null };
@@ -25,15 +35,19 @@ export function errorBody(message: string, type: string, param: string | null, c
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
+  const bodyLimit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
   const app: FastifyInstance = (opts.logger
-    ? Fastify({ loggerInstance: opts.logger as unknown as FastifyBaseLogger })
-    : Fastify({ logger: false })) as unknown as FastifyInstance;
+    ? Fastify({ loggerInstance: opts.logger as unknown as FastifyBaseLogger, bodyLimit })
+    : Fastify({ logger: false, bodyLimit })) as unknown as FastifyInstance;
   app.setErrorHandler((err: Error, request, reply) => {
     if (err instanceof GemmaServeError) {
       if (err.status >= 500) request.log.error({ err }, err.message);
       return reply.status(err.status).send(errorBody(err.message, err.type, err.param, err.code));
     }
     const status = (err as { statusCode?: number }).statusCode;
+    if ((err as { code?: string }).code === 'FST_ERR_CTP_BODY_TOO_LARGE' || status === 413) {
+      return reply.status(413).send(errorBody(`Request body too large: the limit is ${bodyLimit} bytes.`, 'invalid_request_error', null, 'request_too_large'));
+    }
     if (typeof status === 'number' && status >= 400 && status < 500) {
       // Fastify's own client errors: malformed JSON, wrong content type, body too large.
       return reply.status(status).send(errorBody(err.message, 'invalid_request_error', null, (err as { code?: string }).code ?? null));
@@ -44,6 +58,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   app.setNotFoundHandler((request, reply) => {
     reply.status(404).send(errorBody(`Unknown request URL: ${request.method} ${request.url}`, 'invalid_request_error', null, 'unknown_url'));
   });
+  registerCors(app, opts.corsOrigins ?? []);
+  registerAuth(app, opts.apiKeys ?? []);
   healthRoute(app);
   modelsRoute(app, opts.engine);
   chatCompletionsRoute(app, opts.engine);

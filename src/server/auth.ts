@@ -1,0 +1,43 @@
+/**
+ * API-key authentication: `Authorization: Bearer <key>` checked against the configured keys
+ * in constant time (SHA-256 digests of both sides compared with timingSafeEqual, so neither
+ * the content nor the length of a key leaks through timing). No keys configured = open.
+ * Every route except GET /health needs a key once keys are configured.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import { errorBody } from './app.ts';
+
+const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
+
+/** True when `presented` equals one of `keys`; every key is compared (no early exit). */
+export function keyMatches(presented: string, keyDigests: readonly Buffer[]): boolean {
+  const d = digest(presented);
+  let ok = false;
+  for (const k of keyDigests) ok = timingSafeEqual(d, k) || ok;
+  return ok;
+}
+
+export function bearerToken(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const m = /^Bearer[ \t]+(.+)$/i.exec(header.trim());
+  return m ? m[1]!.trim() : undefined;
+}
+
+export function registerAuth(app: FastifyInstance, apiKeys: readonly string[]): void {
+  if (apiKeys.length === 0) return;
+  const keyDigests = apiKeys.map(digest);
+  app.addHook('onRequest', async (request, reply) => {
+    const path = request.url.split('?', 1)[0];
+    if (path === '/health') return;
+    const token = bearerToken(request.headers.authorization);
+    if (token === undefined || token === '') {
+      return reply.status(401).send(errorBody(
+        "Missing API key. Provide it in an Authorization header as 'Bearer YOUR_KEY'.",
+        'invalid_request_error', null, 'invalid_api_key'));
+    }
+    if (!keyMatches(token, keyDigests)) {
+      return reply.status(401).send(errorBody('Incorrect API key provided.', 'invalid_request_error', null, 'invalid_api_key'));
+    }
+  });
+}
