@@ -12,7 +12,9 @@ import { readManifest } from './export/export.ts';
 import { resolveModel, defaultDataDir } from './resolve-model.ts';
 import { loadTokenizer, type TextTokenizer } from './tokenizer.ts';
 import type { Device } from './session.ts';
-import type { FinishReason, FromWorker, ToWorker, WorkerInit } from './worker.ts';
+import type { FinishReason, FromWorker, TokenLogprobs, ToWorker, WorkerInit } from './worker.ts';
+import { DEFAULT_SAMPLING, type SamplingParams } from './sampling.ts';
+import { StopMatcher } from './stop-strings.ts';
 import { ContextLengthError, EngineError, InvalidRequestError } from '../errors.ts';
 
 export interface EngineOptions {
@@ -32,6 +34,12 @@ export interface GenerateRequest {
   readonly temperature?: number;
   readonly topP?: number;
   readonly seed?: number;
+  /** Further sampling parameters (temperature and topP above take precedence). */
+  readonly sampling?: Partial<SamplingParams>;
+  /** Stop strings, matched on the generated text; never part of the output. */
+  readonly stop?: readonly string[];
+  /** null/undefined: no logprobs; else the number of top alternatives per token. */
+  readonly logprobs?: number | null;
 }
 
 export interface Usage {
@@ -41,7 +49,7 @@ export interface Usage {
 }
 
 export type TokenEvent =
-  | { readonly type: 'token'; readonly tokenId: number; readonly text: string }
+  | { readonly type: 'token'; readonly tokenId: number; readonly text: string; readonly logprobs?: TokenLogprobs }
   /** `text` is what the detokenizer still held back at the end (usually ''). */
   | { readonly type: 'finish'; readonly reason: FinishReason; readonly usage: Usage; readonly text: string };
 
@@ -129,8 +137,8 @@ export class Engine {
     const post = (m: ToWorker): void => this.worker.postMessage(m);
     post({
       type: 'submit', id, promptIds, maxTokens,
-      temperature: req.temperature ?? 1,
-      topP: req.topP ?? 1,
+      sampling: { ...DEFAULT_SAMPLING, ...req.sampling, temperature: req.temperature ?? req.sampling?.temperature ?? 1, topP: req.topP ?? req.sampling?.topP ?? 1 },
+      logprobs: req.logprobs ?? null,
       seed: req.seed ?? Math.floor(Math.random() * 2 ** 32),
       stopIds: [...this.stopIds],
     });
@@ -139,6 +147,8 @@ export class Engine {
     if (signal?.aborted) abort();
     else signal?.addEventListener('abort', abort, { once: true });
     const detok = new Detokenizer(this.tokenizer);
+    const stop = new StopMatcher(req.stop ?? []);
+    let received = 0;
     const self = this;
 
     return {
@@ -153,11 +163,22 @@ export class Engine {
               continue;
             }
             if (m.type === 'token') {
-              yield { type: 'token', tokenId: m.tokenId, text: detok.push(m.tokenId) };
+              received++;
+              const { text, matched } = stop.push(detok.push(m.tokenId));
+              yield { type: 'token', tokenId: m.tokenId, text, ...(m.logprobs ? { logprobs: m.logprobs } : {}) };
+              if (matched) {
+                // A stop string: finish here; the finally block aborts the sequence in the worker.
+                yield {
+                  type: 'finish', reason: 'stop', text: '',
+                  usage: { prompt_tokens: promptIds.length, completion_tokens: received, total_tokens: promptIds.length + received },
+                };
+                return;
+              }
             } else if (m.type === 'finish') {
               done = true;
+              const { text, matched } = stop.finish(detok.flush());
               yield {
-                type: 'finish', reason: m.reason, text: detok.flush(),
+                type: 'finish', reason: matched ? 'stop' : m.reason, text,
                 usage: { prompt_tokens: m.promptTokens, completion_tokens: m.completionTokens, total_tokens: m.promptTokens + m.completionTokens },
               };
               return;

@@ -1,11 +1,12 @@
 /**
  * The inference thread. Owns the ModelRunner and runs one step loop: each iteration prefills
  * the newly submitted sequences (one run each, last logits only), then decodes every running
- * sequence together in one batched step of one token per row. Sampling is greedy at
- * temperature 0, else seeded (mulberry32) with temperature and top-p, so a seed fixes the output.
+ * sequence together in one batched step of one token per row. Sampling (sampling.ts) is greedy
+ * at temperature 0, else seeded (mulberry32), so a seed fixes the output.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { argmax } from './logprobs.ts';
+import { logSoftmax, topLogprobs } from './logprobs.ts';
+import { processLogits, sampleProcessed, TokenHistory, type SamplingParams } from './sampling.ts';
 import { ModelRunner } from './model-runner.ts';
 import type { SequenceCache } from './kv-cache.ts';
 import type { Device } from './session.ts';
@@ -21,16 +22,21 @@ export interface SubmitMessage {
   readonly id: number;
   readonly promptIds: number[];
   readonly maxTokens: number;
-  readonly temperature: number;
-  readonly topP: number;
+  readonly sampling: SamplingParams;
   readonly seed: number;
   readonly stopIds: number[];
+  /** null: no logprobs; else how many top alternatives to send with each token. */
+  readonly logprobs: number | null;
+}
+export interface TokenLogprobs {
+  readonly logprob: number;
+  readonly top: { id: number; logprob: number }[];
 }
 export type ToWorker = SubmitMessage | { readonly type: 'abort'; readonly id: number } | { readonly type: 'close' };
 export type FinishReason = 'stop' | 'length' | 'abort';
 export type FromWorker =
   | { type: 'ready' }
-  | { type: 'token'; id: number; tokenId: number }
+  | { type: 'token'; id: number; tokenId: number; logprobs?: TokenLogprobs }
   | { type: 'finish'; id: number; reason: FinishReason; promptTokens: number; completionTokens: number }
   | { type: 'error'; id: number | null; message: string };
 
@@ -46,42 +52,12 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
-/** Greedy at temperature 0; otherwise softmax(logits / T), nucleus top-p, one draw from `rand`. */
-export function sample(logits: Float32Array, temperature: number, topP: number, rand: () => number): number {
-  if (temperature <= 0) return argmax(logits);
-  let max = -Infinity;
-  for (const x of logits) if (x > max) max = x;
-  const probs = new Float64Array(logits.length);
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) {
-    const p = Math.exp((logits[i]! - max) / temperature);
-    probs[i] = p;
-    sum += p;
-  }
-  const order = Array.from(probs.keys()).sort((a, b) => probs[b]! - probs[a]! || a - b);
-  let keep = order.length;
-  if (topP < 1) {
-    let acc = 0;
-    for (let i = 0; i < order.length; i++) {
-      acc += probs[order[i]!]! / sum;
-      if (acc >= topP) { keep = i + 1; break; }
-    }
-  }
-  let total = 0;
-  for (let i = 0; i < keep; i++) total += probs[order[i]!]!;
-  let r = rand() * total;
-  for (let i = 0; i < keep; i++) {
-    r -= probs[order[i]!]!;
-    if (r < 0) return order[i]!;
-  }
-  return order[keep - 1]!;
-}
-
 interface Running {
   readonly req: SubmitMessage;
   readonly seq: SequenceCache;
   readonly rand: () => number;
   readonly stop: ReadonlySet<number>;
+  readonly history: TokenHistory;
   last: number;
   generated: number;
 }
@@ -125,11 +101,19 @@ async function main(): Promise<void> {
     send({ type: 'error', id: r.req.id, message });
   };
   /** Records a sampled token; true when the sequence goes on. */
-  const accept = (r: Running, tokenId: number): boolean => {
+  const accept = (r: Running, row: Float32Array): boolean => {
+    const logits = processLogits(row, r.req.sampling, r.history);
+    const tokenId = sampleProcessed(logits, r.req.sampling, r.rand);
     r.generated++;
     r.last = tokenId;
+    r.history.add(tokenId);
     if (r.stop.has(tokenId)) { finish(r, 'stop'); return false; }
-    send({ type: 'token', id: r.req.id, tokenId });
+    let logprobs: TokenLogprobs | undefined;
+    if (r.req.logprobs !== null) {
+      const lp = logSoftmax(logits);
+      logprobs = { logprob: lp[tokenId]!, top: r.req.logprobs > 0 ? topLogprobs(lp, r.req.logprobs) : [] };
+    }
+    send({ type: 'token', id: r.req.id, tokenId, ...(logprobs ? { logprobs } : {}) });
     if (r.generated >= r.req.maxTokens) { finish(r, 'length'); return false; }
     return true;
   };
@@ -165,12 +149,12 @@ async function main(): Promise<void> {
         else waiting.push(req);
         continue;
       }
-      const r: Running = { req, seq, rand: mulberry32(req.seed), stop: new Set(req.stopIds), last: -1, generated: 0 };
+      const r: Running = { req, seq, rand: mulberry32(req.seed), stop: new Set(req.stopIds), history: new TokenHistory(req.promptIds), last: -1, generated: 0 };
       running.set(req.id, r);
       try {
         const out = await runner.step([{ seq, tokenIds: req.promptIds, logits: 'last' }]);
         if (aborted.has(req.id)) { finish(r, 'abort'); continue; }
-        accept(r, sample(out.logits.subarray(0, out.vocabSize), req.temperature, req.topP, r.rand));
+        accept(r, out.logits.subarray(0, out.vocabSize));
       } catch (e) {
         fail(r, (e as Error).message);
       }
@@ -198,7 +182,7 @@ async function main(): Promise<void> {
         if (!running.has(r.req.id)) return;
         if (aborted.has(r.req.id)) { finish(r, 'abort'); return; }
         const row = out.logits.subarray(out.offsets[i]! * out.vocabSize, (out.offsets[i]! + 1) * out.vocabSize);
-        accept(r, sample(row, r.req.temperature, r.req.topP, r.rand));
+        accept(r, row);
       });
     } catch (e) {
       for (const r of rows) if (running.has(r.req.id)) fail(r, (e as Error).message);

@@ -4,6 +4,7 @@
  */
 import type { ChatMessage } from '../engine/chat-template.ts';
 import { InvalidRequestError } from '../errors.ts';
+import type { SamplingParams } from '../engine/sampling.ts';
 
 export interface ChatRequest {
   readonly model: string;
@@ -14,9 +15,13 @@ export interface ChatRequest {
   readonly seed: number | undefined;
   readonly stream: boolean;
   readonly includeUsage: boolean;
+  readonly stop: string[];
+  readonly sampling: Omit<SamplingParams, 'temperature' | 'topP'>;
+  /** null: no logprobs; else the number of top alternatives (0..20). */
+  readonly logprobs: number | null;
 }
 
-const KNOWN = new Set(['model', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'seed', 'stream', 'stream_options', 'n', 'user']);
+const KNOWN = new Set(['model', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'seed', 'stream', 'stream_options', 'n', 'user', 'stop', 'top_k', 'min_p', 'presence_penalty', 'frequency_penalty', 'repetition_penalty', 'logit_bias', 'logprobs', 'top_logprobs']);
 
 export function parseChatRequest(body: unknown): ChatRequest {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequestError('the request body must be a JSON object');
@@ -56,6 +61,23 @@ export function parseChatRequest(body: unknown): ChatRequest {
   }
   if (b['user'] !== undefined && typeof b['user'] !== 'string') throw new InvalidRequestError('user: must be a string', 'user');
   const seed = int('seed', 0);
+  const stop = parseStop(b['stop']);
+  const topK = b['top_k'] === -1 ? 0 : int('top_k', 0) ?? 0;
+  const repetitionPenalty = num('repetition_penalty', 0, 2) ?? 1;
+  if (repetitionPenalty <= 0) throw new InvalidRequestError('repetition_penalty: must be > 0', 'repetition_penalty');
+  const sampling = {
+    topK,
+    minP: num('min_p', 0, 1) ?? 0,
+    presencePenalty: num('presence_penalty', -2, 2) ?? 0,
+    frequencyPenalty: num('frequency_penalty', -2, 2) ?? 0,
+    repetitionPenalty,
+    logitBias: parseLogitBias(b['logit_bias']),
+  };
+  const lpFlag = b['logprobs'];
+  if (lpFlag !== undefined && lpFlag !== null && typeof lpFlag !== 'boolean') throw new InvalidRequestError('logprobs: must be a boolean', 'logprobs');
+  const topLogprobs = b['top_logprobs'] === undefined || b['top_logprobs'] === null ? undefined : num('top_logprobs', 0, 20);
+  if (topLogprobs !== undefined && !Number.isInteger(topLogprobs)) throw new InvalidRequestError('top_logprobs: must be an integer from 0 to 20', 'top_logprobs');
+  if (topLogprobs !== undefined && lpFlag !== true) throw new InvalidRequestError('top_logprobs: requires logprobs to be true', 'top_logprobs');
   return {
     model,
     messages,
@@ -65,7 +87,31 @@ export function parseChatRequest(body: unknown): ChatRequest {
     seed: seed === undefined ? undefined : seed % 2 ** 32,
     stream,
     includeUsage,
+    stop,
+    sampling,
+    logprobs: lpFlag === true ? topLogprobs ?? 0 : null,
   };
+}
+
+function parseStop(v: unknown): string[] {
+  if (v === undefined || v === null) return [];
+  if (typeof v === 'string') return v === '' ? [] : [v];
+  if (!Array.isArray(v) || v.length > 4 || !v.every((s) => typeof s === 'string')) {
+    throw new InvalidRequestError('stop: must be a string or an array of up to 4 strings', 'stop');
+  }
+  return (v as string[]).filter((s) => s !== '');
+}
+
+function parseLogitBias(v: unknown): [number, number][] {
+  if (v === undefined || v === null) return [];
+  if (typeof v !== 'object' || Array.isArray(v)) throw new InvalidRequestError('logit_bias: must be an object mapping token ids to biases', 'logit_bias');
+  return Object.entries(v as Record<string, unknown>).map(([k, bias]) => {
+    if (!/^\d+$/.test(k) || !Number.isSafeInteger(Number(k))) throw new InvalidRequestError(`logit_bias: ${JSON.stringify(k)} is not a token id`, 'logit_bias');
+    if (typeof bias !== 'number' || !Number.isFinite(bias) || bias < -100 || bias > 100) {
+      throw new InvalidRequestError(`logit_bias: the bias of ${k} must be a number from -100 to 100`, 'logit_bias');
+    }
+    return [Number(k), bias];
+  });
 }
 
 function parseMessages(v: unknown): ChatMessage[] {

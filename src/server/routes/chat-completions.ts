@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { Engine, Usage } from '../../engine/engine.ts';
+import type { TokenLogprobs } from '../../engine/worker.ts';
 import { parseChatRequest } from '../chat-request.ts';
 
 export function chatCompletionsRoute(app: FastifyInstance, engine: Engine): void {
@@ -16,7 +17,18 @@ export function chatCompletionsRoute(app: FastifyInstance, engine: Engine): void
     const promptIds = engine.tokenizer.encode(prompt);
     const controller = new AbortController();
     // Throws ContextLengthError here, before any byte is sent.
-    const events = engine.generate({ promptIds, maxTokens: req.maxTokens, temperature: req.temperature, topP: req.topP, seed: req.seed }, controller.signal);
+    const events = engine.generate({
+      promptIds, maxTokens: req.maxTokens, temperature: req.temperature, topP: req.topP, seed: req.seed,
+      sampling: req.sampling, stop: req.stop, logprobs: req.logprobs,
+    }, controller.signal);
+    const tokenText = (id: number): { token: string; bytes: number[] } => {
+      const token = engine.tokenizer.decode([id]);
+      return { token, bytes: [...Buffer.from(token, 'utf8')] };
+    };
+    const lpEntry = (tokenId: number, lp: TokenLogprobs): object => ({
+      ...tokenText(tokenId), logprob: lp.logprob,
+      top_logprobs: lp.top.map((t) => ({ ...tokenText(t.id), logprob: t.logprob })),
+    });
     reply.raw.on('close', () => { if (!reply.raw.writableFinished) controller.abort(); });
     const id = `chatcmpl-${randomUUID().replace(/-/g, '')}`;
     const created = Math.floor(Date.now() / 1000);
@@ -26,13 +38,18 @@ export function chatCompletionsRoute(app: FastifyInstance, engine: Engine): void
       let content = '';
       let finishReason = 'stop';
       let usage: Usage | null = null;
+      const lps: object[] = [];
       for await (const ev of events) {
-        if (ev.type === 'token') content += ev.text;
+        if (ev.type === 'token') {
+          content += ev.text;
+          if (ev.logprobs) lps.push(lpEntry(ev.tokenId, ev.logprobs));
+        }
         else { content += ev.text; finishReason = ev.reason; usage = ev.usage; }
       }
       return {
         ...base, object: 'chat.completion',
-        choices: [{ index: 0, message: { role: 'assistant', content, refusal: null }, logprobs: null, finish_reason: finishReason }],
+        choices: [{ index: 0, message: { role: 'assistant', content, refusal: null },
+          logprobs: req.logprobs === null ? null : { content: lps, refusal: null }, finish_reason: finishReason }],
         usage,
       };
     }
@@ -41,16 +58,17 @@ export function chatCompletionsRoute(app: FastifyInstance, engine: Engine): void
     const res = reply.raw;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     const send = (obj: unknown): void => { if (!res.destroyed) res.write(`data: ${JSON.stringify(obj)}\n\n`); };
-    const chunk = (delta: object, finishReason: string | null, usage?: Usage): object => ({
+    const chunk = (delta: object, finishReason: string | null, usage?: Usage, logprobs: object[] | null = null): object => ({
       ...base, object: 'chat.completion.chunk',
-      choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }],
+      choices: [{ index: 0, delta, logprobs: logprobs === null ? null : { content: logprobs, refusal: null }, finish_reason: finishReason }],
       ...(req.includeUsage ? { usage: usage ?? null } : {}),
     });
     send(chunk({ role: 'assistant', content: '' }, null));
     try {
       for await (const ev of events) {
         if (ev.type === 'token') {
-          if (ev.text !== '') send(chunk({ content: ev.text }, null));
+          if (ev.logprobs) send(chunk({ content: ev.text }, null, undefined, [lpEntry(ev.tokenId, ev.logprobs)]));
+          else if (ev.text !== '') send(chunk({ content: ev.text }, null));
         } else {
           if (ev.text !== '') send(chunk({ content: ev.text }, null));
           send(chunk({}, ev.reason));
