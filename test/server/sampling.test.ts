@@ -1,24 +1,9 @@
 // stop strings, sampling parameters and logprobs through the official openai client.
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
-import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
-import { Engine } from '../../src/engine/engine.ts';
-import { buildApp } from '../../src/server/app.ts';
+import { startTinyServer } from './tiny-server.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'gs-sampling-'));
-t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-makeRandomCheckpoint({ shape: 'tiny', seed: 0, dtype: 'f32', out: join(dir, 'ckpt'), set: { max_position_embeddings: '256' } });
-const engine = await Engine.start({ modelDir: join(dir, 'ckpt'), dataDir: join(dir, 'data'), kvCacheBytes: 8 * 2 ** 20 });
-const app = buildApp({ engine });
-await app.listen({ host: '127.0.0.1', port: 0 });
-t.teardown(async () => { await app.close(); await engine.close(); });
-const baseURL = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
-const client = new OpenAI({ baseURL: `${baseURL}/v1`, apiKey: 'none', maxRetries: 0 });
-const model = engine.modelId;
+const { client, model, engine } = await startTinyServer('sampling');
 const messages = [{ role: 'user' as const, content: 'Hello there' }];
 
 t.test('stop string: output is the prefix before it, finish_reason stop', async (t) => {

@@ -1,0 +1,33 @@
+// Test support: a real engine (worker thread) on a tiny random model, served by the real app
+// on an ephemeral loopback port, and an official openai client pointed at it. Everything is
+// torn down with the calling test file.
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import OpenAI from 'openai';
+import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
+import { Engine } from '../../src/engine/engine.ts';
+import { buildApp } from '../../src/server/app.ts';
+
+export interface TinyServer {
+  readonly engine: Engine;
+  readonly baseURL: string;
+  readonly client: OpenAI;
+  readonly model: string;
+}
+
+/** A tiny random model with a 256-token context, served on 127.0.0.1. */
+export async function startTinyServer(name: string): Promise<TinyServer> {
+  const dir = mkdtempSync(join(tmpdir(), `gs-${name}-`));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  makeRandomCheckpoint({ shape: 'tiny', seed: 0, dtype: 'f32', out: join(dir, 'ckpt'), set: { max_position_embeddings: '256' } });
+  const engine = await Engine.start({ modelDir: join(dir, 'ckpt'), dataDir: join(dir, 'data'), kvCacheBytes: 8 * 2 ** 20 });
+  const app = buildApp({ engine });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  t.teardown(async () => { await app.close(); await engine.close(); });
+  const baseURL = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  const client = new OpenAI({ baseURL: `${baseURL}/v1`, apiKey: 'none', maxRetries: 0 });
+  return { engine, baseURL, client, model: engine.modelId };
+}
