@@ -41,6 +41,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stderr.write(`error: unknown command ${JSON.stringify(name)}\n\n${USAGE}`);
     return 2;
   }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   try {
     return await command(rest);
   } catch (e) {

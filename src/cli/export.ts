@@ -4,29 +4,18 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { parameterCount, parseGemma2Config, SHAPES } from '../checkpoint/config.ts';
 import { buildShapeOnlyGraph, exportCheckpoint, MODEL_FILE } from '../engine/export/export.ts';
-import { UsageError, usageErrors, USAGE, wantsHelp } from './usage.ts';
+import { UsageError, parseFlags } from './usage.ts';
 
 export async function exportCommand(argv: string[]): Promise<number> {
-  if (wantsHelp(argv)) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  const { values, positionals } = usageErrors(() => parseArgs({
-    args: argv,
-    strict: true,
-    allowPositionals: true,
-    options: {
-      checkpoint: { type: 'string' },
-      shape: { type: 'string' },
-      'no-weights': { type: 'boolean', default: false },
-      out: { type: 'string' },
-      dtype: { type: 'string' },
-    },
-  }));
-  if (positionals.length > 0) throw new UsageError(`export: unexpected argument ${JSON.stringify(positionals[0])}`);
+  const values = parseFlags('export', argv, {
+    checkpoint: { type: 'string' },
+    shape: { type: 'string' },
+    'no-weights': { type: 'boolean', default: false },
+    out: { type: 'string' },
+    dtype: { type: 'string' },
+  });
   const out = values.out;
   if (out === undefined) throw new UsageError('export: --out is required');
 

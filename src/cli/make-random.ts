@@ -1,30 +1,19 @@
 /** `gemma-serve make-random`: writes a random-weight checkpoint; JSON summary on stdout. */
-import { parseArgs } from 'node:util';
 import { SHAPES } from '../checkpoint/config.ts';
 import { makeRandomCheckpoint, parseSetArgs, type RandomDtype, type ShapeName } from '../checkpoint/make-random.ts';
-import { UsageError, usageErrors, USAGE, wantsHelp } from './usage.ts';
+import { UsageError, parseFlags } from './usage.ts';
 
 /** Checkpoints past this many bytes get a progress line on stderr. */
 const PROGRESS_THRESHOLD_BYTES = 256 * 1024 * 1024;
 
 export async function makeRandom(argv: string[]): Promise<number> {
-  if (wantsHelp(argv)) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  const { values, positionals } = usageErrors(() => parseArgs({
-    args: argv,
-    strict: true,
-    allowPositionals: true,
-    options: {
-      shape: { type: 'string' },
-      seed: { type: 'string' },
-      dtype: { type: 'string', default: 'f32' },
-      out: { type: 'string' },
-      set: { type: 'string', multiple: true, default: [] },
-    },
-  }));
-  if (positionals.length > 0) throw new UsageError(`make-random: unexpected argument ${JSON.stringify(positionals[0])}`);
+  const values = parseFlags('make-random', argv, {
+    shape: { type: 'string' },
+    seed: { type: 'string' },
+    dtype: { type: 'string', default: 'f32' },
+    out: { type: 'string' },
+    set: { type: 'string', multiple: true, default: [] },
+  });
   const shape = values.shape;
   if (shape === undefined) throw new UsageError('make-random: --shape is required');
   if (!Object.hasOwn(SHAPES, shape)) throw new UsageError(`make-random: --shape must be one of ${Object.keys(SHAPES).join(', ')}, got ${JSON.stringify(shape)}`);

@@ -4,28 +4,19 @@
  * and cached) or an exported model; with --ids no tokenizer is needed. This is how an export
  * is compared with Hugging Face, and how the numerics are checked.
  */
-import { parseArgs } from 'node:util';
 import { resolveModel, defaultDataDir } from '../engine/resolve-model.ts';
 import { ModelRunner } from '../engine/model-runner.ts';
 import { logSoftmax, topLogprobs } from '../engine/logprobs.ts';
-import { UsageError, usageErrors, USAGE, wantsHelp } from './usage.ts';
+import { UsageError, parseFlags } from './usage.ts';
 import { InvalidRequestError } from '../errors.ts';
 
 export async function score(argv: string[]): Promise<number> {
-  if (wantsHelp(argv)) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  const { values } = usageErrors(() => parseArgs({
-    args: argv,
-    strict: true,
-    options: {
-      model: { type: 'string' },
-      ids: { type: 'string' },
-      top: { type: 'string', default: '5' },
-      device: { type: 'string', default: 'cpu' },
-    },
-  }));
+  const values = parseFlags('score', argv, {
+    model: { type: 'string' },
+    ids: { type: 'string' },
+    top: { type: 'string', default: '5' },
+    device: { type: 'string', default: 'cpu' },
+  });
   if (values.model === undefined) throw new UsageError('score: --model is required');
   if (values.ids === undefined) throw new UsageError('score: --ids is required (comma-separated token ids)');
   const ids = values.ids.split(',').map((s) => Number(s.trim()));

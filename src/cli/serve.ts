@@ -6,37 +6,26 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { makeRandomCheckpoint } from '../checkpoint/make-random.ts';
 import { Engine } from '../engine/engine.ts';
 import { defaultDataDir } from '../engine/resolve-model.ts';
 import { ConfigError } from '../errors.ts';
 import { buildApp } from '../server/app.ts';
-import { UsageError, usageErrors, USAGE, wantsHelp } from './usage.ts';
+import { UsageError, parseFlags } from './usage.ts';
 
 export async function serve(argv: string[]): Promise<number> {
-  if (wantsHelp(argv)) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  const { values, positionals } = usageErrors(() => parseArgs({
-    args: argv,
-    strict: true,
-    allowPositionals: true,
-    options: {
-      model: { type: 'string' },
-      host: { type: 'string' },
-      port: { type: 'string' },
-      device: { type: 'string' },
-      'kv-cache-memory': { type: 'string' },
-      'api-key': { type: 'string', multiple: true },
-      'api-key-file': { type: 'string' },
-      'cors-origin': { type: 'string', multiple: true },
-      'max-body-bytes': { type: 'string' },
-    },
-  }));
-  if (positionals.length > 0) throw new UsageError(`serve: unexpected argument ${JSON.stringify(positionals[0])}`);
+  const values = parseFlags('serve', argv, {
+    model: { type: 'string' },
+    host: { type: 'string' },
+    port: { type: 'string' },
+    device: { type: 'string' },
+    'kv-cache-memory': { type: 'string' },
+    'api-key': { type: 'string', multiple: true },
+    'api-key-file': { type: 'string' },
+    'cors-origin': { type: 'string', multiple: true },
+    'max-body-bytes': { type: 'string' },
+  });
   const env = process.env;
   const host = values.host ?? env['GEMMA_SERVE_HOST'] ?? '127.0.0.1';
   const portText = values.port ?? env['GEMMA_SERVE_PORT'] ?? '8000';
@@ -44,24 +33,10 @@ export async function serve(argv: string[]): Promise<number> {
   const port = Number(portText);
   const device = values.device ?? env['GEMMA_SERVE_DEVICE'] ?? 'cpu';
   if (device !== 'cpu' && device !== 'cuda') throw new ConfigError(`serve: device must be cpu or cuda, got ${JSON.stringify(device)}`, 'device');
-  const kvText = values['kv-cache-memory'] ?? env['GEMMA_SERVE_KV_CACHE_MEMORY'];
-  let kvCacheBytes: number | undefined;
-  if (kvText !== undefined) {
-    if (!/^\d+$/.test(kvText) || !Number.isSafeInteger(Number(kvText)) || Number(kvText) <= 0) {
-      throw new ConfigError(`serve: --kv-cache-memory must be a positive number of bytes, got ${JSON.stringify(kvText)}`, 'kv-cache-memory');
-    }
-    kvCacheBytes = Number(kvText);
-  }
+  const kvCacheBytes = positiveBytes('kv-cache-memory', values['kv-cache-memory'] ?? env['GEMMA_SERVE_KV_CACHE_MEMORY']);
   const apiKeys = resolveApiKeys(values['api-key'], values['api-key-file'], env);
   const corsOrigins = values['cors-origin'] ?? splitList(env['GEMMA_SERVE_CORS_ORIGIN']);
-  const bodyText = values['max-body-bytes'] ?? env['GEMMA_SERVE_MAX_BODY_BYTES'];
-  let bodyLimitBytes: number | undefined;
-  if (bodyText !== undefined) {
-    if (!/^\d+$/.test(bodyText) || !Number.isSafeInteger(Number(bodyText)) || Number(bodyText) <= 0) {
-      throw new ConfigError(`serve: --max-body-bytes must be a positive number of bytes, got ${JSON.stringify(bodyText)}`, 'max-body-bytes');
-    }
-    bodyLimitBytes = Number(bodyText);
-  }
+  const bodyLimitBytes = positiveBytes('max-body-bytes', values['max-body-bytes'] ?? env['GEMMA_SERVE_MAX_BODY_BYTES']);
   const logger = pino({ name: 'gemma-serve' });
   const dataDir = defaultDataDir();
   let modelDir = values.model ?? env['GEMMA_SERVE_MODEL'];
@@ -129,4 +104,13 @@ function resolveApiKeys(flagKeys: string[] | undefined, flagFile: string | undef
     keys.push(...fromFile);
   }
   return keys.map((k) => k.trim());
+}
+
+/** A byte count given as a flag or environment variable: a positive integer, or absent. */
+function positiveBytes(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text)) || Number(text) <= 0) {
+    throw new ConfigError(`serve: --${flag} must be a positive number of bytes, got ${JSON.stringify(text)}`, flag);
+  }
+  return Number(text);
 }

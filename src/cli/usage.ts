@@ -2,6 +2,7 @@
  * Shared CLI plumbing: the usage text and the error a subcommand throws for a bad
  * command line (the dispatcher prints usage and exits 2 for it).
  */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 export const USAGE = `usage: gemma-serve <command> [options]
 
@@ -38,9 +39,17 @@ export class UsageError extends Error {
 /** A subcommand: gets the arguments after its name, resolves to the exit code. */
 export type Command = (argv: string[]) => Promise<number>;
 
-/** True when argv asks for help. */
-export function wantsHelp(argv: readonly string[]): boolean {
-  return argv.includes('--help') || argv.includes('-h');
+type FlagOptions = NonNullable<ParseArgsConfig['options']>;
+type FlagValues<O extends FlagOptions> = ReturnType<typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: true }>>['values'];
+
+/**
+ * Parses a subcommand's flags strictly: an unknown flag, a missing value or a stray argument
+ * is a UsageError naming the command. `--help` is handled by the dispatcher before this.
+ */
+export function parseFlags<O extends FlagOptions>(command: string, argv: string[], options: O): FlagValues<O> {
+  const { values, positionals } = usageErrors(() => parseArgs({ args: argv, options, strict: true, allowPositionals: true }));
+  if (positionals.length > 0) throw new UsageError(`${command}: unexpected argument ${JSON.stringify(positionals[0])}`);
+  return values as FlagValues<O>;
 }
 
 /** Runs node:util parseArgs, turning its errors (unknown flag, missing value) into UsageErrors. */
