@@ -59,3 +59,20 @@ export class EngineError extends GemmaServeError {
     super(message, code, status, 'server_error', null, options);
   }
 }
+
+/** The waiting queue is full: a 429 that tells the client when to retry. */
+export class QueueFullError extends GemmaServeError {
+  readonly retryAfterSeconds = 1;
+  constructor(capacity: number) {
+    super(`The server is at capacity (${capacity} requests running or waiting). Please retry shortly.`, 'queue_full', 429, 'rate_limit_error');
+  }
+}
+
+/** The server cannot take requests now (model loading, draining): a 503. */
+export class UnavailableError extends GemmaServeError {
+  readonly retryAfterSeconds: number;
+  constructor(message: string, code: 'model_loading' | 'server_draining' | 'model_failed', retryAfterSeconds = 5) {
+    super(message, code, 503, 'server_error');
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
+}

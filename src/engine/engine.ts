@@ -15,7 +15,7 @@ import type { Device } from './session.ts';
 import type { FinishReason, FromWorker, TokenLogprobs, ToWorker, WorkerInit } from './worker.ts';
 import { DEFAULT_SAMPLING, type SamplingParams } from './sampling.ts';
 import { StopMatcher } from './stop-strings.ts';
-import { ContextLengthError, EngineError, InvalidRequestError } from '../errors.ts';
+import { ContextLengthError, EngineError, InvalidRequestError, QueueFullError } from '../errors.ts';
 
 export interface EngineOptions {
   /** An exported model or a Hugging Face checkpoint (exported once into the data dir). */
@@ -25,7 +25,14 @@ export interface EngineOptions {
   readonly dataDir?: string;
   /** Served model name; defaults to the model directory's name. */
   readonly modelId?: string;
+  /** Sequences decoding together (default 64); more wait in order of arrival. */
+  readonly maxNumSeqs?: number;
+  /** Requests that may wait beyond maxNumSeqs (default 256); more are refused (QueueFullError). */
+  readonly maxWaiting?: number;
 }
+
+export const DEFAULT_MAX_NUM_SEQS = 64;
+export const DEFAULT_MAX_WAITING = 256;
 
 export interface GenerateRequest {
   readonly promptIds: ArrayLike<number>;
@@ -40,6 +47,12 @@ export interface GenerateRequest {
   readonly stop?: readonly string[];
   /** null/undefined: no logprobs; else the number of top alternatives per token. */
   readonly logprobs?: number | null;
+  /** null/undefined: none; else the prompt tokens' logprobs (a 'prompt' event) with this many alternatives. */
+  readonly promptLogprobs?: number | null;
+  /** Generate past end-of-sequence tokens (only max tokens and stop strings end it). */
+  readonly ignoreEos?: boolean;
+  /** No end-of-sequence token and no stop string ends the sequence before this many tokens. */
+  readonly minTokens?: number;
 }
 
 export interface Usage {
@@ -49,6 +62,8 @@ export interface Usage {
 }
 
 export type TokenEvent =
+  /** First, when promptLogprobs was asked: entries for prompt tokens 1..n-1 (the first has none). */
+  | { readonly type: 'prompt'; readonly logprobs: readonly TokenLogprobs[] }
   | { readonly type: 'token'; readonly tokenId: number; readonly text: string; readonly logprobs?: TokenLogprobs }
   /** `text` is what the detokenizer still held back at the end (usually ''). */
   | { readonly type: 'finish'; readonly reason: FinishReason; readonly usage: Usage; readonly text: string };
@@ -59,6 +74,8 @@ export class Engine {
   private nextId = 1;
   private readonly requests = new Map<number, Pending>();
   private closed = false;
+  /** Ids of generations submitted to the worker and not yet ended there (running or waiting). */
+  private readonly live = new Set<number>();
 
   private constructor(
     private readonly worker: Worker,
@@ -66,17 +83,23 @@ export class Engine {
     readonly chatTemplate: ChatTemplate,
     readonly modelId: string,
     readonly contextLength: number,
+    /** The model's vocabulary (logits per position); token ids are below it. */
+    readonly vocabSize: number,
     readonly stopIds: readonly number[],
     readonly exportDir: string,
+    /** Most requests admitted at once: running plus waiting. */
+    readonly capacity: number,
   ) {
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'ready') return;
       if (m.id === null) return;
+      if (m.type === 'finish' || m.type === 'error') this.live.delete(m.id);
       this.requests.get(m.id)?.push(m);
     });
     const failAll = (e: Error): void => {
       for (const p of this.requests.values()) p.fail(e);
       this.requests.clear();
+      this.live.clear();
     };
     worker.on('error', (e) => failAll(new EngineError(`inference worker failed: ${e.message}`, 'engine_error', 500, { cause: e })));
     worker.on('exit', () => { if (!this.closed) failAll(new EngineError('inference worker exited')); });
@@ -92,7 +115,9 @@ export class Engine {
     const chatTemplate = loadChatTemplate(file('tokenizer_config.json'));
     const stopIds = generationEos(file('generation_config.json')) ?? [...config.eosTokenIds];
 
-    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes };
+    const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
+    const maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
+    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs };
     // worker-boot.mjs registers tsx itself, so the worker runs the same under tsx's CLI,
     // tap's loader or the bin's register(); execArgv is not inherited to avoid a second loader.
     const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: init, execArgv: [] });
@@ -109,7 +134,17 @@ export class Engine {
       worker.on('exit', onExit);
     });
     const modelId = opts.modelId ?? basename(resolve(opts.modelDir));
-    return new Engine(worker, tokenizer, chatTemplate, modelId, config.maxPositions, stopIds, exportDir);
+    return new Engine(worker, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting);
+  }
+
+  /** Generations admitted and not yet ended. */
+  get inFlight(): number {
+    return this.live.size;
+  }
+
+  /** Throws QueueFullError unless `count` more generations can be admitted now. */
+  ensureCapacity(count: number): void {
+    if (this.live.size + count > this.capacity) throw new QueueFullError(this.capacity);
   }
 
   /**
@@ -126,6 +161,9 @@ export class Engine {
     if (promptIds.length + Math.max(maxTokens, 0) > this.contextLength || room <= 0) {
       throw new ContextLengthError(promptIds.length, req.maxTokens ?? 0, this.contextLength);
     }
+    const minTokens = req.minTokens ?? 0;
+    if (minTokens > maxTokens) throw new InvalidRequestError(`min_tokens (${minTokens}) must not exceed max_tokens (${maxTokens})`, 'min_tokens');
+    this.ensureCapacity(1);
     const id = this.nextId++;
     const queue: FromWorker[] = [];
     let error: Error | null = null;
@@ -135,12 +173,15 @@ export class Engine {
       fail: (e) => { error = e; notify?.(); },
     });
     const post = (m: ToWorker): void => this.worker.postMessage(m);
+    this.live.add(id);
     post({
       type: 'submit', id, promptIds, maxTokens,
       sampling: { ...DEFAULT_SAMPLING, ...req.sampling, temperature: req.temperature ?? req.sampling?.temperature ?? 1, topP: req.topP ?? req.sampling?.topP ?? 1 },
       logprobs: req.logprobs ?? null,
+      promptLogprobs: req.promptLogprobs ?? null,
       seed: req.seed ?? Math.floor(Math.random() * 2 ** 32),
-      stopIds: [...this.stopIds],
+      stopIds: req.ignoreEos === true ? [] : [...this.stopIds],
+      minTokens,
     });
     let done = false;
     const abort = (): void => { if (!done) post({ type: 'abort', id }); };
@@ -162,9 +203,13 @@ export class Engine {
               notify = null;
               continue;
             }
-            if (m.type === 'token') {
+            if (m.type === 'prompt_logprobs') {
+              yield { type: 'prompt', logprobs: m.logprobs };
+            } else if (m.type === 'token') {
               received++;
-              const { text, matched } = stop.push(detok.push(m.tokenId));
+              const delta = detok.push(m.tokenId);
+              // Before min_tokens, stop strings do not end the sequence (vLLM's semantics).
+              const { text, matched } = received <= minTokens ? { text: delta, matched: false } : stop.push(delta);
               yield { type: 'token', tokenId: m.tokenId, text, ...(m.logprobs ? { logprobs: m.logprobs } : {}) };
               if (matched) {
                 // A stop string: finish here; the finally block aborts the sequence in the worker.

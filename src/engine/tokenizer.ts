@@ -20,6 +20,8 @@ export interface TextTokenizer {
   /** The id of a token string, or null when it is not in the vocabulary. */
   tokenToId(token: string): number | null;
   isSpecial(id: number): boolean;
+  /** The token's own bytes (a byte-fallback token `<0xE4>` is the one byte 0xE4). */
+  tokenBytes(id: number): Uint8Array;
   readonly bosId: number;
   /**
    * The tokenizer's end-of-sequence ids: `eos_token`, plus `<end_of_turn>` where the vocabulary
@@ -87,6 +89,13 @@ class HfTextTokenizer implements TextTokenizer {
 
   isSpecial(id: number): boolean {
     return this.specialIds.has(id);
+  }
+
+  tokenBytes(id: number): Uint8Array {
+    const piece = this.tok.id_to_token(id);
+    const byte = piece === undefined ? null : /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+    if (byte !== null) return Uint8Array.of(parseInt(byte[1]!, 16));
+    return new TextEncoder().encode(this.decode([id]));
   }
 }
 

@@ -15,6 +15,8 @@ export interface WorkerInit {
   readonly exportDir: string;
   readonly device: Device;
   readonly kvCacheBytes?: number;
+  /** At most this many sequences decode together; later ones wait in submission order. */
+  readonly maxNumSeqs: number;
 }
 
 export interface SubmitMessage {
@@ -24,9 +26,14 @@ export interface SubmitMessage {
   readonly maxTokens: number;
   readonly sampling: SamplingParams;
   readonly seed: number;
+  /** Token ids that end the sequence (empty with ignore_eos). */
   readonly stopIds: number[];
+  /** Stop ids cannot be sampled before this many tokens are generated. */
+  readonly minTokens: number;
   /** null: no logprobs; else how many top alternatives to send with each token. */
   readonly logprobs: number | null;
+  /** null: none; else the logprob of every prompt token after the first, with this many alternatives. */
+  readonly promptLogprobs: number | null;
 }
 export interface TokenLogprobs {
   readonly logprob: number;
@@ -37,6 +44,8 @@ export type FinishReason = 'stop' | 'length' | 'abort';
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'token'; id: number; tokenId: number; logprobs?: TokenLogprobs }
+  /** Sent once before the first token when promptLogprobs was asked: entries for prompt tokens 1..n-1. */
+  | { type: 'prompt_logprobs'; id: number; logprobs: TokenLogprobs[] }
   | { type: 'finish'; id: number; reason: FinishReason; promptTokens: number; completionTokens: number }
   | { type: 'error'; id: number | null; message: string };
 
@@ -51,6 +60,9 @@ export function mulberry32(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** Prompt tokens per forward pass when every position's logits are wanted. */
+const SCORING_CHUNK = 64;
 
 interface Running {
   readonly req: SubmitMessage;
@@ -102,6 +114,7 @@ async function main(): Promise<void> {
   };
   /** Records a sampled token; true when the sequence goes on. */
   const accept = (r: Running, row: Float32Array): boolean => {
+    if (r.generated < r.req.minTokens) for (const id of r.req.stopIds) if (id >= 0 && id < row.length) row[id] = -Infinity;
     const logits = processLogits(row, r.req.sampling, r.history);
     const tokenId = sampleProcessed(logits, r.req.sampling, r.rand);
     r.generated++;
@@ -116,6 +129,32 @@ async function main(): Promise<void> {
     send({ type: 'token', id: r.req.id, tokenId, ...(logprobs ? { logprobs } : {}) });
     if (r.generated >= r.req.maxTokens) { finish(r, 'length'); return false; }
     return true;
+  };
+  /**
+   * Prefills in chunks with every position's logits, sends the prompt tokens' logprobs, and
+   * returns the last position's logits. Chunks bound the logits held at once (chunk x vocab).
+   */
+  const prefillScoring = async (r: Running): Promise<Float32Array> => {
+    const ids = r.req.promptIds;
+    const k = r.req.promptLogprobs ?? 0;
+    const entries: TokenLogprobs[] = [];
+    let last = new Float32Array(0);
+    for (let start = 0; start < ids.length; start += SCORING_CHUNK) {
+      const chunk = ids.slice(start, start + SCORING_CHUNK);
+      const out = await runner.step([{ seq: r.seq, tokenIds: chunk, logits: 'all' }]);
+      for (let s = 0; s < chunk.length; s++) {
+        const row = out.logits.subarray(s * out.vocabSize, (s + 1) * out.vocabSize);
+        const next = start + s + 1;
+        if (next < ids.length) {
+          const lp = logSoftmax(row);
+          entries.push({ logprob: lp[ids[next]!]!, top: k > 0 ? topLogprobs(lp, k) : [] });
+        } else {
+          last = new Float32Array(row);
+        }
+      }
+    }
+    send({ type: 'prompt_logprobs', id: r.req.id, logprobs: entries });
+    return last;
   };
   const dropAborted = (): void => {
     for (let i = pending.length - 1; i >= 0; i--) {
@@ -142,6 +181,7 @@ async function main(): Promise<void> {
     // Prefill new prompts (those that fit the cache now; the rest wait for room).
     const waiting: SubmitMessage[] = [];
     for (const req of pending.splice(0)) {
+      if (running.size >= init.maxNumSeqs) { waiting.push(req); continue; }
       const seq = cache.newSequence();
       if (!cache.reserve(seq, req.promptIds.length)) {
         cache.release(seq);
@@ -152,9 +192,15 @@ async function main(): Promise<void> {
       const r: Running = { req, seq, rand: mulberry32(req.seed), stop: new Set(req.stopIds), history: new TokenHistory(req.promptIds), last: -1, generated: 0 };
       running.set(req.id, r);
       try {
-        const out = await runner.step([{ seq, tokenIds: req.promptIds, logits: 'last' }]);
+        let last: Float32Array;
+        if (req.promptLogprobs === null) {
+          const out = await runner.step([{ seq, tokenIds: req.promptIds, logits: 'last' }]);
+          last = out.logits.subarray(0, out.vocabSize);
+        } else {
+          last = await prefillScoring(r);
+        }
         if (aborted.has(req.id)) { finish(r, 'abort'); continue; }
-        accept(r, out.logits.subarray(0, out.vocabSize));
+        accept(r, last);
       } catch (e) {
         fail(r, (e as Error).message);
       }

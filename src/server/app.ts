@@ -5,16 +5,22 @@
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import type { Engine } from '../engine/engine.ts';
+import fastifyWebsocket from '@fastify/websocket';
+import { Engine } from '../engine/engine.ts';
 import { GemmaServeError } from '../errors.ts';
 import { registerAuth } from './auth.ts';
 import { registerCors } from './cors.ts';
+import { EngineState } from './engine-state.ts';
 import { chatCompletionsRoute } from './routes/chat-completions.ts';
+import { chatWebSocketRoute } from './routes/chat-ws.ts';
+import { completionsRoute } from './routes/completions.ts';
 import { healthRoute } from './routes/health.ts';
 import { modelsRoute } from './routes/models.ts';
+import { tokenizeRoutes } from './routes/tokenize.ts';
 
 export interface AppOptions {
-  readonly engine: Engine;
+  /** The engine, or its state while it loads (routes answer 503 until it is ready). */
+  readonly engine: Engine | EngineState;
   readonly logger?: Logger;
   /** Accepted API keys (Authorization: Bearer KEY); empty or absent = no authentication. */
   readonly apiKeys?: readonly string[];
@@ -42,6 +48,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   app.setErrorHandler((err: Error, request, reply) => {
     if (err instanceof GemmaServeError) {
       if (err.status >= 500) request.log.error({ err }, err.message);
+      const retryAfter = (err as { retryAfterSeconds?: number }).retryAfterSeconds;
+      if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter));
       return reply.status(err.status).send(errorBody(err.message, err.type, err.param, err.code));
     }
     const status = (err as { statusCode?: number }).statusCode;
@@ -60,8 +68,13 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   });
   registerCors(app, opts.corsOrigins ?? []);
   registerAuth(app, opts.apiKeys ?? []);
-  healthRoute(app);
-  modelsRoute(app, opts.engine);
-  chatCompletionsRoute(app, opts.engine);
+  const state = opts.engine instanceof Engine ? new EngineState(opts.engine) : opts.engine;
+  healthRoute(app, state);
+  modelsRoute(app, state);
+  chatCompletionsRoute(app, state);
+  completionsRoute(app, state);
+  tokenizeRoutes(app, state);
+  void app.register(fastifyWebsocket, { options: { maxPayload: bodyLimit } });
+  void app.register(async (scoped) => chatWebSocketRoute(scoped, state));
   return app;
 }

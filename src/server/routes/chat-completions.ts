@@ -1,85 +1,91 @@
 /**
- * POST /v1/chat/completions: render the chat template, tokenize, generate; a JSON response or
- * an SSE stream of chunks ending in `data: [DONE]`. A client that disconnects aborts its
- * generation in the worker.
+ * POST /v1/chat/completions: render the checkpoint's chat template, tokenize, generate n
+ * choices; a JSON response or an SSE stream of chunks ending in `data: [DONE]`. The chunk
+ * stream (`chatChunks`) is shared with the WebSocket endpoint. A client that disconnects
+ * aborts its generations in the worker.
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import type { Engine, Usage } from '../../engine/engine.ts';
-import type { TokenLogprobs } from '../../engine/worker.ts';
-import { parseChatRequest } from '../chat-request.ts';
+import type { Engine } from '../../engine/engine.ts';
+import { parseChatRequest, type ChatRequest } from '../chat-request.ts';
+import { chatLogprobEntry, startChoices, UsageCounter, type ChoiceEvent } from '../choices.ts';
+import type { EngineState } from '../engine-state.ts';
+import { checkModel } from '../request-fields.ts';
+import { postGeneration } from '../generation-route.ts';
 
-export function chatCompletionsRoute(app: FastifyInstance, engine: Engine): void {
-  const fingerprint = `fp_gemma_serve_${engine.modelId}`.slice(0, 40);
-  app.post('/v1/chat/completions', async (request, reply) => {
-    const req = parseChatRequest(request.body);
-    const prompt = engine.chatTemplate.renderChat(req.messages, { addGenerationPrompt: true });
-    const promptIds = engine.tokenizer.encode(prompt);
-    const controller = new AbortController();
-    // Throws ContextLengthError here, before any byte is sent.
-    const events = engine.generate({
-      promptIds, maxTokens: req.maxTokens, temperature: req.temperature, topP: req.topP, seed: req.seed,
-      sampling: req.sampling, stop: req.stop, logprobs: req.logprobs,
-    }, controller.signal);
-    const tokenText = (id: number): { token: string; bytes: number[] } => {
-      const token = engine.tokenizer.decode([id]);
-      return { token, bytes: [...Buffer.from(token, 'utf8')] };
-    };
-    const lpEntry = (tokenId: number, lp: TokenLogprobs): object => ({
-      ...tokenText(tokenId), logprob: lp.logprob,
-      top_logprobs: lp.top.map((t) => ({ ...tokenText(t.id), logprob: t.logprob })),
-    });
-    reply.raw.on('close', () => { if (!reply.raw.writableFinished) controller.abort(); });
-    const id = `chatcmpl-${randomUUID().replace(/-/g, '')}`;
-    const created = Math.floor(Date.now() / 1000);
-    const base = { id, created, model: req.model, system_fingerprint: fingerprint };
+/** A validated chat request whose generations have started. */
+export interface StartedChat {
+  readonly req: ChatRequest;
+  readonly choices: AsyncIterable<ChoiceEvent>;
+  /** Fields every response object repeats. */
+  readonly base: { readonly id: string; readonly created: number; readonly model: string; readonly system_fingerprint: string };
+}
 
-    if (!req.stream) {
-      let content = '';
-      let finishReason = 'stop';
-      let usage: Usage | null = null;
-      const lps: object[] = [];
-      for await (const ev of events) {
-        if (ev.type === 'token') {
-          content += ev.text;
-          if (ev.logprobs) lps.push(lpEntry(ev.tokenId, ev.logprobs));
-        }
-        else { content += ev.text; finishReason = ev.reason; usage = ev.usage; }
-      }
-      return {
-        ...base, object: 'chat.completion',
-        choices: [{ index: 0, message: { role: 'assistant', content, refusal: null },
-          logprobs: req.logprobs === null ? null : { content: lps, refusal: null }, finish_reason: finishReason }],
-        usage,
-      };
-    }
+export function systemFingerprint(engine: Engine): string {
+  return `fp_gemma_serve_${engine.modelId}`.slice(0, 40);
+}
 
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-    const send = (obj: unknown): void => { if (!res.destroyed) res.write(`data: ${JSON.stringify(obj)}\n\n`); };
-    const chunk = (delta: object, finishReason: string | null, usage?: Usage, logprobs: object[] | null = null): object => ({
-      ...base, object: 'chat.completion.chunk',
-      choices: [{ index: 0, delta, logprobs: logprobs === null ? null : { content: logprobs, refusal: null }, finish_reason: finishReason }],
-      ...(req.includeUsage ? { usage: usage ?? null } : {}),
-    });
-    send(chunk({ role: 'assistant', content: '' }, null));
-    try {
-      for await (const ev of events) {
-        if (ev.type === 'token') {
-          if (ev.logprobs) send(chunk({ content: ev.text }, null, undefined, [lpEntry(ev.tokenId, ev.logprobs)]));
-          else if (ev.text !== '') send(chunk({ content: ev.text }, null));
-        } else {
-          if (ev.text !== '') send(chunk({ content: ev.text }, null));
-          send(chunk({}, ev.reason));
-          if (req.includeUsage) send({ ...base, object: 'chat.completion.chunk', choices: [], usage: ev.usage });
-        }
-      }
-      if (!res.destroyed) res.end('data: [DONE]\n\n');
-    } catch (e) {
-      request.log.error({ err: e }, 'generation failed mid-stream');
-      send({ error: { message: (e as Error).message, type: 'server_error', param: null, code: 'engine_error' } });
-      if (!res.destroyed) res.end('data: [DONE]\n\n');
-    }
+/** Validates, renders, tokenizes and starts; every 4xx is thrown here, before any byte is sent. */
+export function startChat(engine: Engine, body: unknown, signal: AbortSignal): StartedChat {
+  const req = parseChatRequest(body);
+  checkModel(engine.modelId, req.model);
+  const prompt = engine.chatTemplate.renderChat(req.messages, { addGenerationPrompt: true });
+  const promptIds = Array.from(engine.tokenizer.encode(prompt));
+  const choices = startChoices(engine, [promptIds], req, { logprobs: req.logprobs }, signal);
+  const base = { id: `chatcmpl-${randomUUID().replace(/-/g, '')}`, created: Math.floor(Date.now() / 1000), model: req.model, system_fingerprint: systemFingerprint(engine) };
+  return { req, choices, base };
+}
+
+/** The chunk objects of a streamed chat completion, in OpenAI's order. */
+export async function* chatChunks(engine: Engine, chat: StartedChat): AsyncGenerator<object> {
+  const { req, base } = chat;
+  const chunk = (index: number, delta: object, finishReason: string | null, logprobs: object[] | null = null): object => ({
+    ...base, object: 'chat.completion.chunk',
+    choices: [{ index, delta, logprobs: logprobs === null ? null : { content: logprobs, refusal: null }, finish_reason: finishReason }],
+    ...(req.includeUsage ? { usage: null } : {}),
   });
+  for (let i = 0; i < req.n; i++) yield chunk(i, { role: 'assistant', content: '' }, null);
+  const usage = new UsageCounter();
+  for await (const { index, prompt, event: ev } of chat.choices) {
+    if (ev.type === 'token') {
+      if (ev.logprobs) yield chunk(index, { content: ev.text }, null, [chatLogprobEntry(engine, ev.tokenId, ev.logprobs)]);
+      else if (ev.text !== '') yield chunk(index, { content: ev.text }, null);
+    } else if (ev.type === 'finish') {
+      if (ev.text !== '') yield chunk(index, { content: ev.text }, null);
+      yield chunk(index, {}, ev.reason);
+      usage.add(prompt, ev.usage);
+    }
+  }
+  if (req.includeUsage) yield { ...base, object: 'chat.completion.chunk', choices: [], usage: usage.usage };
+}
+
+/** The whole (non-streamed) chat completion object. */
+export async function collectChat(engine: Engine, chat: StartedChat): Promise<object> {
+  const { req, base } = chat;
+  const content: string[] = Array.from({ length: req.n }, () => '');
+  const lps: object[][] = Array.from({ length: req.n }, () => []);
+  const finish: string[] = Array.from({ length: req.n }, () => 'stop');
+  const usage = new UsageCounter();
+  for await (const { index, prompt, event: ev } of chat.choices) {
+    if (ev.type === 'token') {
+      content[index] += ev.text;
+      if (ev.logprobs) lps[index]!.push(chatLogprobEntry(engine, ev.tokenId, ev.logprobs));
+    } else if (ev.type === 'finish') {
+      content[index] += ev.text;
+      finish[index] = ev.reason;
+      usage.add(prompt, ev.usage);
+    }
+  }
+  return {
+    ...base, object: 'chat.completion',
+    choices: content.map((text, index) => ({
+      index, message: { role: 'assistant', content: text, refusal: null },
+      logprobs: req.logprobs === null ? null : { content: lps[index], refusal: null }, finish_reason: finish[index],
+    })),
+    usage: usage.usage,
+  };
+}
+
+export function chatCompletionsRoute(app: FastifyInstance, state: EngineState): void {
+  postGeneration(app, '/v1/chat/completions', state, { start: startChat, collect: collectChat, chunks: chatChunks });
 }

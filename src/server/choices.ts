@@ -1,0 +1,107 @@
+/**
+ * One request, several generations: `n` choices per prompt (and, for /v1/completions, several
+ * prompts), admitted together or not at all, their token events merged in arrival order.
+ * Choice i of a prompt uses seed + i, so a seeded request is reproducible choice by choice.
+ */
+import type { Engine, GenerateRequest, TokenEvent, Usage } from '../engine/engine.ts';
+import type { TokenLogprobs } from '../engine/worker.ts';
+import { InvalidRequestError } from '../errors.ts';
+import type { GenerationParams } from './request-fields.ts';
+
+/** One event of one choice; `prompt` indexes the request's prompts. */
+export interface ChoiceEvent {
+  readonly index: number;
+  readonly prompt: number;
+  readonly event: TokenEvent;
+}
+
+export interface ChoiceOptions {
+  /** Top alternatives per generated token, or null for no logprobs. */
+  readonly logprobs: number | null;
+  /** Top alternatives per prompt token, or null (only /v1/completions' echo asks). */
+  readonly promptLogprobs?: number | null;
+}
+
+/**
+ * Starts prompts.length x params.n generations. Validation errors (context length, queue
+ * full, bad logit_bias ids) throw before anything starts; aborting `signal`, or leaving the
+ * returned iteration early, aborts every generation still running.
+ */
+export function startChoices(
+  engine: Engine, prompts: readonly (readonly number[])[], params: GenerationParams, opts: ChoiceOptions, signal: AbortSignal,
+): AsyncIterable<ChoiceEvent> {
+  for (const [id] of params.sampling.logitBias) {
+    if (id >= engine.vocabSize) throw new InvalidRequestError(`logit_bias: token id ${id} is outside the vocabulary (0..${engine.vocabSize - 1})`, 'logit_bias');
+  }
+  engine.ensureCapacity(prompts.length * params.n);
+  const inner = new AbortController();
+  const abort = (): void => inner.abort();
+  if (signal.aborted) abort();
+  else signal.addEventListener('abort', abort, { once: true });
+  const sources: { index: number; prompt: number; events: AsyncIterable<TokenEvent> }[] = [];
+  try {
+    prompts.forEach((promptIds, p) => {
+      for (let i = 0; i < params.n; i++) {
+        const req: GenerateRequest = {
+          promptIds, maxTokens: params.maxTokens, temperature: params.temperature, topP: params.topP,
+          seed: params.seed === undefined ? undefined : (params.seed + i) % 2 ** 32,
+          sampling: params.sampling, stop: params.stop, ignoreEos: params.ignoreEos, minTokens: params.minTokens,
+          logprobs: opts.logprobs, promptLogprobs: opts.promptLogprobs ?? null,
+        };
+        sources.push({ index: p * params.n + i, prompt: p, events: engine.generate(req, inner.signal) });
+      }
+    });
+  } catch (e) {
+    abort(); // the ones already submitted end in the worker
+    signal.removeEventListener('abort', abort);
+    throw e;
+  }
+  return merge(sources, () => { abort(); signal.removeEventListener('abort', abort); });
+}
+
+async function* merge(
+  sources: readonly { index: number; prompt: number; events: AsyncIterable<TokenEvent> }[], cleanup: () => void,
+): AsyncGenerator<ChoiceEvent> {
+  const its = sources.map((s) => s.events[Symbol.asyncIterator]());
+  type Next = { i: number; r: IteratorResult<TokenEvent> };
+  const next = (i: number): Promise<Next> => its[i]!.next().then((r) => ({ i, r }));
+  const pending = new Map<number, Promise<Next>>(its.map((_, i) => [i, next(i)]));
+  try {
+    while (pending.size > 0) {
+      const { i, r } = await Promise.race(pending.values());
+      if (r.done === true) { pending.delete(i); continue; }
+      pending.set(i, next(i));
+      yield { index: sources[i]!.index, prompt: sources[i]!.prompt, event: r.value };
+    }
+  } finally {
+    // Abort first: an iterator waiting for its next event then ends promptly.
+    cleanup();
+    for (const it of its) void it.return?.(undefined).catch(() => undefined);
+  }
+}
+
+/** Usage of a whole request: each prompt counted once, every choice's completion summed. */
+export class UsageCounter {
+  private readonly promptTokens = new Map<number, number>();
+  private completionTokens = 0;
+
+  add(prompt: number, usage: Usage): void {
+    this.promptTokens.set(prompt, usage.prompt_tokens);
+    this.completionTokens += usage.completion_tokens;
+  }
+
+  get usage(): Usage {
+    let prompt = 0;
+    for (const n of this.promptTokens.values()) prompt += n;
+    return { prompt_tokens: prompt, completion_tokens: this.completionTokens, total_tokens: prompt + this.completionTokens };
+  }
+}
+
+/** OpenAI's chat logprob entry for one token: text, bytes, logprob and alternatives. */
+export function chatLogprobEntry(engine: Engine, tokenId: number, lp: TokenLogprobs): object {
+  const tokenText = (id: number): { token: string; bytes: number[] } => ({ token: engine.tokenizer.decode([id]), bytes: [...engine.tokenizer.tokenBytes(id)] });
+  return {
+    ...tokenText(tokenId), logprob: lp.logprob,
+    top_logprobs: lp.top.map((t) => ({ ...tokenText(t.id), logprob: t.logprob })),
+  };
+}

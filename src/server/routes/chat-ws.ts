@@ -1,0 +1,98 @@
+/**
+ * Chat completions over one WebSocket (GET /v1/chat/completions/ws), several at once.
+ *
+ * Client -> server, one JSON object per text message:
+ *   {"type": "request", "id": "<your id>", "body": {<a chat completion request>}}
+ *   {"type": "cancel", "id": "<your id>"}
+ * Server -> client:
+ *   {"type": "chunk", "id", "chunk": <the chat.completion.chunk SSE would send>}
+ *   {"type": "done", "id"}                       after the last chunk (SSE's [DONE])
+ *   {"type": "cancelled", "id"}                  after a cancel; no more messages for that id
+ *   {"type": "error", "id", "status", "error": {message, type, param, code}}
+ *                                                a refused request (status as over HTTP) or a
+ *                                                failure mid-stream; id null for a malformed message
+ * `body.stream` is implied (absent or true); ids are the client's strings, unique among its
+ * running requests. Closing the socket cancels all of its requests.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { WebSocket } from 'ws';
+import { GemmaServeError, InvalidRequestError } from '../../errors.ts';
+import type { EngineState } from '../engine-state.ts';
+import { FieldReader } from '../request-fields.ts';
+import { streamErrorBody } from '../sse.ts';
+import { chatChunks, startChat } from './chat-completions.ts';
+
+export const CHAT_WS_PATH = '/v1/chat/completions/ws';
+
+/** Most requests one socket may run at once. */
+const MAX_PER_SOCKET = 64;
+
+export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): void {
+  app.get(CHAT_WS_PATH, { websocket: true }, (socket: WebSocket, request) => {
+    const running = new Map<string, AbortController>();
+    const send = (m: object): void => { if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(m)); };
+    const sendError = (id: string | null, e: unknown): void => {
+      const status = e instanceof GemmaServeError ? e.status : 500;
+      if (status >= 500) request.log.error({ err: e }, 'websocket request failed');
+      send({ type: 'error', id, status, ...streamErrorBody(e) });
+    };
+
+    const run = async (id: string, body: unknown): Promise<void> => {
+      const controller = new AbortController();
+      try {
+        if (running.has(id)) throw new InvalidRequestError(`id: request ${JSON.stringify(id)} is already running on this socket`, 'id');
+        if (running.size >= MAX_PER_SOCKET) throw new InvalidRequestError(`at most ${MAX_PER_SOCKET} requests may run at once on one socket`, 'id', 'too_many_requests');
+        const b = new FieldReader(body, 'body');
+        if (b.bool('stream') === false) throw new InvalidRequestError('body.stream: WebSocket requests always stream', 'body.stream');
+        const engine = state.require();
+        const chat = startChat(engine, { ...b.body, stream: true }, controller.signal);
+        running.set(id, controller);
+        for await (const chunk of chatChunks(engine, chat)) {
+          if (controller.signal.aborted) break;
+          send({ type: 'chunk', id, chunk });
+        }
+        send(controller.signal.aborted ? { type: 'cancelled', id } : { type: 'done', id });
+      } catch (e) {
+        if (controller.signal.aborted) send({ type: 'cancelled', id });
+        else sendError(id, e);
+      } finally {
+        if (running.get(id) === controller) running.delete(id);
+      }
+    };
+
+    socket.on('message', (data, isBinary) => {
+      let msg: FieldReader;
+      let id: string | undefined;
+      try {
+        if (isBinary) throw new InvalidRequestError('send JSON text messages', null);
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(data.toString());
+        } catch {
+          throw new InvalidRequestError('the message is not valid JSON', null);
+        }
+        msg = new FieldReader(parsed);
+        const rawId = msg.body['id'];
+        if (typeof rawId !== 'string' || rawId === '') throw new InvalidRequestError('id: a non-empty string is required', 'id');
+        id = rawId;
+        msg.checkFields(['type', 'id', 'body']);
+        const type = msg.get('type');
+        if (type === 'request') {
+          void run(id, msg.get('body'));
+        } else if (type === 'cancel') {
+          const c = running.get(id);
+          if (c === undefined) throw new InvalidRequestError(`id: no running request ${JSON.stringify(id)} on this socket`, 'id');
+          c.abort();
+        } else {
+          throw new InvalidRequestError(`type: must be "request" or "cancel", got ${JSON.stringify(type)}`, 'type');
+        }
+      } catch (e) {
+        sendError(id ?? null, e);
+      }
+    });
+    socket.on('close', () => {
+      for (const c of running.values()) c.abort();
+      running.clear();
+    });
+  });
+}

@@ -1,0 +1,52 @@
+/**
+ * Server-sent events the way OpenAI sends them: `data: <json>\n\n` per chunk, flushed as it is
+ * produced (no compression, `x-accel-buffering: no` for nginx, Nagle off), `data: [DONE]` at
+ * the end. A failure after the headers went out becomes a `data: {"error": ...}` event
+ * before `[DONE]`, as vLLM does. Writes wait for the socket to drain, so a slow reader
+ * slows its own generation instead of growing a buffer.
+ */
+import type { FastifyBaseLogger, FastifyReply } from 'fastify';
+import { GemmaServeError } from '../errors.ts';
+import { errorBody } from './app.ts';
+
+export const SSE_HEADERS = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-cache, no-transform',
+  connection: 'keep-alive',
+  'x-accel-buffering': 'no',
+} as const;
+
+/** The OpenAI error body for a failure mid-stream (internals stay in the log). */
+export function streamErrorBody(e: unknown): object {
+  if (e instanceof GemmaServeError) return errorBody(e.message, e.type, e.param, e.code);
+  return errorBody('The server had an error while processing your request.', 'server_error', null, 'internal_error');
+}
+
+export async function sendSse(reply: FastifyReply, chunks: AsyncIterable<object>, log: FastifyBaseLogger): Promise<void> {
+  reply.hijack();
+  const res = reply.raw;
+  const headers: Record<string, string | number | string[]> = {};
+  for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) headers[k] = v;
+  res.writeHead(200, { ...headers, ...SSE_HEADERS });
+  res.socket?.setNoDelay(true);
+  const write = async (text: string): Promise<void> => {
+    if (res.destroyed) return;
+    if (!res.write(text)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => { res.off('drain', done); res.off('close', done); resolve(); };
+        res.on('drain', done);
+        res.on('close', done);
+      });
+    }
+  };
+  try {
+    for await (const chunk of chunks) {
+      if (res.destroyed) break;
+      await write(`data: ${JSON.stringify(chunk)}\n\n`);
+    }
+  } catch (e) {
+    if (!(e instanceof GemmaServeError) || e.status >= 500) log.error({ err: e }, 'generation failed mid-stream');
+    await write(`data: ${JSON.stringify(streamErrorBody(e))}\n\n`);
+  }
+  if (!res.destroyed) res.end('data: [DONE]\n\n');
+}
