@@ -29,6 +29,8 @@ export interface EngineOptions {
   readonly maxNumSeqs?: number;
   /** Requests that may wait beyond maxNumSeqs (default 256); more are refused (QueueFullError). */
   readonly maxWaiting?: number;
+  /** Replace the model by a ScriptedRunner emitting these token ids (tests, benchmarks). */
+  readonly script?: readonly number[];
 }
 
 export const DEFAULT_MAX_NUM_SEQS = 64;
@@ -117,7 +119,7 @@ export class Engine {
 
     const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
     const maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
-    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs };
+    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, ...(opts.script ? { script: [...opts.script] } : {}) };
     // worker-boot.mjs registers tsx itself, so the worker runs the same under tsx's CLI,
     // tap's loader or the bin's register(); execArgv is not inherited to avoid a second loader.
     const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: init, execArgv: [] });

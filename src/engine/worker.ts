@@ -8,6 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { logSoftmax, topLogprobs } from './logprobs.ts';
 import { processLogits, sampleProcessed, TokenHistory, type SamplingParams } from './sampling.ts';
 import { ModelRunner } from './model-runner.ts';
+import { ScriptedRunner } from './scripted-runner.ts';
 import type { SequenceCache } from './kv-cache.ts';
 import type { Device } from './session.ts';
 
@@ -17,6 +18,8 @@ export interface WorkerInit {
   readonly kvCacheBytes?: number;
   /** At most this many sequences decode together; later ones wait in submission order. */
   readonly maxNumSeqs: number;
+  /** Run a ScriptedRunner emitting these tokens instead of the ONNX model (tests, benchmarks). */
+  readonly script?: readonly number[];
 }
 
 export interface SubmitMessage {
@@ -79,9 +82,11 @@ async function main(): Promise<void> {
   if (port === null) throw new Error('worker.ts must run in a worker thread');
   const init = workerData as WorkerInit;
   const send = (m: FromWorker): void => port.postMessage(m);
-  let runner: ModelRunner;
+  let runner: Pick<ModelRunner, 'cache' | 'step' | 'release'>;
   try {
-    runner = await ModelRunner.load(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes });
+    runner = init.script !== undefined
+      ? ScriptedRunner.load(init.exportDir, init.script, init.kvCacheBytes)
+      : await ModelRunner.load(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes });
   } catch (e) {
     send({ type: 'error', id: null, message: (e as Error).message });
     return;

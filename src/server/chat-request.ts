@@ -48,6 +48,11 @@ export function parseMessages(v: unknown): ChatMessage[] {
   return v.map((m: unknown, i) => {
     const p = `messages[${i}]`;
     const r = new FieldReader(m, p);
+    let role = r.get('role');
+    if (role === 'developer') role = 'system';
+    if (role !== 'system' && role !== 'user' && role !== 'assistant') {
+      throw new InvalidRequestError(`${p}.role: must be system, developer, user or assistant, got ${JSON.stringify(r.body['role'])}`, `${p}.role`);
+    }
     // What SDKs echo back on assistant turns is accepted when empty; speaker names would
     // change the prompt and Gemma's template has none, so they are refused, not dropped.
     r.checkFields(['role', 'content'], {
@@ -57,11 +62,6 @@ export function parseMessages(v: unknown): ChatMessage[] {
       refusal: () => false,
       audio: () => false,
     });
-    let role = r.get('role');
-    if (role === 'developer') role = 'system';
-    if (role !== 'system' && role !== 'user' && role !== 'assistant') {
-      throw new InvalidRequestError(`${p}.role: must be system, developer, user or assistant, got ${JSON.stringify(r.body['role'])}`, `${p}.role`);
-    }
     const c = r.body['content'];
     let content: string;
     if (typeof c === 'string') content = c;
