@@ -16,18 +16,21 @@ export interface TinyServer {
   readonly baseURL: string;
   readonly client: OpenAI;
   readonly model: string;
+  /** The Hugging Face checkpoint the engine serves (for test/reference/gemma2-reference.ts). */
+  readonly checkpointDir: string;
 }
 
 /** A tiny random model with a 256-token context, served on 127.0.0.1. */
 export async function startTinyServer(name: string): Promise<TinyServer> {
   const dir = mkdtempSync(join(tmpdir(), `gs-${name}-`));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  makeRandomCheckpoint({ shape: 'tiny', seed: 0, dtype: 'f32', out: join(dir, 'ckpt'), set: { max_position_embeddings: '256' } });
-  const engine = await Engine.start({ modelDir: join(dir, 'ckpt'), dataDir: join(dir, 'data'), kvCacheBytes: 8 * 2 ** 20 });
+  const checkpointDir = join(dir, 'ckpt');
+  makeRandomCheckpoint({ shape: 'tiny', seed: 0, dtype: 'f32', out: checkpointDir, set: { max_position_embeddings: '256' } });
+  const engine = await Engine.start({ modelDir: checkpointDir, dataDir: join(dir, 'data'), kvCacheBytes: 8 * 2 ** 20 });
   const app = buildApp({ engine });
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(async () => { await app.close(); await engine.close(); });
   const baseURL = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
   const client = new OpenAI({ baseURL: `${baseURL}/v1`, apiKey: 'none', maxRetries: 0 });
-  return { engine, baseURL, client, model: engine.modelId };
+  return { engine, baseURL, client, model: engine.modelId, checkpointDir };
 }

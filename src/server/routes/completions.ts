@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { Engine } from '../../engine/engine.ts';
 import type { TokenLogprobs } from '../../engine/worker.ts';
-import { InvalidRequestError } from '../../errors.ts';
+import { ContextLengthError, InvalidRequestError } from '../../errors.ts';
 import { startChoices, UsageCounter } from '../choices.ts';
 import type { EngineState } from '../engine-state.ts';
 import { checkModel, FieldReader, generationFieldNames, parseGenerationParams, type GenerationParams } from '../request-fields.ts';
@@ -20,11 +20,21 @@ import { systemFingerprint } from './chat-completions.ts';
 export const DEFAULT_COMPLETION_MAX_TOKENS = 16;
 
 export interface CompletionRequest extends GenerationParams {
+  /** Always set: DEFAULT_COMPLETION_MAX_TOKENS when the request has none. */
+  readonly maxTokens: number;
   /** Each prompt's token ids and the text echo shows for it. */
-  readonly prompts: readonly { readonly ids: number[]; readonly text: string }[];
+  readonly prompts: readonly Prompt[];
   readonly echo: boolean;
   /** null: no logprobs; else the number of top alternatives (0..20). */
   readonly logprobs: number | null;
+}
+
+interface Prompt {
+  readonly ids: number[];
+  /** What echo shows: a text prompt as given, a token prompt decoded. */
+  readonly text: string;
+  /** Leading ids that `text` does not show (the `<bos>` added to a text prompt). */
+  readonly hidden: number;
 }
 
 const UNSUPPORTED: Readonly<Record<string, (v: unknown) => boolean>> = {
@@ -48,12 +58,12 @@ export function parseCompletionRequest(engine: Engine, body: unknown): Completio
   };
 }
 
-function parsePrompts(engine: Engine, v: unknown): { ids: number[]; text: string }[] {
+function parsePrompts(engine: Engine, v: unknown): Prompt[] {
   const bad = (): never => {
     throw new InvalidRequestError('prompt: must be a string, an array of strings, an array of token ids or an array of token id arrays', 'prompt');
   };
-  const fromText = (text: string): { ids: number[]; text: string } => ({ ids: [engine.tokenizer.bosId, ...engine.tokenizer.encode(text)], text });
-  const fromIds = (ids: unknown[]): { ids: number[]; text: string } => {
+  const fromText = (text: string): Prompt => ({ ids: [engine.tokenizer.bosId, ...engine.tokenizer.encode(text)], text, hidden: 1 });
+  const fromIds = (ids: unknown[]): Prompt => {
     if (ids.length === 0) throw new InvalidRequestError('prompt: a token id array must not be empty', 'prompt');
     for (const id of ids) {
       if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= engine.vocabSize) {
@@ -61,7 +71,7 @@ function parsePrompts(engine: Engine, v: unknown): { ids: number[]; text: string
       }
     }
     const list = ids as number[];
-    return { ids: list, text: engine.tokenizer.decode(list) };
+    return { ids: list, text: engine.tokenizer.decode(list), hidden: 0 };
   };
   if (typeof v === 'string') return [fromText(v)];
   if (!Array.isArray(v) || v.length === 0) return bad();
@@ -95,13 +105,15 @@ class LegacyLogprobsBuilder {
     into.text_offset.push(offset);
   }
 
-  /** The echoed prompt's entries: token i > 0 scored by entries[i - 1]; offsets from decoding prefixes. */
-  prompt(ids: readonly number[], entries: readonly TokenLogprobs[]): LegacyLogprobs {
+  /**
+   * The echoed prompt's entries: token i > 0 scored by entries[i - 1]. Offsets index the echoed
+   * text (from decoding prefixes), so the hidden leading ids (a text prompt's `<bos>`) sit at 0.
+   */
+  prompt(p: Prompt, entries: readonly TokenLogprobs[]): LegacyLogprobs {
     const out = this.empty();
-    let offset = 0;
-    ids.forEach((id, i) => {
+    p.ids.forEach((id, i) => {
+      const offset = i <= p.hidden ? 0 : this.engine.tokenizer.decode(p.ids.slice(p.hidden, i)).length;
       this.push(out, id, i === 0 ? null : entries[i - 1] ?? null, offset);
-      offset = this.engine.tokenizer.decode(ids.slice(0, i + 1)).length;
     });
     return out;
   }
@@ -110,6 +122,10 @@ class LegacyLogprobsBuilder {
 function startCompletion(engine: Engine, body: unknown, signal: AbortSignal) {
   const req = parseCompletionRequest(engine, body);
   checkModel(engine.modelId, req.model);
+  // The engine checks this too, but names `messages`; here the parameter is `prompt`.
+  for (const { ids } of req.prompts) {
+    if (ids.length + req.maxTokens > engine.contextLength) throw new ContextLengthError(ids.length, req.maxTokens, engine.contextLength, 'prompt');
+  }
   const scorePrompt = req.echo && req.logprobs !== null;
   const choices = startChoices(engine, req.prompts.map((p) => p.ids), req, { logprobs: req.logprobs, promptLogprobs: scorePrompt ? req.logprobs : null }, signal);
   const base = { id: `cmpl-${randomUUID().replace(/-/g, '')}`, created: Math.floor(Date.now() / 1000), model: req.model, system_fingerprint: systemFingerprint(engine) };
@@ -140,7 +156,7 @@ async function* completionChunks(engine: Engine, c: StartedCompletion): AsyncGen
     if (ev.type === 'prompt' && req.echo) {
       const p = req.prompts[prompt]!;
       offsets[index] = p.text.length;
-      yield chunk(index, p.text, null, lp.prompt(p.ids, ev.logprobs));
+      yield chunk(index, p.text, null, lp.prompt(p, ev.logprobs));
     } else if (ev.type === 'token') {
       let logprobs: LegacyLogprobs | null = null;
       if (ev.logprobs) {
