@@ -95,8 +95,10 @@ export class Engine {
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'ready') return;
       if (m.id === null) return;
-      if (m.type === 'finish' || m.type === 'error') this.live.delete(m.id);
       this.requests.get(m.id)?.push(m);
+      // The last message of a generation: its queue holds it, so the entry can go even if
+      // the generation is never iterated (e.g. started, then abandoned before reading).
+      if (m.type === 'finish' || m.type === 'error') { this.live.delete(m.id); this.requests.delete(m.id); }
     });
     const failAll = (e: Error): void => {
       for (const p of this.requests.values()) p.fail(e);

@@ -1,6 +1,6 @@
 // Every error class of the API through the official client (status, type, code, param), the
 // 429 and 503 states with Retry-After, and no internals in any error body.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { Engine } from '../../src/engine/engine.ts';
@@ -12,14 +12,14 @@ const { client, model, baseURL, engine } = await startTinyServer('api-errors');
 const messages = [{ role: 'user' as const, content: 'Hello there' }];
 
 /** The error a call rejects with (fails the test if it resolves). */
-async function failure(t: Tap.Test, p: Promise<unknown>): Promise<InstanceType<typeof OpenAI.APIError>> {
+async function failure(t: Test, p: Promise<unknown>): Promise<InstanceType<typeof OpenAI.APIError>> {
   const e = await p.then(() => null, (x: unknown) => x);
   t.ok(e instanceof OpenAI.APIError, 'the call failed with an APIError');
   return e as InstanceType<typeof OpenAI.APIError>;
 }
 
 /** A second app on a loopback port over `state`, closed with the test. */
-async function serveState(t: Tap.Test, state: EngineState): Promise<OpenAI> {
+async function serveState(t: Test, state: EngineState): Promise<OpenAI> {
   const app = buildApp({ engine: state });
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(() => app.close());
