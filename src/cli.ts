@@ -6,6 +6,7 @@
  * 2 a bad command line (unknown command or flag; usage is printed).
  */
 import { GemmaServeError } from './errors.ts';
+import { chat } from './cli/chat.ts';
 import { exportCommand } from './cli/export.ts';
 import { makeRandom } from './cli/make-random.ts';
 import { serve } from './cli/serve.ts';
@@ -22,7 +23,7 @@ export const commands: Readonly<Record<string, Command>> = {
   export: exportCommand,
   score,
   serve,
-  // chat: chat,     // src/cli/chat.ts (to be added)
+  chat,
 };
 
 /** Runs the CLI on argv (without node and script); resolves to the exit code. */

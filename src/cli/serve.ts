@@ -31,26 +31,14 @@ export async function serve(argv: string[]): Promise<number> {
   const portText = values.port ?? env['GEMMA_SERVE_PORT'] ?? '8000';
   if (!/^\d+$/.test(portText) || Number(portText) > 65535) throw new ConfigError(`serve: port must be an integer from 0 to 65535, got ${JSON.stringify(portText)}`, 'port');
   const port = Number(portText);
-  const device = values.device ?? env['GEMMA_SERVE_DEVICE'] ?? 'cpu';
-  if (device !== 'cpu' && device !== 'cuda') throw new ConfigError(`serve: device must be cpu or cuda, got ${JSON.stringify(device)}`, 'device');
+  const device = resolveDevice('serve', values.device);
   const kvCacheBytes = positiveBytes('kv-cache-memory', values['kv-cache-memory'] ?? env['GEMMA_SERVE_KV_CACHE_MEMORY']);
   const apiKeys = resolveApiKeys(values['api-key'], values['api-key-file'], env);
   const corsOrigins = values['cors-origin'] ?? splitList(env['GEMMA_SERVE_CORS_ORIGIN']);
   const bodyLimitBytes = positiveBytes('max-body-bytes', values['max-body-bytes'] ?? env['GEMMA_SERVE_MAX_BODY_BYTES']);
   const logger = pino({ name: 'gemma-serve' });
   const dataDir = defaultDataDir();
-  let modelDir = values.model ?? env['GEMMA_SERVE_MODEL'];
-  if (modelDir === undefined || modelDir === '') {
-    modelDir = join(dataDir, 'default-model');
-    if (!existsSync(join(modelDir, 'config.json'))) {
-      logger.info({ dir: modelDir }, 'no model configured: generating a random-weight tiny model');
-      makeRandomCheckpoint({ shape: 'tiny', seed: 0, dtype: 'f32', out: modelDir, set: {} });
-    }
-    logger.warn({ dir: modelDir },
-      'serving a model with RANDOM weights (its output is gibberish): point at a real Gemma 2 checkpoint or export with --model DIR or GEMMA_SERVE_MODEL=DIR');
-  } else if (!existsSync(modelDir)) {
-    throw new ConfigError(`serve: model directory ${modelDir} does not exist`, 'model');
-  }
+  const modelDir = resolveModelDir('serve', 'model', values.model, dataDir, logger);
   const t0 = performance.now();
   const engine = await Engine.start({ modelDir, device, kvCacheBytes, dataDir });
   logger.info({ model: engine.modelId, exportDir: engine.exportDir, device, contextLength: engine.contextLength, seconds: Math.round(performance.now() - t0) / 1000 }, 'model loaded');
@@ -78,6 +66,40 @@ export async function serve(argv: string[]): Promise<number> {
   await app.close();
   await engine.close();
   return 0;
+}
+
+/** Where resolveModelDir reports what it does (a pino logger fits). */
+export interface ModelDirLog {
+  info(obj: { dir: string }, msg: string): void;
+  warn(obj: { dir: string }, msg: string): void;
+}
+
+/**
+ * The model directory to load: the flag's value, else GEMMA_SERVE_MODEL, else the default
+ * random-weight tiny model (generated once into `<dataDir>/default-model`, with a warning).
+ * A given directory that does not exist is a ConfigError naming `command` and `--flag`.
+ */
+export function resolveModelDir(command: string, flag: string, value: string | undefined, dataDir: string, log: ModelDirLog): string {
+  const modelDir = value ?? process.env['GEMMA_SERVE_MODEL'];
+  if (modelDir !== undefined && modelDir !== '') {
+    if (!existsSync(modelDir)) throw new ConfigError(`${command}: model directory ${modelDir} does not exist`, flag);
+    return modelDir;
+  }
+  const dir = join(dataDir, 'default-model');
+  if (!existsSync(join(dir, 'config.json'))) {
+    log.info({ dir }, 'no model configured: generating a random-weight tiny model');
+    makeRandomCheckpoint({ shape: 'tiny', seed: 0, dtype: 'f32', out: dir, set: {} });
+  }
+  log.warn({ dir },
+    `serving a model with RANDOM weights (its output is gibberish): point at a real Gemma 2 checkpoint or export with --${flag} DIR or GEMMA_SERVE_MODEL=DIR`);
+  return dir;
+}
+
+/** The device flag's value, else GEMMA_SERVE_DEVICE, else cpu; anything but cpu or cuda is a ConfigError. */
+export function resolveDevice(command: string, value: string | undefined): 'cpu' | 'cuda' {
+  const device = value ?? process.env['GEMMA_SERVE_DEVICE'] ?? 'cpu';
+  if (device !== 'cpu' && device !== 'cuda') throw new ConfigError(`${command}: device must be cpu or cuda, got ${JSON.stringify(device)}`, 'device');
+  return device;
 }
 
 function splitList(text: string | undefined): string[] {

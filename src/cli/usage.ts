@@ -14,6 +14,13 @@ commands:
                No API key configured: open. No CORS origin: CORS off. Body limit: 4 MiB.
                Environment: GEMMA_SERVE_MODEL, _HOST, _PORT, _DEVICE, _KV_CACHE_MEMORY, _DATA_DIR,
                _API_KEY (comma-separated), _API_KEY_FILE, _CORS_ORIGIN (comma-separated), _MAX_BODY_BYTES.
+  chat         [--url URL | --model-dir DIR [--device cpu|cuda]] [--model NAME] [--api-key KEY] [--system TEXT]
+               [--temperature T] [--max-tokens N] [--seed N] [--top-p P]
+               Interactive chat streaming each reply. URL: a running OpenAI-compatible server
+               (model: --model, else its first); none: DIR (or GEMMA_SERVE_MODEL, or the tiny
+               random model) served in-process on loopback. At the prompt: /reset, /help, /exit.
+               Stdin not a terminal: each line is one turn; each reply is printed, then a newline.
+               Environment: GEMMA_SERVE_API_KEY (the first of a comma-separated list).
   make-random  --shape tiny|2b|9b|27b --seed N --dtype f32|bf16 --out DIR [--set key=value ...]
                Write a random-weight Gemma 2 checkpoint (Hugging Face layout).
   export       --checkpoint DIR --out DIR [--dtype fp32|fp16]
