@@ -1,17 +1,19 @@
 /**
- * `gemma-serve serve`: load the model (exporting a checkpoint once if needed), start the
- * OpenAI-compatible HTTP server. Flags override the environment (GEMMA_SERVE_MODEL, _HOST,
- * _PORT, _DEVICE, _KV_CACHE_MEMORY); everything is validated before anything loads. With no
- * model configured, a random-weight tiny model is generated once into the data dir.
+ * `gemma-serve serve`: start the OpenAI-compatible HTTP server, then load the model behind it
+ * (exporting a checkpoint once if needed); until it is loaded the API answers 503 and /ready
+ * says "loading". Flags override the environment (GEMMA_SERVE_<FLAG>); everything is validated
+ * before anything loads. With no model configured, a random-weight tiny model is generated
+ * once into the data dir.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { makeRandomCheckpoint } from '../checkpoint/make-random.ts';
-import { Engine } from '../engine/engine.ts';
+import { DEFAULT_MAX_NUM_SEQS, DEFAULT_MAX_WAITING, Engine } from '../engine/engine.ts';
 import { defaultDataDir } from '../engine/resolve-model.ts';
-import { ConfigError } from '../errors.ts';
+import { ConfigError, EngineError, GemmaServeError } from '../errors.ts';
 import { buildApp } from '../server/app.ts';
+import { EngineState } from '../server/engine-state.ts';
 import { UsageError, parseFlags } from './usage.ts';
 
 export async function serve(argv: string[]): Promise<number> {
@@ -25,6 +27,8 @@ export async function serve(argv: string[]): Promise<number> {
     'api-key-file': { type: 'string' },
     'cors-origin': { type: 'string', multiple: true },
     'max-body-bytes': { type: 'string' },
+    'max-num-seqs': { type: 'string' },
+    'max-waiting': { type: 'string' },
   });
   const env = process.env;
   const host = values.host ?? env['GEMMA_SERVE_HOST'] ?? '127.0.0.1';
@@ -36,13 +40,18 @@ export async function serve(argv: string[]): Promise<number> {
   const apiKeys = resolveApiKeys(values['api-key'], values['api-key-file'], env);
   const corsOrigins = values['cors-origin'] ?? splitList(env['GEMMA_SERVE_CORS_ORIGIN']);
   const bodyLimitBytes = positiveBytes('max-body-bytes', values['max-body-bytes'] ?? env['GEMMA_SERVE_MAX_BODY_BYTES']);
+  const maxNumSeqs = integerFlag('max-num-seqs', values['max-num-seqs'] ?? env['GEMMA_SERVE_MAX_NUM_SEQS'], 1);
+  const maxWaiting = integerFlag('max-waiting', values['max-waiting'] ?? env['GEMMA_SERVE_MAX_WAITING'], 0);
   const logger = pino({ name: 'gemma-serve' });
   const dataDir = defaultDataDir();
   const modelDir = resolveModelDir('serve', 'model', values.model, dataDir, logger);
+  // Listen first, load behind it: /health answers at once, /ready and the API say 503
+  // (with Retry-After) until the model is in, so probes and clients see the truth.
   const t0 = performance.now();
-  const engine = await Engine.start({ modelDir, device, kvCacheBytes, dataDir });
-  logger.info({ model: engine.modelId, exportDir: engine.exportDir, device, contextLength: engine.contextLength, seconds: Math.round(performance.now() - t0) / 1000 }, 'model loaded');
-  const app = buildApp({ engine, logger, apiKeys, corsOrigins, bodyLimitBytes });
+  const loading = Engine.start({ modelDir, device, kvCacheBytes, dataDir, maxNumSeqs, maxWaiting });
+  loading.catch(() => undefined); // handled below; the state also records the failure
+  const state = new EngineState(loading);
+  const app = buildApp({ engine: state, logger, apiKeys, corsOrigins, bodyLimitBytes });
   if (apiKeys.length > 0) logger.info({ keys: apiKeys.length }, 'API key authentication is on');
   else if (host === '127.0.0.1' || host === 'localhost' || host === '::1') logger.info('API key authentication is off (no keys configured)');
   else logger.warn({ host }, 'API key authentication is off (no keys configured) and the server listens beyond localhost');
@@ -50,19 +59,36 @@ export async function serve(argv: string[]): Promise<number> {
   try {
     await app.listen({ host, port });
   } catch (e) {
-    await engine.close();
+    await loading.then((engine) => engine.close(), () => undefined);
     throw new ConfigError(`serve: cannot listen on ${host}:${port} (${(e as Error).message})`, 'port');
   }
-  await new Promise<void>((res) => {
-    const stop = (signal: string): void => {
-      logger.info({ signal }, 'shutting down');
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      res();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  let stopSignal: ((signal: string) => void) | null = null;
+  const stopped = new Promise<string>((res) => { stopSignal = res; });
+  const onSignal = (signal: string): void => stopSignal?.(signal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let engine: Engine;
+  try {
+    const first = await Promise.race([loading, stopped]);
+    if (typeof first === 'string') {
+      logger.info({ signal: first }, 'shutting down before the model finished loading');
+      await app.close();
+      await loading.then((e) => e.close(), () => undefined);
+      return 0;
+    }
+    engine = first;
+  } catch (e) {
+    await app.close();
+    throw e instanceof GemmaServeError ? e : new EngineError(`cannot load the model: ${(e as Error).message}`);
+  } finally {
+    if (state.phase !== 'ready') { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); }
+  }
+  logger.info({ model: engine.modelId, exportDir: engine.exportDir, device, contextLength: engine.contextLength, maxNumSeqs: maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, maxWaiting: maxWaiting ?? DEFAULT_MAX_WAITING, seconds: Math.round(performance.now() - t0) / 1000 }, 'model loaded: ready');
+  const signal = await stopped;
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  logger.info({ signal }, 'shutting down');
+  state.drain();
   await app.close();
   await engine.close();
   return 0;
@@ -133,6 +159,15 @@ function positiveBytes(flag: string, text: string | undefined): number | undefin
   if (text === undefined) return undefined;
   if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text)) || Number(text) <= 0) {
     throw new ConfigError(`serve: --${flag} must be a positive number of bytes, got ${JSON.stringify(text)}`, flag);
+  }
+  return Number(text);
+}
+
+/** An integer flag (or its environment variable) of at least `min`; undefined when not given. */
+function integerFlag(flag: string, text: string | undefined, min: number): number | undefined {
+  if (text === undefined || text === '') return undefined;
+  if (!/^\d+$/.test(text.trim()) || Number(text) < min || !Number.isSafeInteger(Number(text))) {
+    throw new ConfigError(`serve: --${flag} must be an integer >= ${min}, got ${JSON.stringify(text)}`, flag);
   }
   return Number(text);
 }

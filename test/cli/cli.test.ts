@@ -88,3 +88,43 @@ t.test('a bad checkpoint exits 1 with a message naming the problem, no stack', a
   t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
   t.notOk(existsSync(join(root, 'e2')), 'failed export leaves no output');
 });
+
+t.test('serve: listens, becomes ready, serves, exits 0 on SIGTERM', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [BIN, 'serve', '--model', ckpt, '--port', '0', '--max-num-seqs', '2', '--max-waiting', '0'],
+    { env: { ...process.env, GEMMA_SERVE_DATA_DIR: join(root, 'serve-data') }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout.on('data', (d: Buffer) => { log += d.toString(); });
+  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+  let url: string | undefined;
+  for (let i = 0; i < 600 && url === undefined; i++) {
+    url = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(log)?.[1];
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  t.ok(url, 'logs where it listens');
+  let ready = 0;
+  for (let i = 0; i < 600 && ready !== 200; i++) {
+    ready = (await fetch(`${url}/ready`)).status;
+    if (ready !== 200) { t.equal(ready, 503, 'not ready yet: 503'); await new Promise((r) => setTimeout(r, 50)); }
+  }
+  t.equal(ready, 200);
+  const models = await (await fetch(`${url}/v1/models`)).json() as { data: { id: string }[] };
+  t.equal(models.data[0]!.id, 'ckpt');
+  child.kill('SIGTERM');
+  t.equal(await exited, 0);
+  t.match(log, /model loaded: ready/);
+});
+
+t.test('serve: bad limits and an unloadable model exit 1 with a message', async (t) => {
+  const bad = cli('serve', '--model', ckpt, '--max-num-seqs', '0');
+  t.equal(bad.code, 1);
+  t.match(bad.stderr, /--max-num-seqs must be an integer >= 1/);
+  const broken = join(root, 'broken-ckpt');
+  t.equal(cli('make-random', '--shape', 'tiny', '--seed', '3', '--dtype', 'f32', '--out', broken).code, 0);
+  writeFileSync(join(broken, 'model.safetensors'), 'not safetensors');
+  const r = spawnSync(process.execPath, [BIN, 'serve', '--model', broken, '--port', '0'],
+    { encoding: 'utf8', timeout: 120_000, env: { ...process.env, GEMMA_SERVE_DATA_DIR: join(root, 'broken-data') } });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /^error: /m);
+  t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+});
