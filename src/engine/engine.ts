@@ -15,6 +15,7 @@ import type { Device } from './session.ts';
 import type { FinishReason, FromWorker, TokenLogprobs, ToWorker, WorkerInit } from './worker.ts';
 import { DEFAULT_SAMPLING, type SamplingParams } from './sampling.ts';
 import { StopMatcher } from './stop-strings.ts';
+import type { SchedulerStats } from '../scheduler/types.ts';
 import { ContextLengthError, EngineError, InvalidRequestError, QueueFullError } from '../errors.ts';
 
 export interface EngineOptions {
@@ -29,6 +30,8 @@ export interface EngineOptions {
   readonly maxNumSeqs?: number;
   /** Requests that may wait beyond maxNumSeqs (default 256); more are refused (QueueFullError). */
   readonly maxWaiting?: number;
+  /** Most tokens one scheduler step computes (default 512, at least maxNumSeqs). */
+  readonly maxNumBatchedTokens?: number;
   /** Replace the model by a ScriptedRunner emitting these token ids (tests, benchmarks). */
   readonly script?: readonly number[];
 }
@@ -51,6 +54,8 @@ export interface GenerateRequest {
   readonly logprobs?: number | null;
   /** null/undefined: none; else the prompt tokens' logprobs (a 'prompt' event) with this many alternatives. */
   readonly promptLogprobs?: number | null;
+  /** Lower runs sooner (default 0); equal priorities are first come, first served. */
+  readonly priority?: number;
   /** Generate past end-of-sequence tokens (only max tokens and stop strings end it). */
   readonly ignoreEos?: boolean;
   /** No end-of-sequence token and no stop string ends the sequence before this many tokens. */
@@ -78,6 +83,7 @@ export class Engine {
   private closed = false;
   /** Ids of generations submitted to the worker and not yet ended there (running or waiting). */
   private readonly live = new Set<number>();
+  private latestStats: SchedulerStats | null = null;
 
   private constructor(
     private readonly worker: Worker,
@@ -94,6 +100,7 @@ export class Engine {
   ) {
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'ready') return;
+      if (m.type === 'stats') { this.latestStats = m.stats; return; }
       if (m.id === null) return;
       this.requests.get(m.id)?.push(m);
       // The last message of a generation: its queue holds it, so the entry can go even if
@@ -121,7 +128,7 @@ export class Engine {
 
     const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
     const maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
-    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, ...(opts.script ? { script: [...opts.script] } : {}) };
+    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, ...(opts.script ? { script: [...opts.script] } : {}) };
     // worker-boot.mjs registers tsx itself, so the worker runs the same under tsx's CLI,
     // tap's loader or the bin's register(); execArgv is not inherited to avoid a second loader.
     const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: init, execArgv: [] });
@@ -139,6 +146,11 @@ export class Engine {
     });
     const modelId = opts.modelId ?? basename(resolve(opts.modelDir));
     return new Engine(worker, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting);
+  }
+
+  /** The scheduler's counters after its latest step (null before the first). */
+  get stats(): SchedulerStats | null {
+    return this.latestStats;
   }
 
   /** Generations admitted and not yet ended. */
@@ -179,7 +191,7 @@ export class Engine {
     const post = (m: ToWorker): void => this.worker.postMessage(m);
     this.live.add(id);
     post({
-      type: 'submit', id, promptIds, maxTokens,
+      type: 'submit', id, promptIds, maxTokens, priority: req.priority ?? 0,
       sampling: { ...DEFAULT_SAMPLING, ...req.sampling, temperature: req.temperature ?? req.sampling?.temperature ?? 1, topP: req.topP ?? req.sampling?.topP ?? 1 },
       logprobs: req.logprobs ?? null,
       promptLogprobs: req.promptLogprobs ?? null,

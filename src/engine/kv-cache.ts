@@ -43,14 +43,19 @@ export class KvCache {
   }
 
   /**
-   * Sizes the pools from a byte budget. Both kinds get the same number of blocks: a sequence
-   * never needs more sliding blocks than global ones, so the sliding pool never runs out first.
-   * (Rebalancing towards global blocks for long contexts is the scheduler issue's job.)
+   * Sizes the pools from a byte budget. By default both kinds get the same number of blocks:
+   * a sequence never holds more sliding blocks than global ones. With `maxNumSeqs`, the sliding
+   * pool is capped at what that many full windows need and the rest of the budget goes to
+   * global blocks, i.e. to longer contexts: the hybrid cache's saving turned into capacity.
    */
-  static fromBudget(config: Gemma2Config, blockSize: number, bytes: number): KvCache {
-    const perBlockAllLayers = 2 * config.numKvHeads * blockSize * config.headDim * 4 * config.numLayers;
-    const n = Math.max(2, Math.floor(bytes / perBlockAllLayers));
-    return new KvCache(config, { blockSize, numBlocks: { global: n, sliding: n } });
+  static fromBudget(config: Gemma2Config, blockSize: number, bytes: number, maxNumSeqs?: number): KvCache {
+    const layers = (sliding: boolean): number => config.slidingLayers.filter((s) => s === sliding).length;
+    const perBlock = 2 * config.numKvHeads * blockSize * config.headDim * 4;
+    const [g, sl] = [perBlock * layers(false), perBlock * layers(true)];
+    const n = Math.max(2, Math.floor(bytes / (g + sl)));
+    const cap = maxNumSeqs === undefined ? Infinity : maxNumSeqs * Math.ceil(config.slidingWindow / blockSize) + 1;
+    if (n <= cap || g === 0) return new KvCache(config, { blockSize, numBlocks: { global: n, sliding: n } });
+    return new KvCache(config, { blockSize, numBlocks: { global: Math.max(2, Math.floor((bytes - cap * sl) / g)), sliding: cap } });
   }
 
   newSequence(): SequenceCache {
@@ -61,6 +66,16 @@ export class KvCache {
   blocksNeeded(kind: LayerKind, len: number): number {
     const n = Math.ceil(len / this.blockSize);
     return kind === 'global' ? n : Math.min(n, this.ringSlots / this.blockSize);
+  }
+
+  /** Whether `seq` could grow to `len` positions now (nothing taken). */
+  canReserve(seq: SequenceCache, len: number): boolean {
+    return LAYER_KINDS.every((k) => this.blocksNeeded(k, len) - seq.blocks[k].length <= this.free[k].length);
+  }
+
+  /** Whether a sequence of `len` positions fits the pools at all (when nothing else is held). */
+  fitsEmpty(len: number): boolean {
+    return LAYER_KINDS.every((k) => this.blocksNeeded(k, len) <= this.numBlocks[k] - 1);
   }
 
   /** Grows `seq` to hold `len` positions; false (and nothing taken) when a pool is short. */

@@ -19,6 +19,8 @@ export interface StepRow {
   readonly tokenIds: ArrayLike<number>;
   /** Return logits for every new token, or only the last. */
   readonly logits: 'all' | 'last';
+  /** False when the caller will not sample from this row (a prefill chunk that is not the last). */
+  readonly sample?: boolean;
 }
 
 /** Logits of a step: row r's returned positions are rows [offsets[r], offsets[r+1]) of `logits`. */
@@ -37,6 +39,8 @@ export interface ModelRunnerOptions {
   /** Alternatively: room for one sequence of this many tokens (the score command). */
   readonly kvCacheTokens?: number;
   readonly intraOpThreads?: number;
+  /** Sequences that run at once: caps the sliding-window pool (KvCache.fromBudget). */
+  readonly maxNumSeqs?: number;
 }
 
 /**
@@ -63,7 +67,7 @@ export class ModelRunner {
     const blockSize = opts.blockSize ?? 16;
     const cache = opts.kvCacheTokens !== undefined
       ? new KvCache(config, { blockSize, numBlocks: { global: Math.ceil(opts.kvCacheTokens / blockSize) + 1, sliding: Math.ceil(opts.kvCacheTokens / blockSize) + 1 } })
-      : KvCache.fromBudget(config, blockSize, opts.kvCacheBytes ?? defaultKvCacheBytes(config, blockSize));
+      : KvCache.fromBudget(config, blockSize, opts.kvCacheBytes ?? defaultKvCacheBytes(config, blockSize), opts.maxNumSeqs);
     return new ModelRunner(config, cache, session);
   }
 

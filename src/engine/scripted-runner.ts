@@ -1,7 +1,8 @@
 /**
- * A model without weights: each step a sequence takes part in returns logits that make greedy
- * (and, the margin being huge, any) sampling pick the next token of a fixed script, cycling
- * (a chunked prefill therefore advances the script once per chunk). It has the
+ * A model without weights: its logits make greedy (and, the margin being huge, any) sampling
+ * pick the next token of a fixed script, cycling; a sequence moves along the script once per
+ * row it is sampled from (rows marked `sample: false` do not move it, and a recomputation
+ * after preemption continues where it was, since the count lives with the sequence's cache). It has the
  * real paged KV cache (reserved and released exactly like ModelRunner's, K/V left at zero), so
  * everything around the forward pass (worker loop, detokenizer, stop handling, HTTP streaming,
  * cache accounting) runs for real with a known output. For tests and overhead benchmarks.
@@ -37,7 +38,7 @@ export class ScriptedRunner {
         // Every returned position predicts the script's next token; only the last one is consumed.
         picks.push(this.script[k % this.script.length]!);
       }
-      this.produced.set(r.seq, (this.produced.get(r.seq) ?? 0) + 1);
+      if (r.sample !== false) this.produced.set(r.seq, (this.produced.get(r.seq) ?? 0) + 1);
       r.seq.numCached += n;
       offsets.push(picks.length);
     }

@@ -1,23 +1,31 @@
 /**
- * The inference thread. Owns the ModelRunner and runs one step loop: each iteration prefills
- * the newly submitted sequences (one run each, last logits only), then decodes every running
- * sequence together in one batched step of one token per row. Sampling (sampling.ts) is greedy
- * at temperature 0, else seeded (mulberry32), so a seed fixes the output.
+ * The inference thread. Owns the runner (the ONNX model, or a scripted one) and drives the
+ * scheduler (src/scheduler): each step it asks for a plan, runs it (all one-token decode rows
+ * in one batched run, each prefill chunk in its own run so short rows are not padded to long
+ * ones), samples for the rows that end at their last known token, and ends sequences that
+ * stop. Sampling (sampling.ts) is greedy at temperature 0, else seeded (mulberry32): the
+ * generator's state lives with the request, so a preempted and recomputed sequence draws the
+ * same numbers and a seed fixes the output.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { logSoftmax, topLogprobs } from './logprobs.ts';
 import { processLogits, sampleProcessed, TokenHistory, type SamplingParams } from './sampling.ts';
 import { ModelRunner } from './model-runner.ts';
 import { ScriptedRunner } from './scripted-runner.ts';
-import type { SequenceCache } from './kv-cache.ts';
+import { Scheduler, DEFAULT_MAX_NUM_BATCHED_TOKENS } from '../scheduler/scheduler.ts';
+import type { PlannedRow, Sequence, SchedulerStats } from '../scheduler/types.ts';
 import type { Device } from './session.ts';
 
 export interface WorkerInit {
   readonly exportDir: string;
   readonly device: Device;
   readonly kvCacheBytes?: number;
-  /** At most this many sequences decode together; later ones wait in submission order. */
+  /** At most this many sequences run together; later ones wait (priority, then arrival). */
   readonly maxNumSeqs: number;
+  /** Most tokens one step computes (default DEFAULT_MAX_NUM_BATCHED_TOKENS). */
+  readonly maxNumBatchedTokens?: number;
+  /** Cache blocks of this many positions. */
+  readonly blockSize?: number;
   /** Run a ScriptedRunner emitting these tokens instead of the ONNX model (tests, benchmarks). */
   readonly script?: readonly number[];
 }
@@ -27,6 +35,8 @@ export interface SubmitMessage {
   readonly id: number;
   readonly promptIds: number[];
   readonly maxTokens: number;
+  /** Lower runs sooner; equal priorities are first come, first served. */
+  readonly priority: number;
   readonly sampling: SamplingParams;
   readonly seed: number;
   /** Token ids that end the sequence (empty with ignore_eos). */
@@ -50,7 +60,9 @@ export type FromWorker =
   /** Sent once before the first token when promptLogprobs was asked: entries for prompt tokens 1..n-1. */
   | { type: 'prompt_logprobs'; id: number; logprobs: TokenLogprobs[] }
   | { type: 'finish'; id: number; reason: FinishReason; promptTokens: number; completionTokens: number }
-  | { type: 'error'; id: number | null; message: string };
+  | { type: 'error'; id: number | null; message: string }
+  /** After every step: the scheduler's counters (observability hooks). */
+  | { type: 'stats'; stats: SchedulerStats };
 
 /** mulberry32: a tiny seeded PRNG returning floats in [0, 1). */
 export function mulberry32(seed: number): () => number {
@@ -64,17 +76,16 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
-/** Prompt tokens per forward pass when every position's logits are wanted. */
-const SCORING_CHUNK = 64;
 
-interface Running {
+/** A request's sampling state, kept across preemptions. */
+interface Generation {
   readonly req: SubmitMessage;
-  readonly seq: SequenceCache;
   readonly rand: () => number;
   readonly stop: ReadonlySet<number>;
   readonly history: TokenHistory;
-  last: number;
-  generated: number;
+  /** Prompt positions whose next-token logprobs were sent (promptLogprobs). */
+  scored: number;
+  readonly promptEntries: TokenLogprobs[];
 }
 
 async function main(): Promise<void> {
@@ -86,157 +97,133 @@ async function main(): Promise<void> {
   try {
     runner = init.script !== undefined
       ? ScriptedRunner.load(init.exportDir, init.script, init.kvCacheBytes)
-      : await ModelRunner.load(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes });
+      : await ModelRunner.load(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes, blockSize: init.blockSize, maxNumSeqs: init.maxNumSeqs });
   } catch (e) {
     send({ type: 'error', id: null, message: (e as Error).message });
     return;
   }
-  const cache = runner.cache;
-  const pending: SubmitMessage[] = [];
-  const running = new Map<number, Running>();
+  const maxNumBatchedTokens = Math.max(init.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS, init.maxNumSeqs);
+  const scheduler = new Scheduler(runner.cache, { maxNumSeqs: init.maxNumSeqs, maxNumBatchedTokens });
+  const gens = new Map<number, Generation>();
   const aborted = new Set<number>();
   let closing = false;
   let wake: (() => void) | null = null;
 
   port.on('message', (m: ToWorker) => {
-    if (m.type === 'submit') pending.push(m);
-    else if (m.type === 'abort') aborted.add(m.id);
-    else closing = true;
+    if (m.type === 'submit') {
+      gens.set(m.id, {
+        req: m, rand: mulberry32(m.seed), stop: new Set(m.stopIds), history: new TokenHistory(m.promptIds), scored: 0, promptEntries: [],
+      });
+      scheduler.add({ id: m.id, promptIds: m.promptIds, maxTokens: m.maxTokens, priority: m.priority });
+    } else if (m.type === 'abort') {
+      aborted.add(m.id);
+    } else {
+      closing = true;
+    }
     wake?.();
   });
 
-  const finish = (r: Running, reason: FinishReason): void => {
-    cache.release(r.seq);
-    running.delete(r.req.id);
-    aborted.delete(r.req.id);
-    send({ type: 'finish', id: r.req.id, reason, promptTokens: r.req.promptIds.length, completionTokens: r.generated });
+  /** Ends a sequence: frees its cache in this step and tells the main thread. */
+  const end = (id: number, m: FromWorker): void => {
+    scheduler.finish(id);
+    gens.delete(id);
+    aborted.delete(id);
+    send(m);
   };
-  const fail = (r: Running, message: string): void => {
-    cache.release(r.seq);
-    running.delete(r.req.id);
-    aborted.delete(r.req.id);
-    send({ type: 'error', id: r.req.id, message });
-  };
-  /** Records a sampled token; true when the sequence goes on. */
-  const accept = (r: Running, row: Float32Array): boolean => {
-    if (r.generated < r.req.minTokens) for (const id of r.req.stopIds) if (id >= 0 && id < row.length) row[id] = -Infinity;
-    const logits = processLogits(row, r.req.sampling, r.history);
-    const tokenId = sampleProcessed(logits, r.req.sampling, r.rand);
-    r.generated++;
-    r.last = tokenId;
-    r.history.add(tokenId);
-    if (r.stop.has(tokenId)) { finish(r, 'stop'); return false; }
-    let logprobs: TokenLogprobs | undefined;
-    if (r.req.logprobs !== null) {
-      const lp = logSoftmax(logits);
-      logprobs = { logprob: lp[tokenId]!, top: r.req.logprobs > 0 ? topLogprobs(lp, r.req.logprobs) : [] };
-    }
-    send({ type: 'token', id: r.req.id, tokenId, ...(logprobs ? { logprobs } : {}) });
-    if (r.generated >= r.req.maxTokens) { finish(r, 'length'); return false; }
-    return true;
-  };
-  /**
-   * Prefills in chunks with every position's logits, sends the prompt tokens' logprobs, and
-   * returns the last position's logits. Chunks bound the logits held at once (chunk x vocab).
-   */
-  const prefillScoring = async (r: Running): Promise<Float32Array> => {
-    const ids = r.req.promptIds;
-    const k = r.req.promptLogprobs ?? 0;
-    const entries: TokenLogprobs[] = [];
-    let last = new Float32Array(0);
-    for (let start = 0; start < ids.length; start += SCORING_CHUNK) {
-      const chunk = ids.slice(start, start + SCORING_CHUNK);
-      const out = await runner.step([{ seq: r.seq, tokenIds: chunk, logits: 'all' }]);
-      for (let s = 0; s < chunk.length; s++) {
-        const row = out.logits.subarray(s * out.vocabSize, (s + 1) * out.vocabSize);
-        const next = start + s + 1;
-        if (next < ids.length) {
-          const lp = logSoftmax(row);
-          entries.push({ logprob: lp[ids[next]!]!, top: k > 0 ? topLogprobs(lp, k) : [] });
-        } else {
-          last = new Float32Array(row);
-        }
-      }
-    }
-    send({ type: 'prompt_logprobs', id: r.req.id, logprobs: entries });
-    return last;
-  };
+  const finish = (seq: Sequence, reason: FinishReason): void => end(seq.spec.id, {
+    type: 'finish', id: seq.spec.id, reason, promptTokens: seq.spec.promptIds.length, completionTokens: seq.outputIds.length,
+  });
   const dropAborted = (): void => {
-    for (let i = pending.length - 1; i >= 0; i--) {
-      const p = pending[i]!;
-      if (aborted.has(p.id)) {
-        pending.splice(i, 1);
-        aborted.delete(p.id);
-        send({ type: 'finish', id: p.id, reason: 'abort', promptTokens: p.promptIds.length, completionTokens: 0 });
-      }
+    for (const id of aborted) {
+      const seq = scheduler.get(id);
+      if (seq === undefined) aborted.delete(id); // ended already: a stale abort
+      else finish(seq, 'abort');
     }
-    for (const r of [...running.values()]) if (aborted.has(r.req.id)) finish(r, 'abort');
-    // Aborts of ids that already finished are stale.
-    for (const id of aborted) if (!running.has(id) && !pending.some((p) => p.id === id)) aborted.delete(id);
+  };
+  /** Samples the next token of a row that reached its last known token; false when it ended. */
+  const accept = (seq: Sequence, row: Float32Array): void => {
+    const g = gens.get(seq.spec.id)!;
+    const r = g.req;
+    if (seq.outputIds.length < r.minTokens) for (const id of r.stopIds) if (id >= 0 && id < row.length) row[id] = -Infinity;
+    const logits = processLogits(row, r.sampling, g.history);
+    const tokenId = sampleProcessed(logits, r.sampling, g.rand);
+    scheduler.appendToken(seq, tokenId);
+    g.history.add(tokenId);
+    if (g.stop.has(tokenId)) { finish(seq, 'stop'); return; }
+    let logprobs: TokenLogprobs | undefined;
+    if (r.logprobs !== null) {
+      const lp = logSoftmax(logits);
+      logprobs = { logprob: lp[tokenId]!, top: r.logprobs > 0 ? topLogprobs(lp, r.logprobs) : [] };
+    }
+    send({ type: 'token', id: r.id, tokenId, ...(logprobs ? { logprobs } : {}) });
+    if (seq.outputIds.length >= r.maxTokens) finish(seq, 'length');
+  };
+  /** Scores prompt positions of a row (promptLogprobs); sends them all once the prompt is done. */
+  const score = (seq: Sequence, p: PlannedRow, logits: Float32Array, offset: number, V: number): void => {
+    const g = gens.get(seq.spec.id)!;
+    const ids = g.req.promptIds;
+    const k = g.req.promptLogprobs ?? 0;
+    for (let s = 0; s < p.count; s++) {
+      const pos = p.start + s;
+      if (pos < g.scored || pos + 1 >= ids.length) continue; // already scored before a preemption; or not a prompt position
+      const lp = logSoftmax(logits.subarray((offset + s) * V, (offset + s + 1) * V));
+      g.promptEntries.push({ logprob: lp[ids[pos + 1]!]!, top: k > 0 ? topLogprobs(lp, k) : [] });
+      g.scored = pos + 1;
+    }
+    if (g.scored === ids.length - 1 && p.start + p.count >= ids.length) {
+      send({ type: 'prompt_logprobs', id: seq.spec.id, logprobs: g.promptEntries });
+      g.scored = ids.length; // sent
+    }
+  };
+  const wantsAll = (p: PlannedRow): boolean => {
+    const g = gens.get(p.seq.spec.id)!;
+    return g.req.promptLogprobs !== null && g.scored < g.req.promptIds.length;
+  };
+
+  /** Runs a group of rows in one forward pass, then scores and samples them. */
+  const runGroup = async (group: readonly PlannedRow[]): Promise<void> => {
+    const out = await runner.step(group.map((p) => ({
+      seq: p.seq.cache,
+      tokenIds: Array.from({ length: p.count }, (_, i) => Scheduler.tokenAt(p.seq, p.start + i)),
+      logits: wantsAll(p) ? 'all' as const : 'last' as const,
+      sample: p.sample,
+    })));
+    group.forEach((p, i) => {
+      if (p.seq.status === 'finished') return;
+      const first = out.offsets[i]!;
+      const last = out.offsets[i + 1]! - 1;
+      if (wantsAll(p)) score(p.seq, p, out.logits, first, out.vocabSize);
+      if (aborted.has(p.seq.spec.id)) { finish(p.seq, 'abort'); return; }
+      if (p.sample) accept(p.seq, out.logits.subarray(last * out.vocabSize, (last + 1) * out.vocabSize));
+    });
   };
 
   send({ type: 'ready' });
   while (!closing) {
     dropAborted();
-    if (pending.length === 0 && running.size === 0) {
+    if (!scheduler.hasWork) {
+      send({ type: 'stats', stats: scheduler.stats() });
       await new Promise<void>((res) => { wake = res; });
       wake = null;
       continue;
     }
-    // Prefill new prompts (those that fit the cache now; the rest wait for room).
-    const waiting: SubmitMessage[] = [];
-    for (const req of pending.splice(0)) {
-      if (running.size >= init.maxNumSeqs) { waiting.push(req); continue; }
-      const seq = cache.newSequence();
-      if (!cache.reserve(seq, req.promptIds.length)) {
-        cache.release(seq);
-        if (running.size === 0) send({ type: 'error', id: req.id, message: `the prompt (${req.promptIds.length} tokens) does not fit the KV cache` });
-        else waiting.push(req);
-        continue;
-      }
-      const r: Running = { req, seq, rand: mulberry32(req.seed), stop: new Set(req.stopIds), history: new TokenHistory(req.promptIds), last: -1, generated: 0 };
-      running.set(req.id, r);
-      try {
-        let last: Float32Array;
-        if (req.promptLogprobs === null) {
-          const out = await runner.step([{ seq, tokenIds: req.promptIds, logits: 'last' }]);
-          last = out.logits.subarray(0, out.vocabSize);
-        } else {
-          last = await prefillScoring(r);
-        }
-        if (aborted.has(req.id)) { finish(r, 'abort'); continue; }
-        accept(r, last);
-      } catch (e) {
-        fail(r, (e as Error).message);
-      }
+    const plan = scheduler.schedule();
+    for (const seq of plan.unservable) {
+      end(seq.spec.id, { type: 'error', id: seq.spec.id, message: `the sequence (${Scheduler.numTokens(seq)} tokens) does not fit the KV cache even alone; raise --kv-cache-memory` });
     }
-    pending.unshift(...waiting);
-    dropAborted();
-    // One batched decode step over every running sequence.
-    const rows: Running[] = [];
-    for (const r of running.values()) {
-      if (cache.reserve(r.seq, r.seq.numCached + 1)) rows.push(r);
-      else if (rows.length === 0 && running.size === 1) fail(r, 'the KV cache is full');
-    }
-    if (rows.length === 0) {
-      if (waiting.length > 0 && running.size === 0) continue;
-      if (running.size > 0 && rows.length === 0) {
-        // Nothing could grow: fail the longest to free room.
-        const victim = [...running.values()].sort((a, b) => b.seq.numCached - a.seq.numCached)[0]!;
-        fail(victim, 'the KV cache is full');
-      }
+    send({ type: 'stats', stats: scheduler.stats() });
+    if (plan.rows.length === 0) {
+      if (plan.unservable.length === 0) await new Promise<void>((res) => setImmediate(res));
       continue;
     }
-    try {
-      const out = await runner.step(rows.map((r) => ({ seq: r.seq, tokenIds: [r.last], logits: 'last' as const })));
-      rows.forEach((r, i) => {
-        if (!running.has(r.req.id)) return;
-        if (aborted.has(r.req.id)) { finish(r, 'abort'); return; }
-        const row = out.logits.subarray(out.offsets[i]! * out.vocabSize, (out.offsets[i]! + 1) * out.vocabSize);
-        accept(r, row);
-      });
-    } catch (e) {
-      for (const r of rows) if (running.has(r.req.id)) fail(r, (e as Error).message);
+    const decodes = plan.rows.filter((p) => p.count === 1);
+    const groups = [...(decodes.length > 0 ? [decodes] : []), ...plan.rows.filter((p) => p.count > 1).map((p) => [p])];
+    for (const group of groups) {
+      try {
+        await runGroup(group);
+      } catch (e) {
+        for (const p of group) if (p.seq.status !== 'finished') end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: (e as Error).message });
+      }
     }
   }
   await runner.release();

@@ -1,0 +1,196 @@
+/**
+ * Continuous batching, one step at a time. Each step (`schedule`):
+ *  1. every running sequence with one token pending decodes it (1 token of the budget each);
+ *  2. running sequences still prefilling get the next chunk of their prompt, as much as the
+ *     per-step token budget (`maxNumBatchedTokens`) has left;
+ *  3. waiting sequences are admitted in priority order (lower first, then first come, first
+ *     served) while fewer than `maxNumSeqs` run, budget is left and all their known tokens fit
+ *     the free cache; each starts with a prefill chunk in this very step.
+ * Cache is taken as sequences grow. When a running sequence cannot grow, the most recently
+ * admitted sequence of the lowest priority is preempted: its cache is freed and it waits (at
+ * the head of its priority) to be recomputed from its prompt and the tokens it already
+ * generated, so its output goes on unchanged. A sequence that cannot fit even an empty cache
+ * is reported unservable instead of waiting forever.
+ *
+ * Pure bookkeeping: no tensors, no sampling, no clocks. The engine runs each plan, then calls
+ * `appendToken` for rows that sample, and `finish` for sequences that end.
+ */
+import type { KvCache } from '../engine/kv-cache.ts';
+import type { KindUsage, PlannedRow, Sequence, SequenceSpec, SchedulerStats, StepPlan } from './types.ts';
+import { LAYER_KINDS, type LayerKind } from '../engine/graph-io.ts';
+
+export interface SchedulerConfig {
+  /** Most sequences running (holding cache and computing) at once. */
+  readonly maxNumSeqs: number;
+  /** Most tokens computed in one step (decodes count 1 each); at least maxNumSeqs. */
+  readonly maxNumBatchedTokens: number;
+}
+
+export const DEFAULT_MAX_NUM_BATCHED_TOKENS = 512;
+
+/** The plan plus sequences that can never fit the cache (the engine fails them). */
+export interface SchedulerStep extends StepPlan {
+  readonly unservable: readonly Sequence[];
+}
+
+export class Scheduler {
+  /** Sorted by (priority, arrival). */
+  private readonly waiting: Sequence[] = [];
+  /** Sorted by (priority, admitted): preemption takes from the end. */
+  private readonly running: Sequence[] = [];
+  private readonly byId = new Map<number, Sequence>();
+  private arrivals = 0;
+  private admissions = 0;
+  private preemptionsTotal = 0;
+  private last = { batchSize: 0, numTokens: 0 };
+
+  constructor(readonly cache: KvCache, readonly config: SchedulerConfig) {
+    if (config.maxNumSeqs < 1) throw new RangeError('maxNumSeqs must be >= 1');
+    if (config.maxNumBatchedTokens < config.maxNumSeqs) throw new RangeError('maxNumBatchedTokens must be >= maxNumSeqs');
+  }
+
+  add(spec: SequenceSpec): Sequence {
+    if (this.byId.has(spec.id)) throw new RangeError(`sequence ${spec.id} exists`);
+    if (spec.promptIds.length === 0) throw new RangeError('empty prompt');
+    const seq: Sequence = { spec, outputIds: [], status: 'waiting', arrival: this.arrivals++, admitted: -1, cache: this.cache.newSequence(), preemptions: 0 };
+    this.byId.set(spec.id, seq);
+    insertSorted(this.waiting, seq, waitingOrder);
+    return seq;
+  }
+
+  get(id: number): Sequence | undefined {
+    return this.byId.get(id);
+  }
+
+  /** Ends a sequence (finished, stopped, cancelled, failed): its cache is free at once. */
+  finish(id: number): Sequence | undefined {
+    const seq = this.byId.get(id);
+    if (seq === undefined) return undefined;
+    this.byId.delete(id);
+    remove(this.running, seq);
+    remove(this.waiting, seq);
+    this.cache.release(seq.cache);
+    seq.status = 'finished';
+    return seq;
+  }
+
+  /** Records the token sampled for a row with `sample` set. */
+  appendToken(seq: Sequence, tokenId: number): void {
+    seq.outputIds.push(tokenId);
+  }
+
+  /** Known tokens of a sequence: prompt then output. */
+  static numTokens(seq: Sequence): number {
+    return seq.spec.promptIds.length + seq.outputIds.length;
+  }
+
+  /** Token i of prompt ++ output. */
+  static tokenAt(seq: Sequence, i: number): number {
+    const p = seq.spec.promptIds;
+    return i < p.length ? p[i]! : seq.outputIds[i - p.length]!;
+  }
+
+  get hasWork(): boolean {
+    return this.running.length > 0 || this.waiting.length > 0;
+  }
+
+  schedule(): SchedulerStep {
+    let budget = this.config.maxNumBatchedTokens;
+    const rows = new Map<Sequence, PlannedRow>();
+    const preempted: Sequence[] = [];
+    const unservable: Sequence[] = [];
+
+    /** Reserves room for `count` more tokens of `seq`, preempting from the end; false if `seq` itself went. */
+    const makeRoom = (seq: Sequence, count: number): boolean => {
+      const len = seq.cache.numCached + count;
+      while (!this.cache.reserve(seq.cache, len)) {
+        const victim = this.running[this.running.length - 1]!;
+        const row = rows.get(victim);
+        if (row !== undefined) { rows.delete(victim); budget += row.count; }
+        this.preempt(victim);
+        preempted.push(victim);
+        if (victim === seq) return false;
+      }
+      return true;
+    };
+    const plan = (seq: Sequence, count: number): void => {
+      const start = seq.cache.numCached;
+      rows.set(seq, { seq, start, count, sample: start + count === Scheduler.numTokens(seq) });
+      budget -= count;
+    };
+
+    // 1. Decodes first, so running sequences keep producing while long prompts prefill.
+    for (const seq of [...this.running]) {
+      if (seq.status !== 'running' || budget <= 0) continue;
+      if (Scheduler.numTokens(seq) - seq.cache.numCached === 1 && makeRoom(seq, 1)) plan(seq, 1);
+    }
+    // 2. Prefill chunks of running sequences.
+    for (const seq of [...this.running]) {
+      if (seq.status !== 'running' || rows.has(seq) || budget <= 0) continue;
+      const count = Math.min(Scheduler.numTokens(seq) - seq.cache.numCached, budget);
+      if (count > 0 && makeRoom(seq, count)) plan(seq, count);
+    }
+    // 3. Admissions (none in a step that had to preempt: memory is short).
+    while (this.waiting.length > 0 && preempted.length === 0 && budget > 0 && this.running.length < this.config.maxNumSeqs) {
+      const seq = this.waiting[0]!;
+      const total = Scheduler.numTokens(seq);
+      if (!this.cache.fitsEmpty(total)) {
+        this.waiting.shift();
+        unservable.push(seq);
+        continue;
+      }
+      if (!this.cache.canReserve(seq.cache, total)) break; // first come, first served: no overtaking
+      this.waiting.shift();
+      seq.status = 'running';
+      seq.admitted = this.admissions++;
+      insertSorted(this.running, seq, runningOrder);
+      const count = Math.min(total, budget);
+      this.cache.reserve(seq.cache, count);
+      plan(seq, count);
+    }
+    const planned = [...rows.values()];
+    const numTokens = planned.reduce((n, r) => n + r.count, 0);
+    this.last = { batchSize: planned.length, numTokens };
+    return { rows: planned, preempted, unservable, numTokens };
+  }
+
+  stats(): SchedulerStats {
+    const usage = (k: LayerKind): KindUsage => {
+      const total = this.cache.numBlocks[k] - 1;
+      const used = total - this.cache.numFreeBlocks(k);
+      return { usedBlocks: used, totalBlocks: total, usedTokens: used * this.cache.blockSize };
+    };
+    const cache = Object.fromEntries(LAYER_KINDS.map((k) => [k, usage(k)])) as Record<LayerKind, KindUsage>;
+    return {
+      running: this.running.length,
+      waiting: this.waiting.length,
+      preemptedWaiting: this.waiting.filter((s) => s.preemptions > 0).length,
+      preemptionsTotal: this.preemptionsTotal,
+      cache,
+      lastStep: { ...this.last },
+    };
+  }
+
+  private preempt(seq: Sequence): void {
+    remove(this.running, seq);
+    this.cache.release(seq.cache);
+    seq.status = 'waiting';
+    seq.preemptions++;
+    this.preemptionsTotal++;
+    insertSorted(this.waiting, seq, waitingOrder);
+  }
+}
+
+const waitingOrder = (a: Sequence, b: Sequence): number => a.spec.priority - b.spec.priority || a.arrival - b.arrival;
+const runningOrder = (a: Sequence, b: Sequence): number => a.spec.priority - b.spec.priority || a.admitted - b.admitted;
+
+function insertSorted(list: Sequence[], seq: Sequence, order: (a: Sequence, b: Sequence) => number): void {
+  let i = list.length;
+  while (i > 0 && order(list[i - 1]!, seq) > 0) i--;
+  list.splice(i, 0, seq);
+}
+
+function remove(list: Sequence[], seq: Sequence): void {
+  const i = list.indexOf(seq);
+  if (i >= 0) list.splice(i, 1);
+}
