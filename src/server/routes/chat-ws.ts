@@ -13,10 +13,16 @@
  *                                                failure mid-stream; id null for a malformed message
  * `body.stream` is implied (absent or true); ids are the client's strings, unique among its
  * running requests. Closing the socket cancels all of its requests.
+ *
+ * Browsers apply no CORS to WebSockets, so an upgrade that carries an Origin the CORS settings
+ * do not allow (any Origin while CORS is off) is refused with a 403: otherwise any web page
+ * could use a server that HTTP's CORS policy keeps it away from. Clients outside a browser
+ * send no Origin.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import { GemmaServeError, InvalidRequestError } from '../../errors.ts';
+import { errorBody } from '../app.ts';
 import type { EngineState } from '../engine-state.ts';
 import { FieldReader } from '../request-fields.ts';
 import { streamErrorBody } from '../sse.ts';
@@ -27,8 +33,17 @@ export const CHAT_WS_PATH = '/v1/chat/completions/ws';
 /** Most requests one socket may run at once. */
 const MAX_PER_SOCKET = 64;
 
+/** The CORS hook (cors.ts) has run: it sets Access-Control-Allow-Origin only for an allowed Origin. */
+async function refuseCrossOrigin(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const origin = request.headers.origin;
+  if (origin === undefined || reply.hasHeader('access-control-allow-origin')) return;
+  return reply.status(403).send(errorBody(
+    `WebSocket connections from origin ${JSON.stringify(origin)} are not allowed (see --cors-origin).`,
+    'invalid_request_error', null, 'origin_not_allowed'));
+}
+
 export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): void {
-  app.get(CHAT_WS_PATH, { websocket: true }, (socket: WebSocket, request) => {
+  app.get(CHAT_WS_PATH, { websocket: true, preHandler: refuseCrossOrigin }, (socket: WebSocket, request) => {
     const running = new Map<string, AbortController>();
     const send = (m: object): void => { if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(m)); };
     const sendError = (id: string | null, e: unknown): void => {
