@@ -29,6 +29,7 @@ export async function serve(argv: string[]): Promise<number> {
     'max-body-bytes': { type: 'string' },
     'max-num-seqs': { type: 'string' },
     'max-waiting': { type: 'string' },
+    'max-num-batched-tokens': { type: 'string' },
   });
   const env = process.env;
   const host = values.host ?? env['GEMMA_SERVE_HOST'] ?? '127.0.0.1';
@@ -42,13 +43,17 @@ export async function serve(argv: string[]): Promise<number> {
   const bodyLimitBytes = positiveBytes('max-body-bytes', values['max-body-bytes'] ?? env['GEMMA_SERVE_MAX_BODY_BYTES']);
   const maxNumSeqs = integerFlag('max-num-seqs', values['max-num-seqs'] ?? env['GEMMA_SERVE_MAX_NUM_SEQS'], 1);
   const maxWaiting = integerFlag('max-waiting', values['max-waiting'] ?? env['GEMMA_SERVE_MAX_WAITING'], 0);
+  const maxNumBatchedTokens = integerFlag('max-num-batched-tokens', values['max-num-batched-tokens'] ?? env['GEMMA_SERVE_MAX_NUM_BATCHED_TOKENS'], 1);
+  if (maxNumBatchedTokens !== undefined && maxNumBatchedTokens < (maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS)) {
+    throw new ConfigError(`serve: --max-num-batched-tokens (${maxNumBatchedTokens}) must be >= --max-num-seqs (${maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS}): every running sequence decodes each step`, 'max-num-batched-tokens');
+  }
   const logger = pino({ name: 'gemma-serve' });
   const dataDir = defaultDataDir();
   const modelDir = resolveModelDir('serve', 'model', values.model, dataDir, logger);
   // Listen first, load behind it: /health answers at once, /ready and the API say 503
   // (with Retry-After) until the model is in, so probes and clients see the truth.
   const t0 = performance.now();
-  const loading = Engine.start({ modelDir, device, kvCacheBytes, dataDir, maxNumSeqs, maxWaiting });
+  const loading = Engine.start({ modelDir, device, kvCacheBytes, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
   const app = buildApp({ engine: state, logger, apiKeys, corsOrigins, bodyLimitBytes });

@@ -66,15 +66,25 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   app.setNotFoundHandler((request, reply) => {
     reply.status(404).send(errorBody(`Unknown request URL: ${request.method} ${request.url}`, 'invalid_request_error', null, 'unknown_url'));
   });
-  registerCors(app, opts.corsOrigins ?? []);
-  registerAuth(app, opts.apiKeys ?? []);
+  // The WebSocket plugin's hooks first: it must see every upgrade, including those the auth
+  // and CORS hooks refuse, or a refused upgrade's socket is never destroyed.
+  void app.register(fastifyWebsocket, { options: { maxPayload: bodyLimit } });
+  void app.register(atRoot(async (root) => {
+    registerCors(root, opts.corsOrigins ?? []);
+    registerAuth(root, opts.apiKeys ?? []);
+  }));
   const state = opts.engine instanceof Engine ? new EngineState(opts.engine) : opts.engine;
   healthRoute(app, state);
   modelsRoute(app, state);
   chatCompletionsRoute(app, state);
   completionsRoute(app, state);
   tokenizeRoutes(app, state);
-  void app.register(fastifyWebsocket, { options: { maxPayload: bodyLimit } });
   void app.register(async (scoped) => chatWebSocketRoute(scoped, state));
   return app;
+}
+
+/** Marks a plugin as not encapsulated (what fastify-plugin does): its hooks apply to the whole app. */
+function atRoot(plugin: (app: FastifyInstance) => Promise<void>): (app: FastifyInstance) => Promise<void> {
+  Object.assign(plugin, { [Symbol.for('skip-override')]: true });
+  return plugin;
 }

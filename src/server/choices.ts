@@ -3,6 +3,7 @@
  * prompts), admitted together or not at all, their token events merged in arrival order.
  * Choice i of a prompt uses seed + i, so a seeded request is reproducible choice by choice.
  */
+import { setMaxListeners } from 'node:events';
 import type { Engine, GenerateRequest, TokenEvent, Usage } from '../engine/engine.ts';
 import type { TokenLogprobs } from '../engine/worker.ts';
 import { InvalidRequestError } from '../errors.ts';
@@ -35,6 +36,7 @@ export function startChoices(
   }
   engine.ensureCapacity(prompts.length * params.n);
   const inner = new AbortController();
+  setMaxListeners(prompts.length * params.n + 10, inner.signal); // one abort listener per generation
   const abort = (): void => inner.abort();
   if (signal.aborted) abort();
   else signal.addEventListener('abort', abort, { once: true });
@@ -45,7 +47,7 @@ export function startChoices(
         const req: GenerateRequest = {
           promptIds, maxTokens: params.maxTokens, temperature: params.temperature, topP: params.topP,
           seed: params.seed === undefined ? undefined : (params.seed + i) % 2 ** 32,
-          sampling: params.sampling, stop: params.stop, ignoreEos: params.ignoreEos, minTokens: params.minTokens,
+          sampling: params.sampling, stop: params.stop, ignoreEos: params.ignoreEos, minTokens: params.minTokens, priority: params.priority,
           logprobs: opts.logprobs, promptLogprobs: opts.promptLogprobs ?? null,
         };
         sources.push({ index: p * params.n + i, prompt: p, events: engine.generate(req, inner.signal) });

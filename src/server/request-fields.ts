@@ -24,6 +24,8 @@ export interface GenerationParams {
   readonly sampling: Omit<SamplingParams, 'temperature' | 'topP'>;
   readonly ignoreEos: boolean;
   readonly minTokens: number;
+  /** vLLM's `priority`: lower is scheduled sooner (default 0). */
+  readonly priority: number;
 }
 
 /** Accepted and ignored: they describe the request, they do not change its output. */
@@ -31,7 +33,7 @@ const METADATA_FIELDS = ['user', 'metadata', 'store', 'service_tier', 'prompt_ca
 
 const GENERATION_FIELDS = [
   'model', 'stream', 'stream_options', 'n', 'max_tokens', 'temperature', 'top_p', 'seed', 'stop',
-  'presence_penalty', 'frequency_penalty', 'logit_bias', 'top_k', 'min_p', 'repetition_penalty', 'ignore_eos', 'min_tokens',
+  'presence_penalty', 'frequency_penalty', 'logit_bias', 'top_k', 'min_p', 'repetition_penalty', 'ignore_eos', 'min_tokens', 'priority',
 ];
 
 /** Most choices per request (vLLM and OpenAI allow 128). */
@@ -164,6 +166,7 @@ export function parseGenerationParams(r: FieldReader, maxTokensKeys: readonly st
     },
     ignoreEos: r.bool('ignore_eos') ?? false,
     minTokens: r.int('min_tokens', 0) ?? 0,
+    priority: r.int('priority', -(2 ** 31), 2 ** 31) ?? 0,
   };
 }
 

@@ -72,6 +72,13 @@ t.test('metadata-only fields and harmless defaults are accepted', async (t) => {
   t.equal(r.choices.length, 1);
 });
 
+t.test('priority: an integer extension; a bad one is a 400 naming it', async (t) => {
+  const ok = await client.chat.completions.create({ model, messages, max_tokens: 2, temperature: 0, priority: -5 } as never);
+  t.equal(ok.choices.length, 1);
+  const e = await failure(t, client.chat.completions.create({ model, messages, max_tokens: 2, priority: 'high' } as never));
+  t.equal(e.param, 'priority');
+});
+
 t.test('n choices: n indexes, per-choice seeds reproducible, usage counts the prompt once', async (t) => {
   const req = { model, messages, max_tokens: 6, temperature: 1, seed: 7, n: 3 };
   const a = await client.chat.completions.create(req);

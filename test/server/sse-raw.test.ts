@@ -1,9 +1,9 @@
-// Server-sent events byte for byte: Node's fetch (undici, bundled with Node; the `undici`
-// package 8.x needs Node >= 22) against a real server (real engine, tiny random model), no SDK
+// Server-sent events byte for byte: undici's fetch against a real server (real engine, tiny random model), no SDK
 // in between. The framing, the chunk order, flushing as tokens are produced,
 // client disconnects, and a failure after the headers went out. Streamed output is compared
 // with the same endpoint's non-streamed answer, never with hard-coded text.
 import t, { type Test } from 'tap';
+import { fetch, type Response } from 'undici';
 import { startTinyServer } from './tiny-server.ts';
 
 const { engine, baseURL, model } = await startTinyServer('sse-raw');
