@@ -33,6 +33,9 @@ export const CHAT_WS_PATH = '/v1/chat/completions/ws';
 /** Most requests one socket may run at once. */
 const MAX_PER_SOCKET = 64;
 
+/** Unsent bytes on a socket above which its requests wait before sending more. */
+const HIGH_WATER_BYTES = 1 << 20;
+
 /** The CORS hook (cors.ts) has run: it sets Access-Control-Allow-Origin only for an allowed Origin. */
 async function refuseCrossOrigin(request: FastifyRequest, reply: FastifyReply): Promise<void> {
   const origin = request.headers.origin;
@@ -65,6 +68,10 @@ export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): vo
         for await (const chunk of chatChunks(engine, chat)) {
           if (controller.signal.aborted) break;
           send({ type: 'chunk', id, chunk });
+          // A slow reader slows its own generations instead of growing the send buffer.
+          while (socket.bufferedAmount > HIGH_WATER_BYTES && socket.readyState === socket.OPEN && !controller.signal.aborted) {
+            await new Promise((r) => setTimeout(r, 5));
+          }
         }
         send(controller.signal.aborted ? { type: 'cancelled', id } : { type: 'done', id });
       } catch (e) {
