@@ -72,6 +72,8 @@ export type TokenEvent =
   /** First, when promptLogprobs was asked: entries for prompt tokens 1..n-1 (the first has none). */
   | { readonly type: 'prompt'; readonly logprobs: readonly TokenLogprobs[] }
   | { readonly type: 'token'; readonly tokenId: number; readonly text: string; readonly logprobs?: TokenLogprobs }
+  /** The scheduler first admitted the sequence, at `at` (this thread's performance.now()); before its first token. */
+  | { readonly type: 'scheduled'; readonly at: number }
   /** `text` is what the detokenizer still held back at the end (usually ''). */
   | { readonly type: 'finish'; readonly reason: FinishReason; readonly usage: Usage; readonly text: string };
 
@@ -84,6 +86,7 @@ export class Engine {
   /** Ids of generations submitted to the worker and not yet ended there (running or waiting). */
   private readonly live = new Set<number>();
   private latestStats: SchedulerStats | null = null;
+  private readonly stepListeners = new Set<(stats: SchedulerStats) => void>();
 
   private constructor(
     private readonly worker: Worker,
@@ -97,10 +100,16 @@ export class Engine {
     readonly exportDir: string,
     /** Most requests admitted at once: running plus waiting. */
     readonly capacity: number,
+    /** The longest sequence (prompt + completion) the KV cache holds on its own. */
+    readonly maxSequenceTokens: number,
   ) {
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'ready') return;
-      if (m.type === 'stats') { this.latestStats = m.stats; return; }
+      if (m.type === 'stats') {
+        this.latestStats = m.stats;
+        if (m.step === true) for (const listener of this.stepListeners) listener(m.stats);
+        return;
+      }
       if (m.id === null) return;
       this.requests.get(m.id)?.push(m);
       // The last message of a generation: its queue holds it, so the entry can go even if
@@ -132,9 +141,9 @@ export class Engine {
     // worker-boot.mjs registers tsx itself, so the worker runs the same under tsx's CLI,
     // tap's loader or the bin's register(); execArgv is not inherited to avoid a second loader.
     const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: init, execArgv: [] });
-    await new Promise<void>((res, rej) => {
+    const maxSequenceTokens = await new Promise<number>((res, rej) => {
       const onMessage = (m: FromWorker): void => {
-        if (m.type === 'ready') { cleanup(); res(); }
+        if (m.type === 'ready') { cleanup(); res(m.maxSequenceTokens); }
         else if (m.type === 'error' && m.id === null) { cleanup(); rej(new EngineError(`cannot load the model: ${m.message}`)); }
       };
       const onError = (e: Error): void => { cleanup(); rej(new EngineError(`inference worker failed to start: ${e.message}`, 'engine_error', 500, { cause: e })); };
@@ -145,12 +154,18 @@ export class Engine {
       worker.on('exit', onExit);
     });
     const modelId = opts.modelId ?? basename(resolve(opts.modelDir));
-    return new Engine(worker, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting);
+    return new Engine(worker, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens);
   }
 
   /** The scheduler's counters after its latest step (null before the first). */
   get stats(): SchedulerStats | null {
     return this.latestStats;
+  }
+
+  /** Calls `listener` with the scheduler's stats once per step that computes tokens; returns the unsubscribe. */
+  onStep(listener: (stats: SchedulerStats) => void): () => void {
+    this.stepListeners.add(listener);
+    return () => { this.stepListeners.delete(listener); };
   }
 
   /** Generations admitted and not yet ended. */
@@ -165,17 +180,23 @@ export class Engine {
 
   /**
    * Validates at once (throws ContextLengthError when the prompt plus max tokens does not fit
-   * the context), then streams the generation. Aborting `signal`, or leaving the loop early,
+   * the context, InvalidRequestError when it does not fit the KV cache alone), then streams the generation. Aborting `signal`, or leaving the loop early,
    * aborts the sequence in the worker.
    */
   generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<TokenEvent> {
     if (this.closed) throw new EngineError('the engine is closed', 'engine_closed', 503);
     const promptIds = Array.from(req.promptIds);
     if (promptIds.length === 0) throw new InvalidRequestError('the prompt is empty', 'messages');
-    const room = this.contextLength - promptIds.length;
+    // By default a completion may fill the context, or what the KV cache can hold of it.
+    const room = Math.min(this.contextLength, Math.max(this.maxSequenceTokens, promptIds.length + 1)) - promptIds.length;
     const maxTokens = req.maxTokens ?? room;
     if (promptIds.length + Math.max(maxTokens, 0) > this.contextLength || room <= 0) {
       throw new ContextLengthError(promptIds.length, req.maxTokens ?? 0, this.contextLength);
+    }
+    if (promptIds.length + maxTokens > this.maxSequenceTokens) {
+      throw new InvalidRequestError(
+        `The KV cache holds at most ${this.maxSequenceTokens} tokens per sequence (--kv-cache-memory); this request needs ${promptIds.length + maxTokens} (${promptIds.length} in the prompt, ${maxTokens} for the completion). Please reduce the prompt or max_tokens.`,
+        'max_tokens', 'kv_cache_too_small');
     }
     const minTokens = req.minTokens ?? 0;
     if (minTokens > maxTokens) throw new InvalidRequestError(`min_tokens (${minTokens}) must not exceed max_tokens (${maxTokens})`, 'min_tokens');
@@ -219,7 +240,9 @@ export class Engine {
               notify = null;
               continue;
             }
-            if (m.type === 'prompt_logprobs') {
+            if (m.type === 'scheduled') {
+              yield { type: 'scheduled', at: m.at - performance.timeOrigin };
+            } else if (m.type === 'prompt_logprobs') {
               yield { type: 'prompt', logprobs: m.logprobs };
             } else if (m.type === 'token') {
               received++;

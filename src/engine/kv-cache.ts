@@ -73,6 +73,13 @@ export class KvCache {
     return LAYER_KINDS.every((k) => this.blocksNeeded(k, len) - seq.blocks[k].length <= this.free[k].length);
   }
 
+  /** The longest sequence the pools can hold when nothing else is held. */
+  maxSequenceTokens(): number {
+    const global = (this.numBlocks.global - 1) * this.blockSize;
+    const slidingFits = this.numBlocks.sliding - 1 >= this.ringSlots / this.blockSize;
+    return slidingFits ? global : Math.min(global, (this.numBlocks.sliding - 1) * this.blockSize);
+  }
+
   /** Whether a sequence of `len` positions fits the pools at all (when nothing else is held). */
   fitsEmpty(len: number): boolean {
     return LAYER_KINDS.every((k) => this.blocksNeeded(k, len) <= this.numBlocks[k] - 1);

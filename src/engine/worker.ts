@@ -55,14 +55,17 @@ export interface TokenLogprobs {
 export type ToWorker = SubmitMessage | { readonly type: 'abort'; readonly id: number } | { readonly type: 'close' };
 export type FinishReason = 'stop' | 'length' | 'abort';
 export type FromWorker =
-  | { type: 'ready' }
+  /** Loaded; `maxSequenceTokens`: the longest sequence the KV cache can hold alone. */
+  | { type: 'ready'; maxSequenceTokens: number }
   | { type: 'token'; id: number; tokenId: number; logprobs?: TokenLogprobs }
   /** Sent once before the first token when promptLogprobs was asked: entries for prompt tokens 1..n-1. */
   | { type: 'prompt_logprobs'; id: number; logprobs: TokenLogprobs[] }
   | { type: 'finish'; id: number; reason: FinishReason; promptTokens: number; completionTokens: number }
   | { type: 'error'; id: number | null; message: string }
-  /** After every step: the scheduler's counters (observability hooks). */
-  | { type: 'stats'; stats: SchedulerStats };
+  /** Once, when the scheduler first admits the sequence; `at`: performance.timeOrigin + performance.now(). */
+  | { type: 'scheduled'; id: number; at: number }
+  /** After every step: the scheduler's counters (observability hooks); `step`: the step computes tokens. */
+  | { type: 'stats'; stats: SchedulerStats; step?: boolean };
 
 /** mulberry32: a tiny seeded PRNG returning floats in [0, 1). */
 export function mulberry32(seed: number): () => number {
@@ -86,6 +89,8 @@ interface Generation {
   /** Prompt positions whose next-token logprobs were sent (promptLogprobs). */
   scored: number;
   readonly promptEntries: TokenLogprobs[];
+  /** The 'scheduled' message was sent. */
+  scheduled: boolean;
 }
 
 async function main(): Promise<void> {
@@ -112,7 +117,7 @@ async function main(): Promise<void> {
   port.on('message', (m: ToWorker) => {
     if (m.type === 'submit') {
       gens.set(m.id, {
-        req: m, rand: mulberry32(m.seed), stop: new Set(m.stopIds), history: new TokenHistory(m.promptIds), scored: 0, promptEntries: [],
+        req: m, rand: mulberry32(m.seed), stop: new Set(m.stopIds), history: new TokenHistory(m.promptIds), scored: 0, promptEntries: [], scheduled: false,
       });
       scheduler.add({ id: m.id, promptIds: m.promptIds, maxTokens: m.maxTokens, priority: m.priority });
     } else if (m.type === 'abort') {
@@ -198,7 +203,7 @@ async function main(): Promise<void> {
     });
   };
 
-  send({ type: 'ready' });
+  send({ type: 'ready', maxSequenceTokens: runner.cache.maxSequenceTokens() });
   while (!closing) {
     dropAborted();
     if (!scheduler.hasWork) {
@@ -211,7 +216,11 @@ async function main(): Promise<void> {
     for (const seq of plan.unservable) {
       end(seq.spec.id, { type: 'error', id: seq.spec.id, message: `the sequence (${Scheduler.numTokens(seq)} tokens) does not fit the KV cache even alone; raise --kv-cache-memory` });
     }
-    send({ type: 'stats', stats: scheduler.stats() });
+    for (const p of plan.rows) {
+      const g = gens.get(p.seq.spec.id);
+      if (g !== undefined && !g.scheduled) { g.scheduled = true; send({ type: 'scheduled', id: p.seq.spec.id, at: performance.timeOrigin + performance.now() }); }
+    }
+    send({ type: 'stats', stats: scheduler.stats(), step: plan.rows.length > 0 });
     if (plan.rows.length === 0) {
       if (plan.unservable.length === 0) await new Promise<void>((res) => setImmediate(res));
       continue;

@@ -162,6 +162,23 @@ t.test('429 with Retry-After when running and waiting slots are full', async (t)
   await it.return?.();
 });
 
+t.test('a request longer than the KV cache can hold alone is a 400 before admission', async (t) => {
+  const small = await Engine.start({ modelDir: engine.exportDir, kvCacheBytes: 96 * 1024 });
+  t.teardown(() => small.close());
+  const limit = small.maxSequenceTokens;
+  t.ok(limit > 20 && limit < small.contextLength, `the cache holds ${limit} of ${small.contextLength} tokens`);
+  const c = await serveState(t, new EngineState(small));
+  const e = await failure(t, c.chat.completions.create({ model: small.modelId, messages, max_tokens: limit }));
+  t.equal(e.status, 400);
+  t.equal(e.code, 'kv_cache_too_small');
+  t.equal(e.param, 'max_tokens');
+  t.match(e.message, new RegExp(`at most ${limit} tokens`));
+  // Without max_tokens, the completion may fill what the cache holds, and is not cut short silently.
+  const r = await c.chat.completions.create({ model: small.modelId, messages, temperature: 0, ignore_eos: true } as never) as OpenAI.ChatCompletion;
+  t.equal(r.usage!.total_tokens, limit);
+  t.equal(r.choices[0]!.finish_reason, 'length');
+});
+
 t.test('no stack traces or file paths in error bodies', async (t) => {
   const bodies = [
     await fetch(`${baseURL}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"model":' }),
