@@ -68,10 +68,10 @@ export class QueueFullError extends GemmaServeError {
   }
 }
 
-/** The server cannot take requests now (model loading, draining): a 503. */
+/** The server cannot take requests now (model loading, draining), or shut down before finishing one: a 503. */
 export class UnavailableError extends GemmaServeError {
   readonly retryAfterSeconds: number;
-  constructor(message: string, code: 'model_loading' | 'server_draining' | 'model_failed', retryAfterSeconds = 5) {
+  constructor(message: string, code: 'model_loading' | 'server_draining' | 'model_failed' | 'server_shutdown', retryAfterSeconds = 5) {
     super(message, code, 503, 'server_error');
     this.retryAfterSeconds = retryAfterSeconds;
   }

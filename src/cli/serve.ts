@@ -7,13 +7,16 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { makeRandomCheckpoint } from '../checkpoint/make-random.ts';
 import { DEFAULT_MAX_NUM_SEQS, DEFAULT_MAX_WAITING, Engine } from '../engine/engine.ts';
 import { defaultDataDir } from '../engine/resolve-model.ts';
 import { ConfigError, EngineError, GemmaServeError } from '../errors.ts';
 import { buildApp } from '../server/app.ts';
+import { DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, drain } from '../server/drain.ts';
 import { EngineState } from '../server/engine-state.ts';
+import { createLogger } from '../server/logging.ts';
+import { Metrics, METRICS_NAMES, type MetricsNames } from '../server/metrics.ts';
+import { DEFAULT_STATS_INTERVAL_SECONDS, startStatsLog } from '../server/stats-log.ts';
 import { UsageError, parseFlags } from './usage.ts';
 
 export async function serve(argv: string[]): Promise<number> {
@@ -30,6 +33,10 @@ export async function serve(argv: string[]): Promise<number> {
     'max-num-seqs': { type: 'string' },
     'max-waiting': { type: 'string' },
     'max-num-batched-tokens': { type: 'string' },
+    'metrics-names': { type: 'string' },
+    'log-prompts': { type: 'boolean' },
+    'stats-interval': { type: 'string' },
+    'shutdown-timeout': { type: 'string' },
   });
   const env = process.env;
   const host = values.host ?? env['GEMMA_SERVE_HOST'] ?? '127.0.0.1';
@@ -47,7 +54,11 @@ export async function serve(argv: string[]): Promise<number> {
   if (maxNumBatchedTokens !== undefined && maxNumBatchedTokens < (maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS)) {
     throw new ConfigError(`serve: --max-num-batched-tokens (${maxNumBatchedTokens}) must be >= --max-num-seqs (${maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS}): every running sequence decodes each step`, 'max-num-batched-tokens');
   }
-  const logger = pino({ name: 'gemma-serve' });
+  const metricsNames = resolveMetricsNames(values['metrics-names'] ?? env['GEMMA_SERVE_METRICS_NAMES']);
+  const logPrompts = values['log-prompts'] ?? booleanEnv('log-prompts', env['GEMMA_SERVE_LOG_PROMPTS']);
+  const statsInterval = secondsFlag('stats-interval', values['stats-interval'] ?? env['GEMMA_SERVE_STATS_INTERVAL']) ?? DEFAULT_STATS_INTERVAL_SECONDS;
+  const shutdownTimeout = secondsFlag('shutdown-timeout', values['shutdown-timeout'] ?? env['GEMMA_SERVE_SHUTDOWN_TIMEOUT']) ?? DEFAULT_SHUTDOWN_TIMEOUT_SECONDS;
+  const logger = createLogger();
   const dataDir = defaultDataDir();
   const modelDir = resolveModelDir('serve', 'model', values.model, dataDir, logger);
   // Listen first, load behind it: /health answers at once, /ready and the API say 503
@@ -56,7 +67,9 @@ export async function serve(argv: string[]): Promise<number> {
   const loading = Engine.start({ modelDir, device, kvCacheBytes, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
-  const app = buildApp({ engine: state, logger, apiKeys, corsOrigins, bodyLimitBytes });
+  const metrics = new Metrics({ state, names: metricsNames });
+  const app = buildApp({ engine: state, logger, apiKeys, corsOrigins, bodyLimitBytes, metrics, logPrompts });
+  if (logPrompts) logger.warn('--log-prompts: request log lines carry prompt and completion text');
   if (apiKeys.length > 0) logger.info({ keys: apiKeys.length }, 'API key authentication is on');
   else if (host === '127.0.0.1' || host === 'localhost' || host === '::1') logger.info('API key authentication is off (no keys configured)');
   else logger.warn({ host }, 'API key authentication is off (no keys configured) and the server listens beyond localhost');
@@ -89,13 +102,21 @@ export async function serve(argv: string[]): Promise<number> {
     if (state.phase !== 'ready') { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); }
   }
   logger.info({ model: engine.modelId, exportDir: engine.exportDir, device, contextLength: engine.contextLength, maxNumSeqs: maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, maxWaiting: maxWaiting ?? DEFAULT_MAX_WAITING, seconds: Math.round(performance.now() - t0) / 1000 }, 'model loaded: ready');
+  const stopStats = statsInterval > 0 ? startStatsLog(logger, state, metrics.totals, { intervalMs: statsInterval * 1000 }) : () => undefined;
   const signal = await stopped;
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
-  logger.info({ signal }, 'shutting down');
-  state.drain();
-  await app.close();
+  // A second signal ends the grace period at once.
+  const cutNow = (): void => state.cutOff();
+  process.on('SIGINT', cutNow);
+  process.on('SIGTERM', cutNow);
+  logger.info({ signal, inFlight: engine.inFlight, shutdownTimeoutSeconds: shutdownTimeout }, 'draining: new requests get 503; waiting for those in flight');
+  const { cut } = await drain(app, state, shutdownTimeout * 1000);
+  stopStats();
+  logger.info({ cut }, cut > 0 ? 'drained: requests still running were ended with server_shutdown' : 'drained: every request finished');
   await engine.close();
+  process.off('SIGINT', cutNow);
+  process.off('SIGTERM', cutNow);
   return 0;
 }
 
@@ -157,6 +178,33 @@ function resolveApiKeys(flagKeys: string[] | undefined, flagFile: string | undef
     keys.push(...fromFile);
   }
   return keys.map((k) => k.trim());
+}
+
+/** --metrics-names / GEMMA_SERVE_METRICS_NAMES: gemma_serve (default) or vllm. */
+function resolveMetricsNames(text: string | undefined): MetricsNames {
+  if (text === undefined || text === '') return 'gemma_serve';
+  if (!(METRICS_NAMES as readonly string[]).includes(text)) {
+    throw new ConfigError(`serve: --metrics-names must be one of ${METRICS_NAMES.join(', ')}, got ${JSON.stringify(text)}`, 'metrics-names');
+  }
+  return text as MetricsNames;
+}
+
+/** A boolean environment variable: 1/true/yes/on or 0/false/no/off (or empty). */
+function booleanEnv(flag: string, text: string | undefined): boolean {
+  const v = (text ?? '').trim().toLowerCase();
+  if (['', '0', 'false', 'no', 'off'].includes(v)) return false;
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  throw new ConfigError(`serve: GEMMA_SERVE_${flag.toUpperCase().replace(/-/g, '_')} must be true or false, got ${JSON.stringify(text)}`, flag);
+}
+
+/** A duration in seconds (>= 0, fractions allowed) given as a flag or environment variable; undefined when not given. */
+function secondsFlag(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined || text === '') return undefined;
+  const n = Number(text);
+  if (!/^\d+(\.\d+)?$/.test(text.trim()) || !Number.isFinite(n)) {
+    throw new ConfigError(`serve: --${flag} must be a number of seconds >= 0, got ${JSON.stringify(text)}`, flag);
+  }
+  return n;
 }
 
 /** A byte count given as a flag or environment variable: a positive integer, or absent. */

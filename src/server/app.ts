@@ -3,7 +3,7 @@
  * handler that turns every failure into OpenAI's error JSON. GemmaServeErrors keep their
  * status, type, code and param; anything else is a 500 whose details stay in the log.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import fastifyWebsocket from '@fastify/websocket';
 import { Engine } from '../engine/engine.ts';
@@ -14,7 +14,10 @@ import { EngineState } from './engine-state.ts';
 import { chatCompletionsRoute } from './routes/chat-completions.ts';
 import { chatWebSocketRoute } from './routes/chat-ws.ts';
 import { completionsRoute } from './routes/completions.ts';
+import { registerRequestLog, requestId } from './logging.ts';
+import { Metrics, type MetricsNames } from './metrics.ts';
 import { healthRoute } from './routes/health.ts';
+import { metricsRoute } from './routes/metrics.ts';
 import { modelsRoute } from './routes/models.ts';
 import { tokenizeRoutes } from './routes/tokenize.ts';
 
@@ -28,6 +31,12 @@ export interface AppOptions {
   readonly corsOrigins?: readonly string[];
   /** Largest accepted request body; larger ones get a 413. Default 4 MiB. */
   readonly bodyLimitBytes?: number;
+  /** The metrics to feed and serve at GET /metrics; default: new ones named `metricsNames`. */
+  readonly metrics?: Metrics;
+  /** Metric names: gemma_serve: (default) or vLLM's exact vllm: names. */
+  readonly metricsNames?: MetricsNames;
+  /** Put prompt and completion text in the request log lines (off by default). */
+  readonly logPrompts?: boolean;
 }
 
 export const DEFAULT_BODY_LIMIT_BYTES = 4 * 2 ** 20;
@@ -42,9 +51,15 @@ export function errorBody(message: string, type: string, param: string | null, c
 
 export function buildApp(opts: AppOptions): FastifyInstance {
   const bodyLimit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
+  // Fastify's own request lines are off: logging.ts writes one line per request instead.
+  const common = { bodyLimit, genReqId: requestId, logController: new LogController({ disableRequestLogging: true }) };
   const app: FastifyInstance = (opts.logger
-    ? Fastify({ loggerInstance: opts.logger as unknown as FastifyBaseLogger, bodyLimit })
-    : Fastify({ logger: false, bodyLimit })) as unknown as FastifyInstance;
+    ? Fastify({ loggerInstance: opts.logger as unknown as FastifyBaseLogger, ...common })
+    : Fastify({ logger: false, ...common })) as unknown as FastifyInstance;
+  const state = opts.engine instanceof Engine ? new EngineState(opts.engine) : opts.engine;
+  const metrics = opts.metrics ?? new Metrics({ state, names: opts.metricsNames });
+  // First, before auth: every request gets its id header, its log line and its HTTP metrics.
+  registerRequestLog(app, { metrics, logPrompts: opts.logPrompts ?? false });
   app.setErrorHandler((err: Error, request, reply) => {
     if (err instanceof GemmaServeError) {
       if (err.status >= 500) request.log.error({ err }, err.message);
@@ -73,8 +88,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     registerCors(root, opts.corsOrigins ?? []);
     registerAuth(root, opts.apiKeys ?? []);
   }));
-  const state = opts.engine instanceof Engine ? new EngineState(opts.engine) : opts.engine;
   healthRoute(app, state);
+  metricsRoute(app, metrics);
   modelsRoute(app, state);
   chatCompletionsRoute(app, state);
   completionsRoute(app, state);

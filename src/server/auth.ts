@@ -2,7 +2,8 @@
  * API-key authentication: `Authorization: Bearer <key>` checked against the configured keys
  * in constant time (SHA-256 digests of both sides compared with timingSafeEqual, so neither
  * the content nor the length of a key leaks through timing). No keys configured = open.
- * Every route except GET /health and GET /ready (probes) needs a key once keys are configured.
+ * Every route except GET /health and GET /ready (probes) and GET /metrics (Prometheus scrapes,
+ * as vLLM serves them: counts only, no request content) needs a key once keys are configured.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
@@ -29,7 +30,7 @@ export function registerAuth(app: FastifyInstance, apiKeys: readonly string[]): 
   const keyDigests = apiKeys.map(digest);
   app.addHook('onRequest', async (request, reply) => {
     const path = request.url.split('?', 1)[0];
-    if (path === '/health' || path === '/ready') return;
+    if (path === '/health' || path === '/ready' || path === '/metrics') return;
     const token = bearerToken(request.headers.authorization);
     if (token === undefined || token === '') {
       return reply.status(401).send(errorBody(

@@ -16,6 +16,17 @@ export interface ChoiceEvent {
   readonly event: TokenEvent;
 }
 
+/** What watches one generation: it sees every event, then end() once (also when no finish came). */
+export interface GenerationTracker {
+  event(ev: TokenEvent): void;
+  end(): void;
+}
+
+/** Sees every generation a request starts (metrics and the request log hook in here). */
+export interface ChoiceObserver {
+  generation(engine: Engine, prompt: number, promptTokens: number): GenerationTracker;
+}
+
 export interface ChoiceOptions {
   /** Top alternatives per generated token, or null for no logprobs. */
   readonly logprobs: number | null;
@@ -30,6 +41,7 @@ export interface ChoiceOptions {
  */
 export function startChoices(
   engine: Engine, prompts: readonly (readonly number[])[], params: GenerationParams, opts: ChoiceOptions, signal: AbortSignal,
+  observer?: ChoiceObserver,
 ): AsyncIterable<ChoiceEvent> {
   for (const [id] of params.sampling.logitBias) {
     if (id >= engine.vocabSize) throw new InvalidRequestError(`logit_bias: token id ${id} is outside the vocabulary (0..${engine.vocabSize - 1})`, 'logit_bias');
@@ -40,7 +52,7 @@ export function startChoices(
   const abort = (): void => inner.abort();
   if (signal.aborted) abort();
   else signal.addEventListener('abort', abort, { once: true });
-  const sources: { index: number; prompt: number; events: AsyncIterable<TokenEvent> }[] = [];
+  const sources: Source[] = [];
   try {
     prompts.forEach((promptIds, p) => {
       for (let i = 0; i < params.n; i++) {
@@ -58,12 +70,19 @@ export function startChoices(
     signal.removeEventListener('abort', abort);
     throw e;
   }
+  // Watched only once all have started: a request refused part-way never counts.
+  for (const s of sources) s.tracker = observer?.generation(engine, s.prompt, prompts[s.prompt]!.length);
   return merge(sources, () => { abort(); signal.removeEventListener('abort', abort); });
 }
 
-async function* merge(
-  sources: readonly { index: number; prompt: number; events: AsyncIterable<TokenEvent> }[], cleanup: () => void,
-): AsyncGenerator<ChoiceEvent> {
+interface Source {
+  readonly index: number;
+  readonly prompt: number;
+  readonly events: AsyncIterable<TokenEvent>;
+  tracker?: GenerationTracker;
+}
+
+async function* merge(sources: readonly Source[], cleanup: () => void): AsyncGenerator<ChoiceEvent> {
   const its = sources.map((s) => s.events[Symbol.asyncIterator]());
   type Next = { i: number; r: IteratorResult<TokenEvent> };
   const next = (i: number): Promise<Next> => its[i]!.next().then((r) => ({ i, r }));
@@ -73,12 +92,14 @@ async function* merge(
       const { i, r } = await Promise.race(pending.values());
       if (r.done === true) { pending.delete(i); continue; }
       pending.set(i, next(i));
+      sources[i]!.tracker?.event(r.value);
       yield { index: sources[i]!.index, prompt: sources[i]!.prompt, event: r.value };
     }
   } finally {
     // Abort first: an iterator waiting for its next event then ends promptly.
     cleanup();
     for (const it of its) void it.return?.(undefined).catch(() => undefined);
+    for (const s of sources) s.tracker?.end();
   }
 }
 

@@ -12,6 +12,7 @@ export class EngineState {
   private engine: Engine | null = null;
   private failure: Error | null = null;
   private drainingSince: number | null = null;
+  private readonly cutoff = new AbortController();
 
   /** A ready engine, or a promise of one (the state is 'loading' until it settles). */
   constructor(source: Engine | Promise<Engine>) {
@@ -36,6 +37,17 @@ export class EngineState {
   /** Stops admitting: every later require() is a 503. */
   drain(): void {
     this.drainingSince ??= Date.now();
+  }
+
+  /** Aborted when a drain's grace period is over: generations still running end at once (drain.ts). */
+  get shutdown(): AbortSignal {
+    return this.cutoff.signal;
+  }
+
+  /** Ends the grace period: draining (if not yet), and every in-flight generation is ended. */
+  cutOff(): void {
+    this.drain();
+    this.cutoff.abort();
   }
 
   /** The engine to serve a new request with, or a 503 saying why there is none. */

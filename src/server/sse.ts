@@ -45,7 +45,7 @@ export async function sendSse(reply: FastifyReply, chunks: AsyncIterable<object>
       await write(`data: ${JSON.stringify(chunk)}\n\n`);
     }
   } catch (e) {
-    if (!(e instanceof GemmaServeError) || e.status >= 500) log.error({ err: e }, 'generation failed mid-stream');
+    if (!(e instanceof GemmaServeError) || (e.status >= 500 && e.code !== 'server_shutdown')) log.error({ err: e }, 'generation failed mid-stream');
     await write(`data: ${JSON.stringify(streamErrorBody(e))}\n\n`);
   }
   if (!res.destroyed) res.end('data: [DONE]\n\n');

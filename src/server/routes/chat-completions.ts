@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { Engine } from '../../engine/engine.ts';
 import { parseChatRequest, type ChatRequest } from '../chat-request.ts';
-import { chatLogprobEntry, startChoices, UsageCounter, type ChoiceEvent } from '../choices.ts';
+import { chatLogprobEntry, startChoices, UsageCounter, type ChoiceEvent, type ChoiceObserver } from '../choices.ts';
 import type { EngineState } from '../engine-state.ts';
 import { checkModel } from '../request-fields.ts';
 import { postGeneration } from '../generation-route.ts';
@@ -26,12 +26,12 @@ export function systemFingerprint(engine: Engine): string {
 }
 
 /** Validates, renders, tokenizes and starts; every 4xx is thrown here, before any byte is sent. */
-export function startChat(engine: Engine, body: unknown, signal: AbortSignal): StartedChat {
+export function startChat(engine: Engine, body: unknown, signal: AbortSignal, observer?: ChoiceObserver): StartedChat {
   const req = parseChatRequest(body);
   checkModel(engine.modelId, req.model);
   const prompt = engine.chatTemplate.renderChat(req.messages, { addGenerationPrompt: true });
   const promptIds = Array.from(engine.tokenizer.encode(prompt));
-  const choices = startChoices(engine, [promptIds], req, { logprobs: req.logprobs }, signal);
+  const choices = startChoices(engine, [promptIds], req, { logprobs: req.logprobs }, signal, observer);
   const base = { id: `chatcmpl-${randomUUID().replace(/-/g, '')}`, created: Math.floor(Date.now() / 1000), model: req.model, system_fingerprint: systemFingerprint(engine) };
   return { req, choices, base };
 }

@@ -24,6 +24,7 @@ import type { WebSocket } from 'ws';
 import { GemmaServeError, InvalidRequestError } from '../../errors.ts';
 import { errorBody } from '../app.ts';
 import type { EngineState } from '../engine-state.ts';
+import { chunksUntilShutdown, ShutdownError } from '../drain.ts';
 import { FieldReader } from '../request-fields.ts';
 import { streamErrorBody } from '../sse.ts';
 import { chatChunks, startChat } from './chat-completions.ts';
@@ -57,15 +58,16 @@ export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): vo
 
     const run = async (id: string, body: unknown): Promise<void> => {
       const controller = new AbortController();
+      const trace = request.trace.fork();
       try {
         if (running.has(id)) throw new InvalidRequestError(`id: request ${JSON.stringify(id)} is already running on this socket`, 'id');
         if (running.size >= MAX_PER_SOCKET) throw new InvalidRequestError(`at most ${MAX_PER_SOCKET} requests may run at once on one socket`, 'id', 'too_many_requests');
         const b = new FieldReader(body, 'body');
         if (b.bool('stream') === false) throw new InvalidRequestError('body.stream: WebSocket requests always stream', 'body.stream');
         const engine = state.require();
-        const chat = startChat(engine, { ...b.body, stream: true }, controller.signal);
+        const chat = startChat(engine, { ...b.body, stream: true }, controller.signal, trace);
         running.set(id, controller);
-        for await (const chunk of chatChunks(engine, chat)) {
+        for await (const chunk of chunksUntilShutdown(chatChunks(engine, chat), state.shutdown, () => controller.abort())) {
           if (controller.signal.aborted) break;
           send({ type: 'chunk', id, chunk });
           // A slow reader slows its own generations instead of growing the send buffer.
@@ -75,10 +77,11 @@ export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): vo
         }
         send(controller.signal.aborted ? { type: 'cancelled', id } : { type: 'done', id });
       } catch (e) {
-        if (controller.signal.aborted) send({ type: 'cancelled', id });
+        if (controller.signal.aborted && !(e instanceof ShutdownError)) send({ type: 'cancelled', id });
         else sendError(id, e);
       } finally {
         if (running.get(id) === controller) running.delete(id);
+        request.log.info({ route: CHAT_WS_PATH, wsRequestId: id, durationMs: Math.round((performance.now() - trace.arrival) * 1000) / 1000, ...trace.summary() }, 'websocket request');
       }
     };
 
