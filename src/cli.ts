@@ -6,6 +6,7 @@
  * 2 a bad command line (unknown command or flag; usage is printed).
  */
 import { GemmaServeError } from './errors.ts';
+import { bench } from './cli/bench.ts';
 import { chat } from './cli/chat.ts';
 import { exportCommand } from './cli/export.ts';
 import { makeRandom } from './cli/make-random.ts';
@@ -24,6 +25,7 @@ export const commands: Readonly<Record<string, Command>> = {
   score,
   serve,
   chat,
+  bench,
 };
 
 /** Runs the CLI on argv (without node and script); resolves to the exit code. */

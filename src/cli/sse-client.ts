@@ -136,6 +136,26 @@ async function responseError(res: Response): Promise<GemmaServeError> {
 export async function* sseData(res: Response, signal?: AbortSignal): AsyncGenerator<string> {
   if (res.body === null) return;
   const reader = res.body.getReader();
+  async function* chunks(): AsyncGenerator<Uint8Array> {
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        yield value;
+      }
+    } finally {
+      reader.cancel().catch(() => {});
+    }
+  }
+  yield* sseEvents(chunks(), signal);
+}
+
+/**
+ * The `data` of each server-sent event in a byte stream (a fetch body, an undici body):
+ * multi-line data joined by `\n`, comments and other fields skipped. `signal` is checked after
+ * each event. Returning early (break) closes `chunks`.
+ */
+export async function* sseEvents(chunks: AsyncIterable<Uint8Array>, signal?: AbortSignal): AsyncGenerator<string> {
   const decoder = new TextDecoder();
   let buffer = '';
   let data: string[] = [];
@@ -153,22 +173,23 @@ export async function* sseData(res: Response, signal?: AbortSignal): AsyncGenera
     if (field === 'data') data.push(value);
     return null;
   };
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      buffer += done ? decoder.decode() : decoder.decode(value, { stream: true });
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const event = onLine(buffer.slice(0, nl));
-        buffer = buffer.slice(nl + 1);
-        if (event !== null) yield event;
-        signal?.throwIfAborted();
-      }
-      if (done) break;
+  const lines = function* (): Generator<string> {
+    let nl: number;
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const event = onLine(buffer.slice(0, nl));
+      buffer = buffer.slice(nl + 1);
+      if (event !== null) yield event;
     }
-    const last = onLine(buffer) ?? onLine('');
-    if (last !== null) yield last;
-  } finally {
-    reader.cancel().catch(() => {});
+  };
+  for await (const chunk of chunks) {
+    buffer += decoder.decode(chunk, { stream: true });
+    for (const event of lines()) {
+      yield event;
+      signal?.throwIfAborted();
+    }
   }
+  buffer += decoder.decode();
+  for (const event of lines()) yield event;
+  const last = onLine(buffer) ?? onLine('');
+  if (last !== null) yield last;
 }
