@@ -27,6 +27,14 @@ commands:
                random model) served in-process on loopback. At the prompt: /reset, /help, /exit.
                Stdin not a terminal: each line is one turn; each reply is printed, then a newline.
                Environment: GEMMA_SERVE_API_KEY (the first of a comma-separated list).
+  bench        [--url http://127.0.0.1:8000] [--model NAME] [--api-key KEY] [--endpoint chat|completions]
+               [--prompt-tokens 128|A:B] [--max-tokens 128|A:B] [--ignore-eos] [--temperature T]
+               [--concurrency 1,2,4,8 | --rate R[,R...] [--max-concurrency 64]]
+               [--duration 30 | --requests N] [--warmup 2] [--seed 0] [--timeout 300]
+               [--out report.json] [--chart chart.svg]
+               Load-test any OpenAI-compatible server with streamed requests of random-word
+               prompts; per level: requests/s, output tokens/s (aggregate, per stream), TTFT
+               p50/p90/p99, inter-token latency p50/p99, errors. Exit 1 if any request failed.
   make-random  --shape tiny|2b|9b|27b --seed N --dtype f32|bf16 --out DIR [--set key=value ...]
                Write a random-weight Gemma 2 checkpoint (Hugging Face layout).
   export       --checkpoint DIR --out DIR [--dtype fp32|fp16]
