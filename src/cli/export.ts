@@ -5,7 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parameterCount, parseGemma2Config, SHAPES } from '../checkpoint/config.ts';
-import { buildShapeOnlyGraph, exportCheckpoint, MODEL_FILE } from '../engine/export/export.ts';
+import { exportCheckpoint, MODEL_FILE, shapeOnlyExport, WEIGHT_FORMATS, type WeightFormat } from '../engine/export/export.ts';
 import { UsageError, parseFlags } from './usage.ts';
 
 export async function exportCommand(argv: string[]): Promise<number> {
@@ -15,9 +15,15 @@ export async function exportCommand(argv: string[]): Promise<number> {
     'no-weights': { type: 'boolean', default: false },
     out: { type: 'string' },
     dtype: { type: 'string' },
+    weights: { type: 'string' },
   });
   const out = values.out;
   if (out === undefined) throw new UsageError('export: --out is required');
+  const weights = (values.weights ?? 'fp32') as WeightFormat;
+  if (!WEIGHT_FORMATS.includes(weights)) throw new UsageError(`export: --weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(values.weights)}`);
+  const dtype = values.dtype ?? 'fp32';
+  if (dtype !== 'fp32' && dtype !== 'fp16') throw new UsageError(`export: --dtype must be fp32 or fp16, got ${JSON.stringify(dtype)}`);
+  if (weights !== 'fp32' && values.dtype !== undefined) throw new UsageError(`export: --dtype applies to unquantized weights only (--weights ${weights} keeps norms and scales fp32)`);
 
   if (values.shape !== undefined || values['no-weights']) {
     if (values.checkpoint !== undefined) throw new UsageError('export: give either --checkpoint or --shape with --no-weights, not both');
@@ -25,10 +31,9 @@ export async function exportCommand(argv: string[]): Promise<number> {
     const shape = values.shape;
     if (shape === undefined) throw new UsageError('export: --no-weights needs --shape');
     if (!Object.hasOwn(SHAPES, shape)) throw new UsageError(`export: --shape must be one of ${Object.keys(SHAPES).join(', ')}, got ${JSON.stringify(shape)}`);
-    if (values.dtype !== undefined) throw new UsageError('export: --dtype has no meaning with --no-weights');
     const t0 = performance.now();
     const config = parseGemma2Config(SHAPES[shape as keyof typeof SHAPES], `<shape ${shape}>`);
-    const graph = buildShapeOnlyGraph(config);
+    const { graph, weightBytes } = shapeOnlyExport(config, { dtype, weights });
     const bytes = graph.encode('gemma2', { exporter: 'gemma-serve', shapeOnly: 'true' });
     mkdirSync(out, { recursive: true });
     const modelPath = join(out, MODEL_FILE);
@@ -39,6 +44,9 @@ export async function exportCommand(argv: string[]): Promise<number> {
       weights: false,
       modelBytes: bytes.byteLength,
       dataBytes: 0,
+      weightFormat: weights,
+      // What model.onnx.data would hold at this --weights / --dtype (before page alignment).
+      weightBytes,
       numParameters: parameterCount(config),
       numNodes: graph.numNodes,
       seconds: round3((performance.now() - t0) / 1000),
@@ -48,12 +56,11 @@ export async function exportCommand(argv: string[]): Promise<number> {
 
   const checkpointDir = values.checkpoint;
   if (checkpointDir === undefined) throw new UsageError('export: --checkpoint DIR (or --shape S --no-weights) is required');
-  const dtype = values.dtype ?? 'fp32';
-  if (dtype !== 'fp32' && dtype !== 'fp16') throw new UsageError(`export: --dtype must be fp32 or fp16, got ${JSON.stringify(dtype)}`);
-  const result = exportCheckpoint({ checkpointDir, outDir: out, dtype });
+  const result = exportCheckpoint({ checkpointDir, outDir: out, dtype, weights });
   process.stdout.write(`${JSON.stringify({
     modelPath: result.modelPath,
     checkpoint: checkpointDir,
+    weightFormat: weights,
     weightDtype: result.manifest.weightDtype,
     dataBytes: result.dataBytes,
     numParameters: result.manifest.numParameters,

@@ -37,10 +37,12 @@ commands:
                p50/p90/p99, inter-token latency p50/p99, errors. Exit 1 if any request failed.
   make-random  --shape tiny|2b|9b|27b --seed N --dtype f32|bf16 --out DIR [--set key=value ...]
                Write a random-weight Gemma 2 checkpoint (Hugging Face layout).
-  export       --checkpoint DIR --out DIR [--dtype fp32|fp16]
+  export       --checkpoint DIR --out DIR [--dtype fp32|fp16] [--weights fp32|int8|int4]
                Export a checkpoint to model.onnx + model.onnx.data + manifest.json.
-  export       --shape tiny|2b|9b|27b --no-weights --out DIR
-               Write model.onnx with shape-only initializers (no weight data).
+               --weights int8|int4: blockwise (32) symmetric quantization of every matrix.
+  export       --shape tiny|2b|9b|27b --no-weights --out DIR [--weights ...] [--dtype ...]
+               Write model.onnx with shape-only initializers (no weight data); prints the
+               bytes the weights would take (weightBytes).
   score        --model DIR --ids 2,651,1234 [--top K] [--device cpu|cuda]
                Print JSON log-probabilities of the next token at every position
                (top K, default 5; --top 0 = whole vocabulary). DIR: checkpoint or export.

@@ -10,8 +10,9 @@ import { openCheckpoint } from '../../checkpoint/checkpoint.ts';
 import { parseGemma2Config, parameterCount, type Gemma2Config, type RawGemma2Config } from '../../checkpoint/config.ts';
 import { CheckpointError } from '../../errors.ts';
 import { GRAPH_IO_VERSION } from '../graph-io.ts';
-import { buildGemma2Graph, type GraphWeights } from './gemma2-graph.ts';
-import { DType, type GraphBuilder } from './onnx-builder.ts';
+import { buildGemma2Graph, QUANT_ACCURACY_LEVEL, type GraphWeights, type QuantizedWeight } from './gemma2-graph.ts';
+import { DType, type ExternalRef, type GraphBuilder } from './onnx-builder.ts';
+import { QUANT_BLOCK_SIZE, quantLayout, quantizedBytes, type QuantBits, type QuantLayout } from './quantize.ts';
 import { WeightFile, type WeightDtype } from './weight-file.ts';
 
 export const MODEL_FILE = 'model.onnx';
@@ -21,12 +22,32 @@ export const MANIFEST_FORMAT = 'gemma-serve-onnx';
 /** Bumped whenever the graph a given checkpoint exports to changes. */
 export const EXPORTER_VERSION = 1;
 
+/**
+ * `--weights`: 'fp32' exports the matrices unquantized at `dtype`; 'int8' / 'int4' quantize
+ * every projection, the LM head and the embedding table blockwise (see quantize.ts).
+ */
+export type WeightFormat = 'fp32' | 'int8' | 'int4';
+export const WEIGHT_FORMATS: readonly WeightFormat[] = ['fp32', 'int8', 'int4'];
+
+/** How a quantized export stores its matrices (manifest field). */
+export interface QuantizationInfo {
+  readonly bits: QuantBits;
+  readonly blockSize: number;
+  /** Symmetric per block, float32 scale, implicit zero point 2^(bits-1) (no zero points stored). */
+  readonly scheme: 'symmetric';
+  /** MatMulNBits accuracy_level (4: int8 activations on CPU). */
+  readonly accuracyLevel: number;
+}
+
 /** What `manifest.json` records; the engine refuses a model whose manifest does not match. */
 export interface Manifest {
   readonly format: typeof MANIFEST_FORMAT;
   readonly exporterVersion: number;
   readonly graphIoVersion: number;
+  /** Dtype of the tensors kept in float (all of them in an unquantized export; norm scales are always fp32). */
   readonly weightDtype: WeightDtype;
+  /** Absent in an unquantized export. */
+  readonly quantization?: QuantizationInfo;
   /** The checkpoint's config.json, verbatim. */
   readonly config: RawGemma2Config;
   readonly numParameters: number;
@@ -39,6 +60,35 @@ export interface ExportOptions {
   readonly checkpointDir: string;
   readonly outDir: string;
   readonly dtype?: WeightDtype;
+  /** Default 'fp32' (unquantized, at `dtype`). */
+  readonly weights?: WeightFormat;
+  /** MatMulNBits accuracy_level of a quantized export (default 4; 0 = float math, for exactness tests). */
+  readonly accuracyLevel?: number;
+}
+
+function quantBits(weights: WeightFormat): QuantBits | null {
+  return weights === 'int8' ? 8 : weights === 'int4' ? 4 : null;
+}
+
+/** [N, K] of a checkpoint matrix, checked to be a matrix. */
+function matrixDims(hfName: string, shape: readonly number[]): [number, number] {
+  if (shape.length !== 2) throw new CheckpointError(`tensor ${hfName} has shape [${shape.join(', ')}], expected a matrix`);
+  return [shape[0]!, shape[1]!];
+}
+
+/** Declares the initializers of a quantized matrix; `refs` null declares shapes only (no data). */
+function declareQuantized(g: GraphBuilder, hfName: string, l: QuantLayout, accuracyLevel: number, refs: { data: ExternalRef; scales: ExternalRef } | null): QuantizedWeight {
+  const init = (name: string, dtype: typeof DType.UINT8 | typeof DType.FLOAT, dims: number[], ref: ExternalRef | undefined): string =>
+    ref ? g.externalInitializer(name, dtype, dims, ref) : g.emptyInitializer(name, dtype, dims);
+  let rows: string | null | undefined;
+  return {
+    matmul: init(`${hfName}.q${l.bits}`, DType.UINT8, [l.N, l.kBlocks, l.blobSize], refs?.data),
+    // The gather view shares the bytes (same offset in the data file); only usable when K fills whole blocks.
+    gather: () => (rows ??= l.K % l.blockSize === 0 ? init(`${hfName}.q${l.bits}.rows`, DType.UINT8, [l.N, l.rowBytes], refs?.data) : null),
+    scales: init(`${hfName}.q${l.bits}.scales`, DType.FLOAT, [l.N, l.kBlocks], refs?.scales),
+    layout: l,
+    accuracyLevel,
+  };
 }
 
 export interface ExportResult {
@@ -53,7 +103,11 @@ const SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', '
 /** Exports a checkpoint. Writes into a temporary folder first, so a failed export leaves nothing half-written. */
 export function exportCheckpoint(opts: ExportOptions): ExportResult {
   const t0 = performance.now();
-  const dtype = opts.dtype ?? 'fp32';
+  const bits = quantBits(opts.weights ?? 'fp32');
+  // In a quantized export the only float matrix left is an embedding table whose width is not
+  // a whole number of blocks: it is stored fp16.
+  const dtype = bits === null ? opts.dtype ?? 'fp32' : 'fp16';
+  const accuracyLevel = opts.accuracyLevel ?? QUANT_ACCURACY_LEVEL;
   const ckpt = openCheckpoint(opts.checkpointDir);
   const tmp = `${opts.outDir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
@@ -79,6 +133,20 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
         return out;
       },
     };
+    if (bits !== null) {
+      const quantized = new Map<string, QuantizedWeight>();
+      weights.quantized = (g, hfName) => {
+        const hit = quantized.get(hfName);
+        if (hit) return hit;
+        const entry = ckpt.tensors.get(hfName);
+        if (!entry) throw new CheckpointError(`${ckpt.dir}: tensor ${hfName} is missing`);
+        const [N, K] = matrixDims(hfName, entry.shape);
+        const layout = quantLayout(N, K, bits);
+        const q = declareQuantized(g, hfName, layout, accuracyLevel, data.appendQuantized(entry, layout));
+        quantized.set(hfName, q);
+        return q;
+      };
+    }
     const graph = buildGemma2Graph(ckpt.config, weights);
     data.close();
     writeFileSync(join(tmp, MODEL_FILE), graph.encode('gemma2', { exporter: 'gemma-serve' }));
@@ -87,6 +155,7 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
       exporterVersion: EXPORTER_VERSION,
       graphIoVersion: GRAPH_IO_VERSION,
       weightDtype: dtype,
+      ...(bits === null ? {} : { quantization: { bits, blockSize: QUANT_BLOCK_SIZE, scheme: 'symmetric' as const, accuracyLevel } }),
       config: JSON.parse(readFileSync(join(ckpt.dir, 'config.json'), 'utf8')) as RawGemma2Config,
       numParameters: parameterCount(ckpt.config),
       sourceFingerprint: checkpointFingerprint(ckpt.dir),
@@ -108,21 +177,45 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
  * how the 9B and 27B shapes are checked without 37-108 GB of weights.
  */
 export function buildShapeOnlyGraph(config: Gemma2Config, untiedHead = false): GraphBuilder {
+  return shapeOnlyExport(config, { untiedHead }).graph;
+}
+
+/**
+ * The shape-only graph of a config at a weight format, and the bytes its weights would take
+ * in `model.onnx.data` (before page alignment): the size of a real export without writing it.
+ */
+export function shapeOnlyExport(config: Gemma2Config, opts: { untiedHead?: boolean; dtype?: WeightDtype; weights?: WeightFormat } = {}): { graph: GraphBuilder; weightBytes: number } {
+  const bits = quantBits(opts.weights ?? 'fp32');
+  const floatBytes = bits === null && opts.dtype === 'fp16' ? 2 : bits === null ? 4 : 2;
   const declared = new Map<string, string>();
-  const expected = new Map<string, readonly number[]>();
-  return buildGemma2Graph(config, {
-    has: (n) => n === 'lm_head.weight' && untiedHead,
+  const quantized = new Map<string, QuantizedWeight>();
+  let weightBytes = 0;
+  const weights: GraphWeights = {
+    has: (n) => n === 'lm_head.weight' && opts.untiedHead === true,
     tensor(g, hfName, transform) {
       const key = `${hfName}:${transform}`;
       const hit = declared.get(key);
       if (hit) return hit;
-      const dims = expected.get(hfName) ?? shapeOf(config, hfName);
-      expected.set(hfName, dims);
+      const dims = shapeOf(config, hfName);
       const name = g.emptyInitializer(transform === 'plus-one' ? `${hfName}.plus_one` : hfName, DType.FLOAT, dims);
+      weightBytes += dims.reduce((a, b) => a * b, 1) * (transform === 'plus-one' ? 4 : floatBytes);
       declared.set(key, name);
       return name;
     },
-  });
+  };
+  if (bits !== null) {
+    weights.quantized = (g, hfName) => {
+      const hit = quantized.get(hfName);
+      if (hit) return hit;
+      const [N, K] = matrixDims(hfName, shapeOf(config, hfName));
+      const layout = quantLayout(N, K, bits);
+      const q = declareQuantized(g, hfName, layout, QUANT_ACCURACY_LEVEL, null);
+      weightBytes += quantizedBytes(layout);
+      quantized.set(hfName, q);
+      return q;
+    };
+  }
+  return { graph: buildGemma2Graph(config, weights), weightBytes };
 }
 
 function shapeOf(config: Gemma2Config, hfName: string): readonly number[] {

@@ -11,6 +11,7 @@
 import type { Gemma2Config } from '../../checkpoint/config.ts';
 import * as io from '../graph-io.ts';
 import { DType, GraphBuilder } from './onnx-builder.ts';
+import type { QuantLayout } from './quantize.ts';
 
 /** How the graph obtains each checkpoint tensor as an initializer. */
 export interface GraphWeights {
@@ -18,6 +19,42 @@ export interface GraphWeights {
   tensor(g: GraphBuilder, hfName: string, transform: 'none' | 'plus-one'): string;
   /** Whether the checkpoint has this tensor (an untied `lm_head.weight`). */
   has(hfName: string): boolean;
+  /**
+   * Present in a quantized export: the block-quantized form of matrix `hfName` ([N, K] as HF
+   * stores it), used for every projection, the LM head and the embedding lookup.
+   */
+  quantized?(g: GraphBuilder, hfName: string): QuantizedWeight;
+}
+
+/** Initializers of a block-quantized matrix (see quantize.ts for the format). */
+export interface QuantizedWeight {
+  /** uint8 [N, kBlocks, blobSize]: MatMulNBits' B. */
+  readonly matmul: string;
+  /**
+   * uint8 [N, kBlocks * blobSize] over the same bytes (declared on first use): GatherBlockQuantized's
+   * data; null when K is not a whole number of blocks.
+   */
+  gather(): string | null;
+  /** float32 [N, kBlocks] */
+  readonly scales: string;
+  readonly layout: QuantLayout;
+  /** MatMulNBits accuracy_level (QUANT_ACCURACY_LEVEL unless the export asked for another). */
+  readonly accuracyLevel: number;
+}
+
+/**
+ * MatMulNBits' accuracy_level: 4 lets the CPU kernel quantize the activations to int8 per
+ * block (int8 dot products, int32 accumulation): an order of magnitude faster than level 0
+ * (float32 math on the dequantized weights) at a small cost in fidelity (see the tests).
+ */
+export const QUANT_ACCURACY_LEVEL = 4;
+
+/** x [M, K] times W^T for an HF weight W [N, K]: Gemm, or MatMulNBits when quantized.   [M, N] */
+function linear(g: GraphBuilder, w: GraphWeights, name: string, x: string, hfName: string): string {
+  if (!w.quantized) return g.op1('Gemm', name, [x, w.tensor(g, hfName, 'none')], { transB: 1 });
+  const q = w.quantized(g, hfName);
+  const { K, N, bits, blockSize } = q.layout;
+  return g.op1('MatMulNBits', name, [x, q.matmul, q.scales], { K, N, bits, block_size: blockSize, accuracy_level: q.accuracyLevel }, 'com.microsoft');
 }
 
 const NEG = -1e9; // additive mask: finite, so a fully masked (padding) row stays NaN-free
@@ -44,8 +81,7 @@ export function buildGemma2Graph(cfg: Gemma2Config, weights: GraphWeights): Grap
   const step = stepValues(g, cfg, positions);
 
   // x = E[ids] * sqrt(H), sqrt(H) rounded to the runtime dtype (float32)   [N, H]
-  const embed = weights.tensor(g, 'model.embed_tokens.weight', 'none');
-  const gathered = g.op1('Gather', '/model/embed_tokens/Gather', [embed, ids], { axis: 0 }); // [B, S, H]
+  const gathered = embedding(g, weights, ids); // [B, S, H]
   const scaled = g.op1('Mul', '/model/embed_tokens/Mul', [gathered, g.constant([Math.fround(Math.sqrt(cfg.hiddenSize))], DType.FLOAT, [])]);
   let x = g.op1('Reshape', '/model/embed_tokens/Reshape', [scaled, g.constant([-1, cfg.hiddenSize], DType.INT64)]);
 
@@ -55,11 +91,23 @@ export function buildGemma2Graph(cfg: Gemma2Config, weights: GraphWeights): Grap
   const rows = g.op1('Gather', '/model/head/GatherRows', [x, logitRows], { axis: 0 });
   const normed = rmsNorm(g, cfg, weights, '/model/norm', 'model.norm.weight', rows);
   const headName = weights.has('lm_head.weight') ? 'lm_head.weight' : 'model.embed_tokens.weight';
-  const head = weights.tensor(g, headName, 'none');
-  let logits = g.op1('Gemm', '/model/lm_head/Gemm', [normed, head], { transB: 1 });
+  let logits = linear(g, weights, '/model/lm_head/Gemm', normed, headName);
   if (cfg.finalLogitSoftcap !== null) logits = softcap(g, '/model/final_softcap', logits, cfg.finalLogitSoftcap);
   g.output(logits, io.LOGITS, DType.FLOAT, ['num_logits', cfg.vocabSize]);
   return g;
+}
+
+/** E[ids]: a Gather, or in a quantized export GatherBlockQuantized over the (tied head's) quantized table.   [B, S, H] */
+function embedding(g: GraphBuilder, w: GraphWeights, ids: string): string {
+  const name = 'model.embed_tokens.weight';
+  const q = w.quantized?.(g, name);
+  const rows = q?.gather() ?? null;
+  if (q && rows !== null) {
+    const { bits, blockSize } = q.layout;
+    return g.op1('GatherBlockQuantized', '/model/embed_tokens/GatherBlockQuantized', [rows, ids, q.scales],
+      { bits, block_size: blockSize, gather_axis: 0, quantize_axis: 1 }, 'com.microsoft');
+  }
+  return g.op1('Gather', '/model/embed_tokens/Gather', [w.tensor(g, name, 'none'), ids], { axis: 0 });
 }
 
 /** Per-step values: RoPE tables for the new tokens and the additive masks per layer kind. */
@@ -128,11 +176,11 @@ function rmsNorm(g: GraphBuilder, cfg: Gemma2Config, w: GraphWeights, name: stri
 
 /** down(gelu_tanh(gate(x)) * up(x)).   [N, H] -> [N, H] */
 function mlp(g: GraphBuilder, w: GraphWeights, p: string, hf: string, x: string): string {
-  const gate = g.op1('Gemm', `${p}/mlp/gate_proj`, [x, w.tensor(g, `${hf}mlp.gate_proj.weight`, 'none')], { transB: 1 }); // [N, I]
-  const up = g.op1('Gemm', `${p}/mlp/up_proj`, [x, w.tensor(g, `${hf}mlp.up_proj.weight`, 'none')], { transB: 1 });
+  const gate = linear(g, w, `${p}/mlp/gate_proj`, x, `${hf}mlp.gate_proj.weight`); // [N, I]
+  const up = linear(g, w, `${p}/mlp/up_proj`, x, `${hf}mlp.up_proj.weight`);
   const act = g.op1('Gelu', `${p}/mlp/act`, [gate], { approximate: 'tanh' });
   const prod = g.op1('Mul', `${p}/mlp/mul`, [act, up]);
-  return g.op1('Gemm', `${p}/mlp/down_proj`, [prod, w.tensor(g, `${hf}mlp.down_proj.weight`, 'none')], { transB: 1 });
+  return linear(g, w, `${p}/mlp/down_proj`, prod, `${hf}mlp.down_proj.weight`);
 }
 
 function softcap(g: GraphBuilder, name: string, x: string, cap: number): string {
@@ -162,7 +210,7 @@ function attention(g: GraphBuilder, cfg: Gemma2Config, w: GraphWeights, step: St
   // Shape [B, S] of this step, to restore the batch layout from N rows.
   const bs = g.op1('Shape', `${p}/batch_seq`, [ids]); // [2] = (B, S)
   const proj = (what: 'q' | 'k' | 'v', heads: number): string => {
-    const y = g.op1('Gemm', `${p}/${what}_proj`, [x, w.tensor(g, `${hf}${what}_proj.weight`, 'none')], { transB: 1 }); // [N, heads*D]
+    const y = linear(g, w, `${p}/${what}_proj`, x, `${hf}${what}_proj.weight`); // [N, heads*D]
     const shape = g.op1('Concat', `${p}/${what}_shape`, [bs, i64([heads, D])], { axis: 0 });
     return g.op1('Reshape', `${p}/${what}_reshape`, [y, shape]); // [B, S, heads, D]
   };
@@ -216,5 +264,5 @@ function attention(g: GraphBuilder, cfg: Gemma2Config, w: GraphWeights, step: St
   const o5 = g.op1('Reshape', `${p}/context_5d`, [out, i64([nkv, 0, grp, -1, D])]);
   const ot = g.op1('Transpose', `${p}/context_transpose`, [o5], { perm: [1, 3, 0, 2, 4] });
   const o2 = g.op1('Reshape', `${p}/context_flat`, [ot, i64([-1, nq * D])]);
-  return g.op1('Gemm', `${p}/o_proj`, [o2, w.tensor(g, `${hf}o_proj.weight`, 'none')], { transB: 1 });
+  return linear(g, w, `${p}/o_proj`, o2, `${hf}o_proj.weight`);
 }

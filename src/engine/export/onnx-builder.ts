@@ -10,7 +10,7 @@ import type { onnx as P } from 'onnx-proto';
 const { onnx } = onnxProto;
 
 /** ONNX TensorProto.DataType values used here. */
-export const DType = { FLOAT: 1, INT64: 7, BOOL: 9, FLOAT16: 10 } as const;
+export const DType = { FLOAT: 1, UINT8: 2, INT64: 7, BOOL: 9, FLOAT16: 10 } as const;
 export type DTypeValue = (typeof DType)[keyof typeof DType];
 
 /** number → INT, number[] → INTS, string → STRING, {f} → FLOAT (explicit: 1.0 is a float). */

@@ -6,6 +6,7 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import { basename } from 'node:path';
 import { forEachFloat32Chunk, type TensorEntry } from '../../checkpoint/safetensors.ts';
 import type { ExternalRef } from './onnx-builder.ts';
+import { quantizeRows, type QuantLayout } from './quantize.ts';
 
 const ALIGN = 4096; // page-aligned, so ONNX Runtime can map each tensor
 const CHUNK_ELEMENTS = 1 << 20;
@@ -38,6 +39,36 @@ export class WeightFile {
       this.offset += bytes.length;
     });
     return { location: basename(this.path), offset: start, length: this.offset - start };
+  }
+
+  /**
+   * Streams matrix `entry` ([N, K]) in block-quantized: packed data (N * rowBytes) then the
+   * float32 scales, each page-aligned. Rows are quantized a chunk of whole rows at a time.
+   */
+  appendQuantized(entry: TensorEntry, layout: QuantLayout): { data: ExternalRef; scales: ExternalRef } {
+    const { N, K, kBlocks, rowBytes } = layout;
+    const dataStart = Math.ceil(this.offset / ALIGN) * ALIGN;
+    const scalesStart = Math.ceil((dataStart + N * rowBytes) / ALIGN) * ALIGN;
+    const rowsPerChunk = Math.max(1, Math.floor(CHUNK_ELEMENTS / K));
+    const data = new Uint8Array(rowsPerChunk * rowBytes);
+    const scales = new Float32Array(rowsPerChunk * kBlocks);
+    forEachFloat32Chunk(entry, rowsPerChunk * K, (chunk, elementOffset) => {
+      const rows = chunk.length / K;
+      const row0 = elementOffset / K;
+      quantizeRows(chunk, rows, layout, data, scales);
+      this.writeAt(data.subarray(0, rows * rowBytes), dataStart + row0 * rowBytes);
+      this.writeAt(new Uint8Array(scales.buffer, 0, rows * kBlocks * 4), scalesStart + row0 * kBlocks * 4);
+    });
+    this.offset = scalesStart + N * kBlocks * 4;
+    const location = basename(this.path);
+    return {
+      data: { location, offset: dataStart, length: N * rowBytes },
+      scales: { location, offset: scalesStart, length: N * kBlocks * 4 },
+    };
+  }
+
+  private writeAt(bytes: Uint8Array, at: number): void {
+    for (let done = 0; done < bytes.length; ) done += writeSync(this.fd, bytes, done, bytes.length - done, at + done);
   }
 
   get size(): number {

@@ -1,0 +1,98 @@
+/**
+ * Weight-only blockwise quantization in the layout of ONNX Runtime's `com.microsoft.MatMulNBits`
+ * and `GatherBlockQuantized` (uint8 data): a matrix W [N, K] (a row per output feature, as
+ * Hugging Face stores `Linear` weights) is cut along K into blocks of 32; each block has one
+ * float32 scale and no stored zero point, so the runtime's implicit one (2^(bits-1): 8 for int4,
+ * 128 for int8) applies: w ≈ (q - 2^(bits-1)) * scale.
+ *
+ * Symmetric schemes, as llama.cpp's Q4_0 and Q8_0:
+ * - int4: scale = m / -8 where m is the block's value of largest magnitude (sign kept), so m
+ *   maps to -8 exactly and the range [-8, 7] is used in full;
+ * - int8: scale = max|w| / 127, q in [-127, 127].
+ * Data of a row: kBlocks blobs of blockSize*bits/8 bytes; int4 packs two values a byte, the
+ * first in the low nibble. A K that is not a multiple of the block is zero-padded (q = zero point).
+ */
+
+export type QuantBits = 4 | 8;
+export const QUANT_BLOCK_SIZE = 32;
+
+export interface QuantLayout {
+  readonly N: number;
+  readonly K: number;
+  readonly bits: QuantBits;
+  readonly blockSize: number;
+  readonly kBlocks: number;
+  /** Bytes per block of one row. */
+  readonly blobSize: number;
+  /** Bytes of packed data per row: kBlocks * blobSize. */
+  readonly rowBytes: number;
+}
+
+export function quantLayout(N: number, K: number, bits: QuantBits, blockSize = QUANT_BLOCK_SIZE): QuantLayout {
+  const kBlocks = Math.ceil(K / blockSize);
+  const blobSize = (blockSize * bits) / 8;
+  return { N, K, bits, blockSize, kBlocks, blobSize, rowBytes: kBlocks * blobSize };
+}
+
+/** Bytes of data + scales of a quantized [N, K] matrix. */
+export function quantizedBytes(l: QuantLayout): number {
+  return l.N * l.rowBytes + l.N * l.kBlocks * 4;
+}
+
+/**
+ * Quantizes `rows` whole rows of `src` (row-major, K per row) into `data` (rowBytes per row)
+ * and `scales` (kBlocks per row), starting at row 0 of both outputs.
+ */
+export function quantizeRows(src: Float32Array, rows: number, l: QuantLayout, data: Uint8Array, scales: Float32Array): void {
+  const { K, bits, blockSize, kBlocks, blobSize, rowBytes } = l;
+  const zero = 1 << (bits - 1);
+  const qmin = bits === 4 ? 0 : 1;
+  const qmax = bits === 4 ? 15 : 255;
+  for (let r = 0; r < rows; r++) {
+    const row = r * K;
+    for (let b = 0; b < kBlocks; b++) {
+      const k0 = b * blockSize;
+      const k1 = Math.min(K, k0 + blockSize);
+      let m = 0;
+      for (let k = k0; k < k1; k++) {
+        const v = src[row + k]!;
+        if (Math.abs(v) > Math.abs(m)) m = v;
+      }
+      const scale = Math.fround(bits === 4 ? m / -8 : Math.abs(m) / 127);
+      const inv = scale === 0 ? 0 : 1 / scale;
+      scales[r * kBlocks + b] = scale;
+      const out = r * rowBytes + b * blobSize;
+      if (bits === 8) {
+        for (let i = 0; i < blockSize; i++) {
+          const k = k0 + i;
+          const q = k < k1 ? Math.round(src[row + k]! * inv) + zero : zero;
+          data[out + i] = Math.min(qmax, Math.max(qmin, q));
+        }
+      } else {
+        for (let i = 0; i < blockSize; i += 2) {
+          const k = k0 + i;
+          const lo = k < k1 ? Math.min(qmax, Math.max(qmin, Math.round(src[row + k]! * inv) + zero)) : zero;
+          const hi = k + 1 < k1 ? Math.min(qmax, Math.max(qmin, Math.round(src[row + k + 1]! * inv) + zero)) : zero;
+          data[out + i / 2] = lo | (hi << 4);
+        }
+      }
+    }
+  }
+}
+
+/** The float32 values a quantized row block stands for (tests, reference): [rows, K]. */
+export function dequantizeRows(data: Uint8Array, scales: Float32Array, rows: number, l: QuantLayout): Float32Array {
+  const { K, bits, blockSize, kBlocks, blobSize, rowBytes } = l;
+  const zero = 1 << (bits - 1);
+  const out = new Float32Array(rows * K);
+  for (let r = 0; r < rows; r++) {
+    for (let k = 0; k < K; k++) {
+      const b = Math.floor(k / blockSize);
+      const i = k % blockSize;
+      const at = r * rowBytes + b * blobSize;
+      const q = bits === 8 ? data[at + i]! : (data[at + (i >> 1)]! >> ((i & 1) * 4)) & 15;
+      out[r * K + k] = (q - zero) * scales[r * kBlocks + b]!;
+    }
+  }
+  return out;
+}
