@@ -48,34 +48,30 @@ export function quantizeRows(src: Float32Array, rows: number, l: QuantLayout, da
   const zero = 1 << (bits - 1);
   const qmin = bits === 4 ? 0 : 1;
   const qmax = bits === 4 ? 15 : 255;
+  const q = new Uint8Array(blockSize);
   for (let r = 0; r < rows; r++) {
     const row = r * K;
     for (let b = 0; b < kBlocks; b++) {
-      const k0 = b * blockSize;
-      const k1 = Math.min(K, k0 + blockSize);
+      const k0 = row + b * blockSize;
+      const n = Math.min(K - b * blockSize, blockSize);
       let m = 0;
-      for (let k = k0; k < k1; k++) {
-        const v = src[row + k]!;
-        if (Math.abs(v) > Math.abs(m)) m = v;
+      let am = 0;
+      for (let i = 0; i < n; i++) {
+        const v = src[k0 + i]!;
+        const a = v < 0 ? -v : v;
+        if (a > am) { am = a; m = v; }
       }
-      const scale = Math.fround(bits === 4 ? m / -8 : Math.abs(m) / 127);
+      const scale = Math.fround(bits === 4 ? m / -8 : am / 127);
       const inv = scale === 0 ? 0 : 1 / scale;
       scales[r * kBlocks + b] = scale;
-      const out = r * rowBytes + b * blobSize;
-      if (bits === 8) {
-        for (let i = 0; i < blockSize; i++) {
-          const k = k0 + i;
-          const q = k < k1 ? Math.round(src[row + k]! * inv) + zero : zero;
-          data[out + i] = Math.min(qmax, Math.max(qmin, q));
-        }
-      } else {
-        for (let i = 0; i < blockSize; i += 2) {
-          const k = k0 + i;
-          const lo = k < k1 ? Math.min(qmax, Math.max(qmin, Math.round(src[row + k]! * inv) + zero)) : zero;
-          const hi = k + 1 < k1 ? Math.min(qmax, Math.max(qmin, Math.round(src[row + k + 1]! * inv) + zero)) : zero;
-          data[out + i / 2] = lo | (hi << 4);
-        }
+      for (let i = 0; i < n; i++) {
+        const v = Math.round(src[k0 + i]! * inv) + zero;
+        q[i] = v < qmin ? qmin : v > qmax ? qmax : v;
       }
+      q.fill(zero, n);
+      const out = r * rowBytes + b * blobSize;
+      if (bits === 8) data.set(q, out);
+      else for (let i = 0; i < blobSize; i++) data[out + i] = q[2 * i]! | (q[2 * i + 1]! << 4);
     }
   }
 }
