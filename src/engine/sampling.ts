@@ -58,7 +58,13 @@ export function processLogits(logits: Float32Array, p: SamplingParams, history: 
   return out;
 }
 
-/** One draw from already processed logits. */
+/**
+ * One draw from already processed logits. Without top-k / top-p / min-p the draw walks the
+ * vocabulary in index order (no sort). With them, only the candidates any filter could keep
+ * are sorted (by probability, then id): a few hundred entries rather than a 256,000-entry
+ * vocabulary per token; the kept prefix, and so the token a given random number picks, is the
+ * same as sorting everything.
+ */
 export function sampleProcessed(logits: Float32Array, p: SamplingParams, rand: () => number): number {
   if (p.temperature <= 0) return argmax(logits);
   let max = -Infinity;
@@ -70,15 +76,26 @@ export function sampleProcessed(logits: Float32Array, p: SamplingParams, rand: (
     probs[i] = e;
     sum += e;
   }
-  const order = Array.from(probs.keys()).sort((a, b) => probs[b]! - probs[a]! || a - b);
+  const topK = p.topK > 0 && p.topK < probs.length ? p.topK : 0;
+  if (topK === 0 && p.topP >= 1 && p.minP <= 0) {
+    let r = rand() * sum;
+    let last = 0;
+    for (let i = 0; i < probs.length; i++) {
+      if (probs[i]! === 0) continue;
+      last = i;
+      r -= probs[i]!;
+      if (r < 0) return i;
+    }
+    return last;
+  }
+  // The top-k set (its mass normalizes top-p), or, without top-k, the whole vocabulary.
+  const order = topK > 0 ? topKIndices(probs, topK) : candidatesAbove(probs, sum, p);
+  const keptMass = topK > 0 ? order.reduce((a, i) => a + probs[i]!, 0) : sum;
   let keep = order.length;
-  if (p.topK > 0) keep = Math.min(keep, p.topK);
   if (p.topP < 1) {
-    let kept = 0;
-    for (let i = 0; i < keep; i++) kept += probs[order[i]!]!;
     let acc = 0;
     for (let i = 0; i < keep; i++) {
-      acc += probs[order[i]!]! / kept;
+      acc += probs[order[i]!]! / keptMass;
       if (acc >= p.topP) { keep = i + 1; break; }
     }
   }
@@ -97,6 +114,64 @@ export function sampleProcessed(logits: Float32Array, p: SamplingParams, rand: (
     if (r < 0) return order[i]!;
   }
   return order[keep - 1]!;
+}
+
+const byProbThenId = (probs: Float64Array) => (a: number, b: number): number => probs[b]! - probs[a]! || a - b;
+
+/** The k most likely ids, sorted (ties by id, as a full sort would order them). */
+function topKIndices(probs: Float64Array, k: number): number[] {
+  // The k-th largest value by a bounded min-heap, then every id at or above it, sorted and cut.
+  const heap = new Float64Array(k);
+  let n = 0;
+  const down = (i: number): void => {
+    for (;;) {
+      const l = 2 * i + 1, r = l + 1;
+      let m = i;
+      if (l < n && heap[l]! < heap[m]!) m = l;
+      if (r < n && heap[r]! < heap[m]!) m = r;
+      if (m === i) return;
+      [heap[i], heap[m]] = [heap[m]!, heap[i]!];
+      i = m;
+    }
+  };
+  for (let i = 0; i < probs.length; i++) {
+    const x = probs[i]!;
+    if (n < k) {
+      let j = n++;
+      heap[j] = x;
+      while (j > 0 && heap[(j - 1) >> 1]! > heap[j]!) { const q = (j - 1) >> 1; [heap[j], heap[q]] = [heap[q]!, heap[j]!]; j = q; }
+    } else if (x > heap[0]!) {
+      heap[0] = x;
+      down(0);
+    }
+  }
+  const kth = heap[0]!;
+  const out: number[] = [];
+  for (let i = 0; i < probs.length; i++) if (probs[i]! >= kth) out.push(i);
+  return out.sort(byProbThenId(probs)).slice(0, k);
+}
+
+/**
+ * Without top-k: the ids top-p or min-p could keep, sorted. Min-p keeps ids >= minP * max;
+ * top-p's nucleus lies above the highest threshold whose mass reaches topP (found by halving
+ * from the maximum), so the ids above the larger of those thresholds hold the kept prefix.
+ */
+function candidatesAbove(probs: Float64Array, sum: number, p: SamplingParams): number[] {
+  const max = 1; // probs are exp(x - max): the largest is exactly 1
+  let threshold = p.minP > 0 ? p.minP * max : 0;
+  if (p.topP < 1) {
+    let t = max;
+    for (;;) {
+      let mass = 0;
+      for (let i = 0; i < probs.length; i++) if (probs[i]! >= t) mass += probs[i]!;
+      if (mass >= p.topP * sum || t < 1e-300) break;
+      t /= 16;
+    }
+    threshold = Math.max(threshold, t < 1e-300 ? 0 : t);
+  }
+  const out: number[] = [];
+  for (let i = 0; i < probs.length; i++) if (probs[i]! >= threshold && probs[i]! > 0) out.push(i);
+  return out.sort(byProbThenId(probs));
 }
 
 /** processLogits then sampleProcessed. */

@@ -55,3 +55,51 @@ t.test('stop strings across deltas', async (t) => {
   t.same(n.push('xE'), { text: 'x', matched: false });
   t.same(n.finish('N'), { text: 'EN', matched: false });
 });
+
+/** The definition: sort the whole vocabulary, cut by top-k, top-p, min-p, draw along the order. */
+function sampleBySortingAll(logits: Float32Array, p: typeof DEFAULT_SAMPLING, u: number): number {
+  const max = Math.max(...logits);
+  const probs = Array.from(logits, (x) => Math.exp((x - max) / p.temperature));
+  const order = probs.map((_, i) => i).sort((a, b) => probs[b]! - probs[a]! || a - b);
+  let keep = p.topK > 0 ? Math.min(p.topK, order.length) : order.length;
+  const kept = order.slice(0, keep).reduce((a, i) => a + probs[i]!, 0);
+  if (p.topP < 1) {
+    let acc = 0;
+    for (let i = 0; i < keep; i++) { acc += probs[order[i]!]! / kept; if (acc >= p.topP) { keep = i + 1; break; } }
+  }
+  if (p.minP > 0) { let k = 1; while (k < keep && probs[order[k]!]! >= p.minP * probs[order[0]!]!) k++; keep = k; }
+  let r = u * order.slice(0, keep).reduce((a, i) => a + probs[i]!, 0);
+  for (let i = 0; i < keep; i++) { r -= probs[order[i]!]!; if (r < 0) return order[i]!; }
+  return order[keep - 1]!;
+}
+
+t.test('filtered sampling sorts only candidates yet picks what sorting everything picks', async (t) => {
+  const gen = mulberry32(7);
+  const cases = [{ topK: 5 }, { topK: 300 }, { topP: 0.9 }, { topP: 0.3 }, { minP: 0.1 }, { topK: 40, topP: 0.8 }, { topP: 0.95, minP: 0.2 }, { topK: 20, minP: 0.5 }];
+  for (const c of cases) {
+    for (let trial = 0; trial < 25; trial++) {
+      const logits = Float32Array.from({ length: 3000 }, () => (gen() - 0.5) * (trial % 2 === 0 ? 8 : 30));
+      const p = { ...DEFAULT_SAMPLING, temperature: 0.7, ...c };
+      const u = gen();
+      t.equal(sample(logits, p, () => u), sampleBySortingAll(logits, p, u), `${JSON.stringify(c)} trial ${trial}`);
+    }
+  }
+});
+
+t.test('unfiltered sampling follows the softmax', async (t) => {
+  const rand = mulberry32(11);
+  const counts = new Array<number>(logits.length).fill(0);
+  const N = 20000;
+  for (let i = 0; i < N; i++) counts[sample(logits, DEFAULT_SAMPLING, rand)]!++;
+  const z = Array.from(logits).reduce((a, x) => a + Math.exp(x), 0);
+  logits.forEach((x, i) => t.ok(Math.abs(counts[i]! / N - Math.exp(x) / z) < 0.015, `token ${i}: ${counts[i]! / N} vs ${(Math.exp(x) / z).toFixed(3)}`));
+});
+
+t.test('top-p candidates reach the nucleus across probability scales', async (t) => {
+  // 1 token at p=1, 10 at e^-1 (above 1/16), 100 at e^-4 (below 1/16): the 0.9 nucleus needs
+  // some of the last group, which a search stopping at the first group would miss.
+  const logits = Float32Array.from([0, ...new Array<number>(10).fill(-1), ...new Array<number>(100).fill(-4)]);
+  const p = { ...DEFAULT_SAMPLING, topP: 0.9 };
+  for (const u of [0.1, 0.5, 0.8, 0.95, 0.999]) t.equal(sample(logits, p, () => u), sampleBySortingAll(logits, p, u), `u ${u}`);
+  t.ok(sample(logits, p, () => 0.999) >= 11, 'a token of the third group can be drawn');
+});
