@@ -6,6 +6,7 @@
  * once into the data dir.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { makeRandomCheckpoint } from '../checkpoint/make-random.ts';
 import { DEFAULT_MAX_NUM_SEQS, DEFAULT_MAX_WAITING, Engine } from '../engine/engine.ts';
@@ -33,6 +34,7 @@ export async function serve(argv: string[]): Promise<number> {
     'max-num-seqs': { type: 'string' },
     'max-waiting': { type: 'string' },
     'max-num-batched-tokens': { type: 'string' },
+    threads: { type: 'string' },
     'metrics-names': { type: 'string' },
     'log-prompts': { type: 'boolean' },
     'stats-interval': { type: 'string' },
@@ -58,13 +60,17 @@ export async function serve(argv: string[]): Promise<number> {
   const logPrompts = values['log-prompts'] ?? booleanEnv('log-prompts', env['GEMMA_SERVE_LOG_PROMPTS']);
   const statsInterval = secondsFlag('stats-interval', values['stats-interval'] ?? env['GEMMA_SERVE_STATS_INTERVAL']) ?? DEFAULT_STATS_INTERVAL_SECONDS;
   const shutdownTimeout = secondsFlag('shutdown-timeout', values['shutdown-timeout'] ?? env['GEMMA_SERVE_SHUTDOWN_TIMEOUT']) ?? DEFAULT_SHUTDOWN_TIMEOUT_SECONDS;
+  const threads = integerFlag('threads', values.threads ?? env['GEMMA_SERVE_THREADS'], 0);
+  if (threads !== undefined && threads > availableParallelism()) {
+    throw new ConfigError(`serve: --threads ${threads} exceeds this machine's ${availableParallelism()} cores (oversubscribing slows every step)`, 'threads');
+  }
   const logger = createLogger();
   const dataDir = defaultDataDir();
   const modelDir = resolveModelDir('serve', 'model', values.model, dataDir, logger);
   // Listen first, load behind it: /health answers at once, /ready and the API say 503
   // (with Retry-After) until the model is in, so probes and clients see the truth.
   const t0 = performance.now();
-  const loading = Engine.start({ modelDir, device, kvCacheBytes, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens });
+  const loading = Engine.start({ modelDir, device, kvCacheBytes, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
   const metrics = new Metrics({ state, names: metricsNames });

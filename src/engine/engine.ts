@@ -30,6 +30,8 @@ export interface EngineOptions {
   readonly maxNumSeqs?: number;
   /** Requests that may wait beyond maxNumSeqs (default 256); more are refused (QueueFullError). */
   readonly maxWaiting?: number;
+  /** ONNX Runtime intra-op threads (default: one per core). */
+  readonly threads?: number;
   /** Most tokens one scheduler step computes (default 512, at least maxNumSeqs). */
   readonly maxNumBatchedTokens?: number;
   /** Replace the model by a ScriptedRunner emitting these token ids (tests, benchmarks). */
@@ -137,7 +139,7 @@ export class Engine {
 
     const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
     const maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
-    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, ...(opts.script ? { script: [...opts.script] } : {}) };
+    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, ...(opts.script ? { script: [...opts.script] } : {}) };
     // worker-boot.mjs registers tsx itself, so the worker runs the same under tsx's CLI,
     // tap's loader or the bin's register(); execArgv is not inherited to avoid a second loader.
     const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: init, execArgv: [] });

@@ -24,6 +24,8 @@ export interface WorkerInit {
   readonly maxNumSeqs: number;
   /** Most tokens one step computes (default DEFAULT_MAX_NUM_BATCHED_TOKENS). */
   readonly maxNumBatchedTokens?: number;
+  /** ONNX Runtime intra-op threads (0 or absent: one per core). */
+  readonly threads?: number;
   /** Cache blocks of this many positions. */
   readonly blockSize?: number;
   /** Run a ScriptedRunner emitting these tokens instead of the ONNX model (tests, benchmarks). */
@@ -102,7 +104,7 @@ async function main(): Promise<void> {
   try {
     runner = init.script !== undefined
       ? ScriptedRunner.load(init.exportDir, init.script, init.kvCacheBytes)
-      : await ModelRunner.load(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes, blockSize: init.blockSize, maxNumSeqs: init.maxNumSeqs });
+      : await ModelRunner.load(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes, blockSize: init.blockSize, maxNumSeqs: init.maxNumSeqs, intraOpThreads: init.threads });
   } catch (e) {
     send({ type: 'error', id: null, message: (e as Error).message });
     return;

@@ -91,7 +91,7 @@ t.test('a bad checkpoint exits 1 with a message naming the problem, no stack', a
 
 t.test('serve: listens, becomes ready, serves, exits 0 on SIGTERM', async (t) => {
   const { spawn } = await import('node:child_process');
-  const child = spawn(process.execPath, [BIN, 'serve', '--model', ckpt, '--port', '0', '--max-num-seqs', '2', '--max-waiting', '0'],
+  const child = spawn(process.execPath, [BIN, 'serve', '--model', ckpt, '--port', '0', '--max-num-seqs', '2', '--max-waiting', '0', '--threads', '1'],
     { env: { ...process.env, GEMMA_SERVE_DATA_DIR: join(root, 'serve-data') }, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stdout.on('data', (d: Buffer) => { log += d.toString(); });
@@ -127,4 +127,11 @@ t.test('serve: bad limits and an unloadable model exit 1 with a message', async 
   t.equal(r.status, 1);
   t.match(r.stderr, /^error: /m);
   t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+});
+
+t.test('serve: --threads beyond the cores is refused at start', async (t) => {
+  const { availableParallelism } = await import('node:os');
+  const r = cli('serve', '--model', ckpt, '--threads', String(availableParallelism() + 1));
+  t.equal(r.code, 1);
+  t.match(r.stderr, /--threads \d+ exceeds this machine's \d+ cores/);
 });
