@@ -35,6 +35,7 @@ export async function serve(argv: string[]): Promise<number> {
     'max-waiting': { type: 'string' },
     'max-num-batched-tokens': { type: 'string' },
     threads: { type: 'string' },
+    'served-model-name': { type: 'string' },
     'metrics-names': { type: 'string' },
     'log-prompts': { type: 'boolean' },
     'stats-interval': { type: 'string' },
@@ -64,13 +65,17 @@ export async function serve(argv: string[]): Promise<number> {
   if (threads !== undefined && threads > availableParallelism()) {
     throw new ConfigError(`serve: --threads ${threads} exceeds this machine's ${availableParallelism()} cores (oversubscribing slows every step)`, 'threads');
   }
+  const servedModelName = values['served-model-name'] ?? env['GEMMA_SERVE_SERVED_MODEL_NAME'];
+  if (servedModelName !== undefined && !/^[\w.:/@+-]{1,128}$/.test(servedModelName)) {
+    throw new ConfigError(`serve: --served-model-name must be 1-128 characters of letters, digits and . _ : / @ + -, got ${JSON.stringify(servedModelName)}`, 'served-model-name');
+  }
   const logger = createLogger();
   const dataDir = defaultDataDir();
   const modelDir = resolveModelDir('serve', 'model', values.model, dataDir, logger);
   // Listen first, load behind it: /health answers at once, /ready and the API say 503
   // (with Retry-After) until the model is in, so probes and clients see the truth.
   const t0 = performance.now();
-  const loading = Engine.start({ modelDir, device, kvCacheBytes, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads });
+  const loading = Engine.start({ modelDir, device, kvCacheBytes, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, modelId: servedModelName });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
   const metrics = new Metrics({ state, names: metricsNames });
