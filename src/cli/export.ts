@@ -6,6 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parameterCount, parseGemma2Config, SHAPES } from '../checkpoint/config.ts';
 import { exportCheckpoint, MODEL_FILE, shapeOnlyExport, WEIGHT_FORMATS, type WeightFormat } from '../engine/export/export.ts';
+import { KV_DTYPES, type KvDtype } from '../engine/graph-io.ts';
 import { UsageError, parseFlags } from './usage.ts';
 
 export async function exportCommand(argv: string[]): Promise<number> {
@@ -16,6 +17,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
     out: { type: 'string' },
     dtype: { type: 'string' },
     weights: { type: 'string' },
+    'kv-dtype': { type: 'string' },
   });
   const out = values.out;
   if (out === undefined) throw new UsageError('export: --out is required');
@@ -23,6 +25,8 @@ export async function exportCommand(argv: string[]): Promise<number> {
   if (!WEIGHT_FORMATS.includes(weights)) throw new UsageError(`export: --weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(values.weights)}`);
   const dtype = values.dtype ?? 'fp32';
   if (dtype !== 'fp32' && dtype !== 'fp16') throw new UsageError(`export: --dtype must be fp32 or fp16, got ${JSON.stringify(dtype)}`);
+  const kvDtype = (values['kv-dtype'] ?? 'fp32') as KvDtype;
+  if (!KV_DTYPES.includes(kvDtype)) throw new UsageError(`export: --kv-dtype must be one of ${KV_DTYPES.join(', ')}, got ${JSON.stringify(values['kv-dtype'])}`);
   if (weights !== 'fp32' && values.dtype !== undefined) throw new UsageError(`export: --dtype applies to unquantized weights only (--weights ${weights} keeps norms and scales fp32)`);
 
   if (values.shape !== undefined || values['no-weights']) {
@@ -33,7 +37,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
     if (!Object.hasOwn(SHAPES, shape)) throw new UsageError(`export: --shape must be one of ${Object.keys(SHAPES).join(', ')}, got ${JSON.stringify(shape)}`);
     const t0 = performance.now();
     const config = parseGemma2Config(SHAPES[shape as keyof typeof SHAPES], `<shape ${shape}>`);
-    const { graph, weightBytes } = shapeOnlyExport(config, { dtype, weights });
+    const { graph, weightBytes } = shapeOnlyExport(config, { dtype, weights, kvDtype });
     const bytes = graph.encode('gemma2', { exporter: 'gemma-serve', shapeOnly: 'true' });
     mkdirSync(out, { recursive: true });
     const modelPath = join(out, MODEL_FILE);
@@ -45,6 +49,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
       modelBytes: bytes.byteLength,
       dataBytes: 0,
       weightFormat: weights,
+      kvDtype,
       // What model.onnx.data would hold at this --weights / --dtype (before page alignment).
       weightBytes,
       numParameters: parameterCount(config),
@@ -56,12 +61,13 @@ export async function exportCommand(argv: string[]): Promise<number> {
 
   const checkpointDir = values.checkpoint;
   if (checkpointDir === undefined) throw new UsageError('export: --checkpoint DIR (or --shape S --no-weights) is required');
-  const result = exportCheckpoint({ checkpointDir, outDir: out, dtype, weights });
+  const result = exportCheckpoint({ checkpointDir, outDir: out, dtype, weights, kvDtype });
   process.stdout.write(`${JSON.stringify({
     modelPath: result.modelPath,
     checkpoint: checkpointDir,
     weightFormat: weights,
     weightDtype: result.manifest.weightDtype,
+    kvDtype,
     dataBytes: result.dataBytes,
     numParameters: result.manifest.numParameters,
     seconds: round3(result.seconds),

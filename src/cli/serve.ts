@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { makeRandomCheckpoint } from '../checkpoint/make-random.ts';
 import { DEFAULT_MAX_NUM_SEQS, DEFAULT_MAX_WAITING, Engine } from '../engine/engine.ts';
 import { defaultDataDir } from '../engine/resolve-model.ts';
+import { KV_DTYPES, type KvDtype } from '../engine/graph-io.ts';
 import { ConfigError, EngineError, GemmaServeError } from '../errors.ts';
 import { buildApp } from '../server/app.ts';
 import { DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, drain } from '../server/drain.ts';
@@ -27,6 +28,7 @@ export async function serve(argv: string[]): Promise<number> {
     port: { type: 'string' },
     device: { type: 'string' },
     'kv-cache-memory': { type: 'string' },
+    'kv-dtype': { type: 'string' },
     'api-key': { type: 'string', multiple: true },
     'api-key-file': { type: 'string' },
     'cors-origin': { type: 'string', multiple: true },
@@ -48,6 +50,7 @@ export async function serve(argv: string[]): Promise<number> {
   const port = Number(portText);
   const device = resolveDevice('serve', values.device);
   const kvCacheBytes = positiveBytes('kv-cache-memory', values['kv-cache-memory'] ?? env['GEMMA_SERVE_KV_CACHE_MEMORY']);
+  const kvDtype = resolveKvDtype(values['kv-dtype'] ?? env['GEMMA_SERVE_KV_DTYPE']);
   const apiKeys = resolveApiKeys(values['api-key'], values['api-key-file'], env);
   const corsOrigins = values['cors-origin'] ?? splitList(env['GEMMA_SERVE_CORS_ORIGIN']);
   const bodyLimitBytes = positiveBytes('max-body-bytes', values['max-body-bytes'] ?? env['GEMMA_SERVE_MAX_BODY_BYTES']);
@@ -75,7 +78,7 @@ export async function serve(argv: string[]): Promise<number> {
   // Listen first, load behind it: /health answers at once, /ready and the API say 503
   // (with Retry-After) until the model is in, so probes and clients see the truth.
   const t0 = performance.now();
-  const loading = Engine.start({ modelDir, device, kvCacheBytes, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, modelId: servedModelName });
+  const loading = Engine.start({ modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, modelId: servedModelName });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
   const metrics = new Metrics({ state, names: metricsNames });
@@ -225,6 +228,13 @@ function positiveBytes(flag: string, text: string | undefined): number | undefin
     throw new ConfigError(`serve: --${flag} must be a positive number of bytes, got ${JSON.stringify(text)}`, flag);
   }
   return Number(text);
+}
+
+/** `--kv-dtype` / GEMMA_SERVE_KV_DTYPE: fp16 or fp32; undefined when not given (the export's own, fp32 for a checkpoint). */
+export function resolveKvDtype(text: string | undefined): KvDtype | undefined {
+  if (text === undefined || text === '') return undefined;
+  if (!KV_DTYPES.includes(text as KvDtype)) throw new ConfigError(`serve: --kv-dtype must be one of ${KV_DTYPES.join(', ')}, got ${JSON.stringify(text)}`, 'kv-dtype');
+  return text as KvDtype;
 }
 
 /** An integer flag (or its environment variable) of at least `min`; undefined when not given. */

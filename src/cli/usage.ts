@@ -7,14 +7,15 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 export const USAGE = `usage: gemma-serve <command> [options]
 
 commands:
-  serve        [--model DIR] [--host 127.0.0.1] [--port 8000] [--device cpu|cuda] [--kv-cache-memory BYTES]
+  serve        [--model DIR] [--host 127.0.0.1] [--port 8000] [--device cpu|cuda] [--kv-cache-memory BYTES] [--kv-dtype fp32|fp16]
                [--api-key KEY ...] [--api-key-file PATH] [--cors-origin ORIGIN ...] [--max-body-bytes N]
                [--max-num-seqs 64] [--max-waiting 256] [--max-num-batched-tokens 512] [--threads N]
                [--served-model-name NAME] [--metrics-names gemma_serve|vllm] [--log-prompts] [--stats-interval 10] [--shutdown-timeout 30]
                OpenAI-compatible HTTP server. DIR: a checkpoint (exported on first use and
                cached) or an export; none: a tiny random-weight model generated once.
+               --kv-dtype: a checkpoint is exported with that KV cache dtype; an export must have it.
                No API key configured: open. No CORS origin: CORS off. Body limit: 4 MiB.
-               Environment: GEMMA_SERVE_MODEL, _HOST, _PORT, _DEVICE, _KV_CACHE_MEMORY, _DATA_DIR,
+               Environment: GEMMA_SERVE_MODEL, _HOST, _PORT, _DEVICE, _KV_CACHE_MEMORY, _KV_DTYPE, _DATA_DIR,
                _API_KEY (comma-separated), _API_KEY_FILE, _CORS_ORIGIN (comma-separated), _MAX_BODY_BYTES,
                _MAX_NUM_SEQS, _MAX_WAITING, _MAX_NUM_BATCHED_TOKENS, _THREADS, _SERVED_MODEL_NAME, _METRICS_NAMES, _LOG_PROMPTS,
                _STATS_INTERVAL, _SHUTDOWN_TIMEOUT. Listens at once; 503 until the model is loaded.
@@ -37,10 +38,11 @@ commands:
                p50/p90/p99, inter-token latency p50/p99, errors. Exit 1 if any request failed.
   make-random  --shape tiny|2b|9b|27b --seed N --dtype f32|bf16 --out DIR [--set key=value ...]
                Write a random-weight Gemma 2 checkpoint (Hugging Face layout).
-  export       --checkpoint DIR --out DIR [--dtype fp32|fp16] [--weights fp32|int8|int4]
+  export       --checkpoint DIR --out DIR [--dtype fp32|fp16] [--weights fp32|int8|int4] [--kv-dtype fp32|fp16]
                Export a checkpoint to model.onnx + model.onnx.data + manifest.json.
                --weights int8|int4: blockwise (32) symmetric quantization of every matrix.
-  export       --shape tiny|2b|9b|27b --no-weights --out DIR [--weights ...] [--dtype ...]
+               --kv-dtype fp16: the graph takes an fp16 KV cache (half the bytes per token).
+  export       --shape tiny|2b|9b|27b --no-weights --out DIR [--weights ...] [--dtype ...] [--kv-dtype ...]
                Write model.onnx with shape-only initializers (no weight data); prints the
                bytes the weights would take (weightBytes).
   score        --model DIR --ids 2,651,1234 [--top K] [--device cpu|cuda]

@@ -12,6 +12,7 @@ import { readManifest } from './export/export.ts';
 import { resolveModel, defaultDataDir } from './resolve-model.ts';
 import { loadTokenizer, type TextTokenizer } from './tokenizer.ts';
 import type { Device } from './session.ts';
+import type { KvDtype } from './graph-io.ts';
 import type { FinishReason, FromWorker, TokenLogprobs, ToWorker, WorkerInit } from './worker.ts';
 import { DEFAULT_SAMPLING, type SamplingParams } from './sampling.ts';
 import { StopMatcher } from './stop-strings.ts';
@@ -34,6 +35,8 @@ export interface EngineOptions {
   readonly threads?: number;
   /** Most tokens one scheduler step computes (default 512, at least maxNumSeqs). */
   readonly maxNumBatchedTokens?: number;
+  /** KV cache dtype asked for (`--kv-dtype`): a checkpoint is exported with it; an export must have it. Default: the export's own (fp32 for a checkpoint). */
+  readonly kvDtype?: KvDtype;
   /** Replace the model by a ScriptedRunner emitting these token ids (tests, benchmarks). */
   readonly script?: readonly number[];
 }
@@ -128,7 +131,7 @@ export class Engine {
   }
 
   static async start(opts: EngineOptions): Promise<Engine> {
-    const exportDir = resolveModel(opts.modelDir, opts.dataDir ?? defaultDataDir());
+    const exportDir = resolveModel(opts.modelDir, opts.dataDir ?? defaultDataDir(), opts.kvDtype);
     const { config } = readManifest(exportDir);
     const file = (name: string): string | null => (existsSync(join(exportDir, name)) ? join(exportDir, name) : null);
     const tokenizerJson = file('tokenizer.json');

@@ -13,12 +13,20 @@
  *                                       is built from these, so the same graph reads a linear
  *                                       cache (global) and a ring of window slots (sliding).
  * - `cache.{l}.key|value` float32 [numKvHeads, numBlocks, blockSize, headDim]: the block pool
- *                                       of layer l (passed in, never copied out)
+ *                                       of layer l (passed in, never copied out); float16 in an
+ *                                       export with an fp16 cache (manifest kvDtype), cast to
+ *                                       float32 right after the block gather
  * Outputs:
  * - `logits`           float32 [N, V]   final soft-capped logits of the selected rows
  * - `new.{l}.key|value` float32 [B, S, numKvHeads, headDim]: the K (rotated) / V rows of the
  *                                       new tokens, which the host writes into its pool
  */
+/** Element type of the cache pools (`--kv-dtype`); a property of the exported graph. */
+export type KvDtype = 'fp32' | 'fp16';
+export const KV_DTYPES: readonly KvDtype[] = ['fp32', 'fp16'];
+/** Bytes of one cache element. */
+export const kvDtypeBytes = (d: KvDtype): number => (d === 'fp16' ? 2 : 4);
+
 export type LayerKind = 'global' | 'sliding';
 export const LAYER_KINDS: readonly LayerKind[] = ['global', 'sliding'];
 

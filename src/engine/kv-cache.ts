@@ -1,13 +1,18 @@
 /**
  * Host-owned paged KV cache: one block pool per layer kind (global, sliding), each layer a
- * pair of Float32Arrays [numKvHeads, numBlocks, blockSize, headDim] that are fed to the
- * graph as inputs (wrapped, never copied). A sequence holds a list of blocks per kind:
+ * pair of arrays [numKvHeads, numBlocks, blockSize, headDim] that are fed to the graph as
+ * inputs (wrapped, never copied): Float32Array, or Uint16Array holding float16 bits in an
+ * export with an fp16 cache (rows rounded to nearest even as they are written). A sequence holds a list of blocks per kind:
  * global blocks cover positions 0..len-1 in order; sliding blocks form a ring of
  * ceil(W / blockSize) blocks at slot pos % R, so a sliding layer never holds more than the
  * window (rounded up to a block). Block 0 of each pool is the null block used as padding.
  */
 import type { Gemma2Config } from '../checkpoint/config.ts';
-import { LAYER_KINDS, type LayerKind } from './graph-io.ts';
+import { f32ToF16 } from './export/weight-file.ts';
+import { kvDtypeBytes, LAYER_KINDS, type KvDtype, type LayerKind } from './graph-io.ts';
+
+/** A pool: float32 values, or float16 bits. */
+export type KvPool = Float32Array | Uint16Array;
 
 /** A sequence's share of the cache. Mutated only by KvCache. */
 export interface SequenceCache {
@@ -20,13 +25,16 @@ export interface KvCacheOptions {
   readonly blockSize: number;
   /** Blocks per pool, null block included. */
   readonly numBlocks: Record<LayerKind, number>;
+  /** Element type of the pools (default 'fp32'); must match the export's manifest. */
+  readonly dtype?: KvDtype;
 }
 
 export class KvCache {
   readonly blockSize: number;
   readonly numBlocks: Record<LayerKind, number>;
+  readonly dtype: KvDtype;
   /** Per layer: [key, value] pools of that layer's kind. */
-  readonly pools: readonly (readonly [Float32Array, Float32Array])[];
+  readonly pools: readonly (readonly [KvPool, KvPool])[];
   readonly layerKinds: readonly LayerKind[];
   /** Ring length of sliding layers, a whole number of blocks >= W. */
   readonly ringSlots: number;
@@ -35,10 +43,12 @@ export class KvCache {
   constructor(readonly config: Gemma2Config, opts: KvCacheOptions) {
     this.blockSize = opts.blockSize;
     this.numBlocks = opts.numBlocks;
+    this.dtype = opts.dtype ?? 'fp32';
     this.layerKinds = config.slidingLayers.map((s) => (s ? 'sliding' : 'global'));
     this.ringSlots = Math.ceil(config.slidingWindow / opts.blockSize) * opts.blockSize;
     const perBlock = config.numKvHeads * opts.blockSize * config.headDim;
-    this.pools = this.layerKinds.map((k) => [new Float32Array(perBlock * this.numBlocks[k]), new Float32Array(perBlock * this.numBlocks[k])] as const);
+    const pool = (n: number): KvPool => (this.dtype === 'fp16' ? new Uint16Array(n) : new Float32Array(n));
+    this.pools = this.layerKinds.map((k) => [pool(perBlock * this.numBlocks[k]), pool(perBlock * this.numBlocks[k])] as const);
     this.free = { global: range(1, this.numBlocks.global), sliding: range(1, this.numBlocks.sliding) };
   }
 
@@ -48,14 +58,19 @@ export class KvCache {
    * pool is capped at what that many full windows need and the rest of the budget goes to
    * global blocks, i.e. to longer contexts: the hybrid cache's saving turned into capacity.
    */
-  static fromBudget(config: Gemma2Config, blockSize: number, bytes: number, maxNumSeqs?: number): KvCache {
+  static fromBudget(config: Gemma2Config, blockSize: number, bytes: number, maxNumSeqs?: number, dtype: KvDtype = 'fp32'): KvCache {
     const layers = (sliding: boolean): number => config.slidingLayers.filter((s) => s === sliding).length;
-    const perBlock = 2 * config.numKvHeads * blockSize * config.headDim * 4;
+    const perBlock = KvCache.bytesPerBlockPerLayer(config, blockSize, dtype);
     const [g, sl] = [perBlock * layers(false), perBlock * layers(true)];
     const n = Math.max(2, Math.floor(bytes / (g + sl)));
     const cap = maxNumSeqs === undefined ? Infinity : maxNumSeqs * Math.ceil(config.slidingWindow / blockSize) + 1;
-    if (n <= cap || g === 0) return new KvCache(config, { blockSize, numBlocks: { global: n, sliding: n } });
-    return new KvCache(config, { blockSize, numBlocks: { global: Math.max(2, Math.floor((bytes - cap * sl) / g)), sliding: cap } });
+    if (n <= cap || g === 0) return new KvCache(config, { blockSize, numBlocks: { global: n, sliding: n }, dtype });
+    return new KvCache(config, { blockSize, numBlocks: { global: Math.max(2, Math.floor((bytes - cap * sl) / g)), sliding: cap }, dtype });
+  }
+
+  /** Bytes one block takes in one layer, K and V together. */
+  static bytesPerBlockPerLayer(config: Gemma2Config, blockSize: number, dtype: KvDtype = 'fp32'): number {
+    return 2 * config.numKvHeads * blockSize * config.headDim * kvDtypeBytes(dtype);
   }
 
   newSequence(): SequenceCache {
@@ -131,8 +146,15 @@ export class KvCache {
     for (let h = 0; h < nkv; h++) {
       const dst = ((h * nb + block) * this.blockSize + off) * D;
       const src = srcOffset + h * D;
-      kp.set(keys.subarray(src, src + D), dst);
-      vp.set(values.subarray(src, src + D), dst);
+      if (kp instanceof Float32Array) {
+        kp.set(keys.subarray(src, src + D), dst);
+        (vp as Float32Array).set(values.subarray(src, src + D), dst);
+      } else {
+        for (let i = 0; i < D; i++) {
+          kp[dst + i] = f32ToF16(keys[src + i]!);
+          vp[dst + i] = f32ToF16(values[src + i]!);
+        }
+      }
     }
   }
 }

@@ -4,7 +4,7 @@
  * writes the new K/V rows into the paged cache, and hands back the requested logits.
  * Rows may be at different lengths and carry different numbers of new tokens (right-padded).
  */
-import { readManifest, MODEL_FILE } from './export/export.ts';
+import { manifestKvDtype, readManifest, MODEL_FILE } from './export/export.ts';
 import * as io from './graph-io.ts';
 import { KvCache, type SequenceCache } from './kv-cache.ts';
 import { createSession, Tensor, type Device, type OrtSession, type OrtTensor } from './session.ts';
@@ -48,8 +48,8 @@ export interface ModelRunnerOptions {
  * most four full-context sequences, and never less than one full-context sequence (so the
  * context the model advertises is always servable).
  */
-export function defaultKvCacheBytes(config: Gemma2Config, blockSize: number): number {
-  const perToken = 2 * config.numKvHeads * config.headDim * 4 * config.numLayers;
+export function defaultKvCacheBytes(config: Gemma2Config, blockSize: number, dtype: io.KvDtype = 'fp32'): number {
+  const perToken = 2 * config.numKvHeads * config.headDim * io.kvDtypeBytes(dtype) * config.numLayers;
   const fullSequence = (Math.ceil(config.maxPositions / blockSize) + 1) * blockSize * perToken;
   return Math.max(fullSequence, Math.min(0.25 * freemem(), 4 * fullSequence));
 }
@@ -62,12 +62,13 @@ export class ModelRunner {
   ) {}
 
   static async load(exportDir: string, opts: ModelRunnerOptions = {}): Promise<ModelRunner> {
-    const { config } = readManifest(exportDir);
+    const { config, manifest } = readManifest(exportDir);
+    const dtype = manifestKvDtype(manifest);
     const session = await createSession(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads });
     const blockSize = opts.blockSize ?? 16;
     const cache = opts.kvCacheTokens !== undefined
-      ? new KvCache(config, { blockSize, numBlocks: { global: Math.ceil(opts.kvCacheTokens / blockSize) + 1, sliding: Math.ceil(opts.kvCacheTokens / blockSize) + 1 } })
-      : KvCache.fromBudget(config, blockSize, opts.kvCacheBytes ?? defaultKvCacheBytes(config, blockSize), opts.maxNumSeqs);
+      ? new KvCache(config, { blockSize, numBlocks: { global: Math.ceil(opts.kvCacheTokens / blockSize) + 1, sliding: Math.ceil(opts.kvCacheTokens / blockSize) + 1 }, dtype })
+      : KvCache.fromBudget(config, blockSize, opts.kvCacheBytes ?? defaultKvCacheBytes(config, blockSize, dtype), opts.maxNumSeqs, dtype);
     return new ModelRunner(config, cache, session);
   }
 
@@ -114,8 +115,9 @@ export class ModelRunner {
     const { numKvHeads: nkv, headDim: D } = this.config;
     c.pools.forEach(([kp, vp], l) => {
       const dims = [nkv, c.numBlocks[c.layerKinds[l]!], c.blockSize, D];
-      feeds[io.cacheKey(l)] = new Tensor('float32', kp, dims);
-      feeds[io.cacheValue(l)] = new Tensor('float32', vp, dims);
+      // An fp16 pool is a Uint16Array of float16 bits, which ORT takes as 'float16' data.
+      feeds[io.cacheKey(l)] = kp instanceof Float32Array ? new Tensor('float32', kp, dims) : new Tensor('float16', kp, dims);
+      feeds[io.cacheValue(l)] = vp instanceof Float32Array ? new Tensor('float32', vp, dims) : new Tensor('float16', vp, dims);
     });
 
     const out = await this.session.run(feeds);

@@ -1,32 +1,42 @@
 /**
  * A model directory as given by the user → an exported model directory the engine can load.
  * An export (manifest.json) is used as it is; a Hugging Face checkpoint is exported once into
- * `<cacheRoot>/exports/<sha1(abs path + fingerprint)>` and reused while the checkpoint's files
- * are unchanged.
+ * `<cacheRoot>/exports/<sha1(abs path + fingerprint)>` (`-kv-fp16` appended for an fp16 KV
+ * cache, so both exports of one checkpoint coexist) and reused while the checkpoint's files
+ * are unchanged. The KV cache dtype is a property of an export: asking for another one than
+ * an exported directory was made with is refused.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { isCheckpointDir } from '../checkpoint/checkpoint.ts';
-import { CheckpointError } from '../errors.ts';
-import { checkpointFingerprint, exportCheckpoint, MANIFEST_FILE } from './export/export.ts';
+import { CheckpointError, ConfigError } from '../errors.ts';
+import { checkpointFingerprint, exportCheckpoint, manifestKvDtype, MANIFEST_FILE, readManifest } from './export/export.ts';
+import type { KvDtype } from './graph-io.ts';
 
 /** `$GEMMA_SERVE_DATA_DIR`, else `./.data`. */
 export function defaultDataDir(): string {
   return resolve(process.env['GEMMA_SERVE_DATA_DIR'] || '.data');
 }
 
-export function resolveModel(dir: string, cacheRoot: string = defaultDataDir()): string {
+/** `kvDtype`: the KV cache dtype asked for (`--kv-dtype`); absent: an export's own, fp32 for a checkpoint. */
+export function resolveModel(dir: string, cacheRoot: string = defaultDataDir(), kvDtype?: KvDtype): string {
   if (!existsSync(dir)) throw new CheckpointError(`${dir}: no such directory`);
-  if (existsSync(join(dir, MANIFEST_FILE))) return dir;
+  if (existsSync(join(dir, MANIFEST_FILE))) {
+    const has = manifestKvDtype(readManifest(dir).manifest);
+    if (kvDtype !== undefined && has !== kvDtype) {
+      throw new ConfigError(`${dir}: this export's KV cache is ${has}, but --kv-dtype ${kvDtype} was asked: serve it without --kv-dtype (or with --kv-dtype ${has}), or export the checkpoint again with 'gemma-serve export --kv-dtype ${kvDtype}'`, 'kv-dtype');
+    }
+    return dir;
+  }
   if (!isCheckpointDir(dir)) {
     throw new CheckpointError(`${dir}: neither an exported model (manifest.json) nor a Hugging Face checkpoint (config.json + safetensors)`);
   }
   const abs = resolve(dir);
   const key = createHash('sha1').update(`${abs}\n${checkpointFingerprint(abs)}`).digest('hex');
-  const out = join(cacheRoot, 'exports', key);
+  const out = join(cacheRoot, 'exports', kvDtype === 'fp16' ? `${key}-kv-fp16` : key);
   if (existsSync(join(out, MANIFEST_FILE))) return out;
   mkdirSync(join(cacheRoot, 'exports'), { recursive: true });
-  exportCheckpoint({ checkpointDir: abs, outDir: out });
+  exportCheckpoint({ checkpointDir: abs, outDir: out, kvDtype: kvDtype ?? 'fp32' });
   return out;
 }

@@ -13,12 +13,13 @@ import { exportCheckpoint, shapeOnlyExport, type Manifest, type WeightFormat } f
 import { DType, GraphBuilder } from '../../src/engine/export/onnx-builder.ts';
 import { dequantizeRows, quantLayout, quantizeRows, type QuantBits } from '../../src/engine/export/quantize.ts';
 import { ModelRunner } from '../../src/engine/model-runner.ts';
-import { argmax, logSoftmax } from '../../src/engine/logprobs.ts';
+import { logSoftmax } from '../../src/engine/logprobs.ts';
 import { createSession, Tensor } from '../../src/engine/session.ts';
 import { Engine } from '../../src/engine/engine.ts';
 import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
 import { parseGemma2Config, SHAPES } from '../../src/checkpoint/config.ts';
 import { Gemma2Reference } from '../reference/gemma2-reference.ts';
+import { compareLogprobs, describeDiff, type LogprobDiff } from '../reference/logprob-diff.ts';
 
 const fixturesDir = join(import.meta.dirname, '..', 'fixtures');
 const root = mkdtempSync(join(tmpdir(), 'gs-quant-'));
@@ -47,26 +48,6 @@ async function allLogprobs(exportDir: string, sequences: readonly number[][]): P
     await runner.release();
   }
 }
-
-/** max / mean |Δ logprob| over every position and vocabulary entry, and top-1 agreement. */
-function compare(quant: Float64Array[][], base: Float64Array[][]): { maxDiff: number; meanDiff: number; agree: number; positions: number } {
-  let maxDiff = 0, sumDiff = 0, count = 0, agree = 0, positions = 0;
-  quant.forEach((rows, s) => rows.forEach((lp, i) => {
-    const ref = base[s]![i]!;
-    for (let v = 0; v < lp.length; v++) {
-      const d = Math.abs(lp[v]! - ref[v]!);
-      maxDiff = Math.max(maxDiff, d);
-      sumDiff += d;
-      count++;
-    }
-    if (argmax(lp) === argmax(ref)) agree++;
-    positions++;
-  }));
-  return { maxDiff, meanDiff: sumDiff / count, agree, positions };
-}
-
-const describe = (c: ReturnType<typeof compare>): string =>
-  `max |Δ logprob| ${c.maxDiff.toFixed(4)}, mean |Δ logprob| ${c.meanDiff.toFixed(4)}, top-1 agreement ${c.agree}/${c.positions} = ${(100 * c.agree / c.positions).toFixed(1)}%`;
 
 /** The export's graph: every matrix quantized, nothing float but norm and block scales. */
 function checkGraph(t: Test, dir: string, bits: number): void {
@@ -134,8 +115,8 @@ for (const name of ['tiny-gemma2', 'tiny-gemma2-bf16-mqa']) {
         const res = exportCheckpoint({ checkpointDir: ckpt, outDir: dir, weights });
         t.equal(res.manifest.quantization?.bits, bits);
         checkGraph(t, dir, bits);
-        const c = compare(await allLogprobs(dir, sequences), base);
-        t.comment(`${name} ${weights}: ${describe(c)}`);
+        const c = compareLogprobs(await allLogprobs(dir, sequences), base);
+        t.comment(`${name} ${weights}: ${describeDiff(c)}`);
         t.ok(Number.isFinite(c.maxDiff), 'finite log-probabilities');
       });
     }
@@ -156,11 +137,11 @@ t.test('fidelity bounds on an HF-initialized random model', async (t) => {
   const sequences = [64, 64, 64].map((n) => Array.from({ length: n }, () => 3 + ((a = (Math.imul(a, 1664525) + 1013904223) >>> 0) % (config.vocabSize - 3))));
   exportCheckpoint({ checkpointDir: ckpt, outDir: join(root, 'hf-init-fp32') });
   const base = await allLogprobs(join(root, 'hf-init-fp32'), sequences);
-  const run = async (weights: 'int8' | 'int4', accuracyLevel?: number): Promise<ReturnType<typeof compare>> => {
+  const run = async (weights: 'int8' | 'int4', accuracyLevel?: number): Promise<LogprobDiff> => {
     const dir = join(root, `hf-init-${weights}-${accuracyLevel ?? 'default'}`);
     exportCheckpoint({ checkpointDir: ckpt, outDir: dir, weights, ...(accuracyLevel === undefined ? {} : { accuracyLevel }) });
-    const c = compare(await allLogprobs(dir, sequences), base);
-    t.comment(`HF-init H=256 ${weights}${accuracyLevel === undefined ? '' : ` accuracy_level ${accuracyLevel}`}: ${describe(c)}`);
+    const c = compareLogprobs(await allLogprobs(dir, sequences), base);
+    t.comment(`HF-init H=256 ${weights}${accuracyLevel === undefined ? '' : ` accuracy_level ${accuracyLevel}`}: ${describeDiff(c)}`);
     return c;
   };
   const int8 = await run('int8');

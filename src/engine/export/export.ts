@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { openCheckpoint } from '../../checkpoint/checkpoint.ts';
 import { parseGemma2Config, parameterCount, type Gemma2Config, type RawGemma2Config } from '../../checkpoint/config.ts';
 import { CheckpointError } from '../../errors.ts';
-import { GRAPH_IO_VERSION } from '../graph-io.ts';
+import { GRAPH_IO_VERSION, KV_DTYPES, type KvDtype } from '../graph-io.ts';
 import { buildGemma2Graph, QUANT_ACCURACY_LEVEL, type GraphWeights, type QuantizedWeight } from './gemma2-graph.ts';
 import { DType, type ExternalRef, type GraphBuilder } from './onnx-builder.ts';
 import { QUANT_BLOCK_SIZE, quantLayout, quantizedBytes, type QuantBits, type QuantLayout } from './quantize.ts';
@@ -48,6 +48,8 @@ export interface Manifest {
   readonly weightDtype: WeightDtype;
   /** Absent in an unquantized export. */
   readonly quantization?: QuantizationInfo;
+  /** Element type of the KV cache pools the graph takes (`--kv-dtype`); absent means fp32. */
+  readonly kvDtype?: KvDtype;
   /** The checkpoint's config.json, verbatim. */
   readonly config: RawGemma2Config;
   readonly numParameters: number;
@@ -64,6 +66,13 @@ export interface ExportOptions {
   readonly weights?: WeightFormat;
   /** MatMulNBits accuracy_level of a quantized export (default 4; 0 = float math, for exactness tests). */
   readonly accuracyLevel?: number;
+  /** KV cache pool dtype the graph takes (default 'fp32'). */
+  readonly kvDtype?: KvDtype;
+}
+
+/** The KV cache dtype of an export (manifests written before the field existed: fp32). */
+export function manifestKvDtype(m: Manifest): KvDtype {
+  return m.kvDtype ?? 'fp32';
 }
 
 function quantBits(weights: WeightFormat): QuantBits | null {
@@ -147,7 +156,8 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
         return q;
       };
     }
-    const graph = buildGemma2Graph(ckpt.config, weights);
+    const kvDtype = opts.kvDtype ?? 'fp32';
+    const graph = buildGemma2Graph(ckpt.config, weights, { kvDtype });
     data.close();
     writeFileSync(join(tmp, MODEL_FILE), graph.encode('gemma2', { exporter: 'gemma-serve' }));
     const manifest: Manifest = {
@@ -156,6 +166,7 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
       graphIoVersion: GRAPH_IO_VERSION,
       weightDtype: dtype,
       ...(bits === null ? {} : { quantization: { bits, blockSize: QUANT_BLOCK_SIZE, scheme: 'symmetric' as const, accuracyLevel } }),
+      kvDtype,
       config: JSON.parse(readFileSync(join(ckpt.dir, 'config.json'), 'utf8')) as RawGemma2Config,
       numParameters: parameterCount(ckpt.config),
       sourceFingerprint: checkpointFingerprint(ckpt.dir),
@@ -184,7 +195,7 @@ export function buildShapeOnlyGraph(config: Gemma2Config, untiedHead = false): G
  * The shape-only graph of a config at a weight format, and the bytes its weights would take
  * in `model.onnx.data` (before page alignment): the size of a real export without writing it.
  */
-export function shapeOnlyExport(config: Gemma2Config, opts: { untiedHead?: boolean; dtype?: WeightDtype; weights?: WeightFormat } = {}): { graph: GraphBuilder; weightBytes: number } {
+export function shapeOnlyExport(config: Gemma2Config, opts: { untiedHead?: boolean; dtype?: WeightDtype; weights?: WeightFormat; kvDtype?: KvDtype } = {}): { graph: GraphBuilder; weightBytes: number } {
   const bits = quantBits(opts.weights ?? 'fp32');
   const floatBytes = bits === null && opts.dtype === 'fp16' ? 2 : bits === null ? 4 : 2;
   const declared = new Map<string, string>();
@@ -215,7 +226,7 @@ export function shapeOnlyExport(config: Gemma2Config, opts: { untiedHead?: boole
       return q;
     };
   }
-  return { graph: buildGemma2Graph(config, weights), weightBytes };
+  return { graph: buildGemma2Graph(config, weights, { kvDtype: opts.kvDtype ?? 'fp32' }), weightBytes };
 }
 
 function shapeOf(config: Gemma2Config, hfName: string): readonly number[] {
@@ -263,6 +274,7 @@ export function readManifest(dir: string): { manifest: Manifest; config: Gemma2C
   if (m.graphIoVersion !== GRAPH_IO_VERSION || m.exporterVersion !== EXPORTER_VERSION) {
     throw new CheckpointError(`${path}: exported by another gemma-serve version (exporter ${m.exporterVersion}, graph io ${m.graphIoVersion}; this one needs ${EXPORTER_VERSION}/${GRAPH_IO_VERSION}): export the checkpoint again`);
   }
+  if (m.kvDtype !== undefined && !KV_DTYPES.includes(m.kvDtype)) throw new CheckpointError(`${path}: kvDtype is ${JSON.stringify(m.kvDtype)}, expected one of ${KV_DTYPES.join(', ')}`);
   if (!existsSync(join(dir, MODEL_FILE))) throw new CheckpointError(`${dir}: ${MODEL_FILE} is missing`);
   return { manifest: m, config: parseGemma2Config(m.config, path) };
 }

@@ -67,9 +67,16 @@ interface StepValues {
   /** additive masks per layer kind: cache [1, B, 1, S, C_k] and new keys [1, B, 1, S, S] */
   readonly cacheMask: Record<io.LayerKind, string>;
   readonly newMask: Record<io.LayerKind, string>;
+  /** Element type of the cache pool inputs. */
+  readonly kvDtype: io.KvDtype;
 }
 
-export function buildGemma2Graph(cfg: Gemma2Config, weights: GraphWeights): GraphBuilder {
+export interface GraphOptions {
+  /** 'fp16': cache pool inputs are float16, cast to float32 after the block gather (default 'fp32'). */
+  readonly kvDtype?: io.KvDtype;
+}
+
+export function buildGemma2Graph(cfg: Gemma2Config, weights: GraphWeights, opts: GraphOptions = {}): GraphBuilder {
   const g = new GraphBuilder();
   const ids = g.input(io.INPUT_IDS, DType.INT64, ['batch', 'seq']);
   const positions = g.input(io.POSITIONS, DType.INT64, ['batch', 'seq']);
@@ -78,7 +85,7 @@ export function buildGemma2Graph(cfg: Gemma2Config, weights: GraphWeights): Grap
     g.input(io.blockTable(k), DType.INT64, ['batch', `blocks_${k}`]);
     g.input(io.slotPositions(k), DType.INT64, ['batch', `slots_${k}`]);
   }
-  const step = stepValues(g, cfg, positions);
+  const step = { ...stepValues(g, cfg, positions), kvDtype: opts.kvDtype ?? 'fp32' };
 
   // x = E[ids] * sqrt(H), sqrt(H) rounded to the runtime dtype (float32)   [N, H]
   const gathered = embedding(g, weights, ids); // [B, S, H]
@@ -111,7 +118,7 @@ function embedding(g: GraphBuilder, w: GraphWeights, ids: string): string {
 }
 
 /** Per-step values: RoPE tables for the new tokens and the additive masks per layer kind. */
-function stepValues(g: GraphBuilder, cfg: Gemma2Config, positions: string): StepValues {
+function stepValues(g: GraphBuilder, cfg: Gemma2Config, positions: string): Omit<StepValues, 'kvDtype'> {
   const D = cfg.headDim;
   const qpos = g.op1('Cast', '/model/step/qpos', [positions], { to: DType.FLOAT }); // [B, S]
 
@@ -228,12 +235,18 @@ function attention(g: GraphBuilder, cfg: Gemma2Config, w: GraphWeights, step: St
   const kn = g.op1('Transpose', `${p}/k_new`, [k], { perm: [2, 0, 1, 3] });
   const vn = g.op1('Transpose', `${p}/v_new`, [v], { perm: [2, 0, 1, 3] });
   // cached: pool [nkv, NB, bs, D] gathered by block table [B, M] -> [nkv, B, M, bs, D] -> [nkv, B, C, D]
-  const gatherPool = (pool: string, what: string): string =>
-    g.op1('Reshape', `${p}/${what}_cache_view`, [g.op1('Gather', `${p}/${what}_cache_gather`, [pool, io.blockTable(kind)], { axis: 1 }), i64([nkv, 0, -1, D])]);
+  // An fp16 pool is cast to float32 right after the gather: only the row's blocks, and the math stays fp32.
+  const fp16 = step.kvDtype === 'fp16';
+  const gatherPool = (pool: string, what: string): string => {
+    let gathered = g.op1('Gather', `${p}/${what}_cache_gather`, [pool, io.blockTable(kind)], { axis: 1 });
+    if (fp16) gathered = g.op1('Cast', `${p}/${what}_cache_cast`, [gathered], { to: DType.FLOAT });
+    return g.op1('Reshape', `${p}/${what}_cache_view`, [gathered, i64([nkv, 0, -1, D])]);
+  };
   const kc = gatherPool(io.cacheKey(l), 'k');
   const vc = gatherPool(io.cacheValue(l), 'v');
-  g.input(io.cacheKey(l), DType.FLOAT, [nkv, 'num_blocks', 'block_size', D]);
-  g.input(io.cacheValue(l), DType.FLOAT, [nkv, 'num_blocks', 'block_size', D]);
+  const poolType = fp16 ? DType.FLOAT16 : DType.FLOAT;
+  g.input(io.cacheKey(l), poolType, [nkv, 'num_blocks', 'block_size', D]);
+  g.input(io.cacheValue(l), poolType, [nkv, 'num_blocks', 'block_size', D]);
 
   // Dims of this step: B, S, and C (the cache view's width).
   const dimB = g.op1('Slice', `${p}/dim_b`, [bs, i64([0]), i64([1])]);
