@@ -65,6 +65,19 @@ export interface GenerateRequest {
   readonly ignoreEos?: boolean;
   /** No end-of-sequence token and no stop string ends the sequence before this many tokens. */
   readonly minTokens?: number;
+  /** The request parameter that holds the prompt, named in errors (default 'messages'). */
+  readonly promptParam?: string;
+}
+
+const VALIDATED = Symbol('validated');
+
+/** A GenerateRequest that passed Engine.validate, with its limits resolved. */
+export interface ValidatedRequest extends GenerateRequest {
+  readonly [VALIDATED]: true;
+  /** A copy owned by the request. */
+  readonly promptIds: number[];
+  readonly maxTokens: number;
+  readonly minTokens: number;
 }
 
 export interface Usage {
@@ -184,19 +197,21 @@ export class Engine {
   }
 
   /**
-   * Validates at once (throws ContextLengthError when the prompt plus max tokens does not fit
-   * the context, InvalidRequestError when it does not fit the KV cache alone), then streams the generation. Aborting `signal`, or leaving the loop early,
-   * aborts the sequence in the worker.
+   * Checks a request against the model and the cache without starting it: ContextLengthError
+   * when the prompt plus max tokens does not fit the context, InvalidRequestError when it does
+   * not fit the KV cache alone or min_tokens exceeds max_tokens. Lets a caller check several
+   * requests before starting any.
    */
-  generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<TokenEvent> {
-    if (this.closed) throw new EngineError('the engine is closed', 'engine_closed', 503);
+  validate(req: GenerateRequest): ValidatedRequest {
+    if (VALIDATED in req) return req as ValidatedRequest;
+    const param = req.promptParam ?? 'messages';
     const promptIds = Array.from(req.promptIds);
-    if (promptIds.length === 0) throw new InvalidRequestError('the prompt is empty', 'messages');
+    if (promptIds.length === 0) throw new InvalidRequestError('the prompt is empty', param);
     // By default a completion may fill the context, or what the KV cache can hold of it.
     const room = Math.min(this.contextLength, Math.max(this.maxSequenceTokens, promptIds.length + 1)) - promptIds.length;
     const maxTokens = req.maxTokens ?? room;
     if (promptIds.length + Math.max(maxTokens, 0) > this.contextLength || room <= 0) {
-      throw new ContextLengthError(promptIds.length, req.maxTokens ?? 0, this.contextLength);
+      throw new ContextLengthError(promptIds.length, req.maxTokens ?? 0, this.contextLength, param);
     }
     if (promptIds.length + maxTokens > this.maxSequenceTokens) {
       throw new InvalidRequestError(
@@ -205,6 +220,17 @@ export class Engine {
     }
     const minTokens = req.minTokens ?? 0;
     if (minTokens > maxTokens) throw new InvalidRequestError(`min_tokens (${minTokens}) must not exceed max_tokens (${maxTokens})`, 'min_tokens');
+    return { ...req, [VALIDATED]: true, promptIds, maxTokens, minTokens };
+  }
+
+  /**
+   * Validates (see validate; a validated request is not checked again), then streams the
+   * generation. Aborting `signal`, or leaving the loop early, aborts the sequence in the worker.
+   */
+  generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<TokenEvent> {
+    if (this.closed) throw new EngineError('the engine is closed', 'engine_closed', 503);
+    const req = this.validate(request);
+    const { promptIds, maxTokens, minTokens } = req;
     this.ensureCapacity(1);
     const id = this.nextId++;
     const queue: FromWorker[] = [];

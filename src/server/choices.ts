@@ -32,6 +32,8 @@ export interface ChoiceOptions {
   readonly logprobs: number | null;
   /** Top alternatives per prompt token, or null (only /v1/completions' echo asks). */
   readonly promptLogprobs?: number | null;
+  /** The request parameter holding the prompt, named in errors (default 'messages'). */
+  readonly promptParam?: string;
 }
 
 /**
@@ -46,30 +48,23 @@ export function startChoices(
   for (const [id] of params.sampling.logitBias) {
     if (id >= engine.vocabSize) throw new InvalidRequestError(`logit_bias: token id ${id} is outside the vocabulary (0..${engine.vocabSize - 1})`, 'logit_bias');
   }
-  engine.ensureCapacity(prompts.length * params.n);
+  // Every request is checked before any starts: a refusal part-way leaves nothing running.
+  const checked = prompts.flatMap((promptIds, p) => Array.from({ length: params.n }, (_, i) => ({
+    index: p * params.n + i, prompt: p,
+    req: engine.validate({
+      promptIds, maxTokens: params.maxTokens, temperature: params.temperature, topP: params.topP,
+      seed: params.seed === undefined ? undefined : (params.seed + i) % 2 ** 32,
+      sampling: params.sampling, stop: params.stop, ignoreEos: params.ignoreEos, minTokens: params.minTokens, priority: params.priority,
+      logprobs: opts.logprobs, promptLogprobs: opts.promptLogprobs ?? null, promptParam: opts.promptParam,
+    }),
+  })));
+  engine.ensureCapacity(checked.length);
   const inner = new AbortController();
-  setMaxListeners(prompts.length * params.n + 10, inner.signal); // one abort listener per generation
+  setMaxListeners(checked.length + 10, inner.signal); // one abort listener per generation
   const abort = (): void => inner.abort();
   if (signal.aborted) abort();
   else signal.addEventListener('abort', abort, { once: true });
-  const sources: Source[] = [];
-  try {
-    prompts.forEach((promptIds, p) => {
-      for (let i = 0; i < params.n; i++) {
-        const req: GenerateRequest = {
-          promptIds, maxTokens: params.maxTokens, temperature: params.temperature, topP: params.topP,
-          seed: params.seed === undefined ? undefined : (params.seed + i) % 2 ** 32,
-          sampling: params.sampling, stop: params.stop, ignoreEos: params.ignoreEos, minTokens: params.minTokens, priority: params.priority,
-          logprobs: opts.logprobs, promptLogprobs: opts.promptLogprobs ?? null,
-        };
-        sources.push({ index: p * params.n + i, prompt: p, events: engine.generate(req, inner.signal) });
-      }
-    });
-  } catch (e) {
-    abort(); // the ones already submitted end in the worker
-    signal.removeEventListener('abort', abort);
-    throw e;
-  }
+  const sources: Source[] = checked.map((c) => ({ index: c.index, prompt: c.prompt, events: engine.generate(c.req, inner.signal) }));
   // Watched only once all have started: a request refused part-way never counts.
   for (const s of sources) s.tracker = observer?.generation(engine, s.prompt, prompts[s.prompt]!.length);
   return merge(sources, () => { abort(); signal.removeEventListener('abort', abort); });

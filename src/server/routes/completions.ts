@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { Engine } from '../../engine/engine.ts';
 import type { TokenLogprobs } from '../../engine/worker.ts';
-import { ContextLengthError, InvalidRequestError } from '../../errors.ts';
+import { InvalidRequestError } from '../../errors.ts';
 import { startChoices, UsageCounter, type ChoiceObserver } from '../choices.ts';
 import type { EngineState } from '../engine-state.ts';
 import { checkModel, FieldReader, generationFieldNames, parseGenerationParams, type GenerationParams } from '../request-fields.ts';
@@ -122,12 +122,8 @@ class LegacyLogprobsBuilder {
 function startCompletion(engine: Engine, body: unknown, signal: AbortSignal, observer?: ChoiceObserver) {
   const req = parseCompletionRequest(engine, body);
   checkModel(engine.modelId, req.model);
-  // The engine checks this too, but names `messages`; here the parameter is `prompt`.
-  for (const { ids } of req.prompts) {
-    if (ids.length + req.maxTokens > engine.contextLength) throw new ContextLengthError(ids.length, req.maxTokens, engine.contextLength, 'prompt');
-  }
   const scorePrompt = req.echo && req.logprobs !== null;
-  const choices = startChoices(engine, req.prompts.map((p) => p.ids), req, { logprobs: req.logprobs, promptLogprobs: scorePrompt ? req.logprobs : null }, signal, observer);
+  const choices = startChoices(engine, req.prompts.map((p) => p.ids), req, { logprobs: req.logprobs, promptLogprobs: scorePrompt ? req.logprobs : null, promptParam: 'prompt' }, signal, observer);
   const base = { id: `cmpl-${randomUUID().replace(/-/g, '')}`, created: Math.floor(Date.now() / 1000), model: req.model, system_fingerprint: systemFingerprint(engine) };
   return { req, choices, base, scorePrompt };
 }
