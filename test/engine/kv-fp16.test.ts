@@ -19,7 +19,8 @@ import { f32ToF16 } from '../../src/engine/export/weight-file.ts';
 import { f16ToF32 } from '../../src/checkpoint/safetensors.ts';
 import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
 import { ConfigError } from '../../src/errors.ts';
-import { compareLogprobs, describeDiff } from '../reference/logprob-diff.ts';
+import { greedyIds } from './engine-run.ts';
+import { compareLogprobs, describeDiff, hfInitModel } from '../reference/logprob-diff.ts';
 import type { KvDtype } from '../../src/engine/graph-io.ts';
 
 const fixturesDir = join(import.meta.dirname, '..', 'fixtures');
@@ -99,13 +100,7 @@ for (const name of ['tiny-gemma2', 'tiny-gemma2-bf16-mqa']) {
 const HF_MAX_BOUND = 0.01;
 
 t.test('fidelity on an HF-initialized random model, decoded token by token', async (t) => {
-  const ckpt = join(root, 'hf-init');
-  const { config } = makeRandomCheckpoint({
-    shape: 'tiny', seed: 1, dtype: 'f32', out: ckpt,
-    set: { max_position_embeddings: '256', hidden_size: '256', intermediate_size: '1024', head_dim: '64', query_pre_attn_scalar: '64' },
-  });
-  let a = 7;
-  const sequences = [48, 48].map((n) => Array.from({ length: n }, () => 3 + ((a = (Math.imul(a, 1664525) + 1013904223) >>> 0) % (config.vocabSize - 3))));
+  const { checkpointDir: ckpt, sequences } = hfInitModel(join(root, 'hf-init'), [48, 48]);
   exportCheckpoint({ checkpointDir: ckpt, outDir: join(root, 'hf-init-fp32') });
   exportCheckpoint({ checkpointDir: ckpt, outDir: join(root, 'hf-init-fp16'), kvDtype: 'fp16' });
   const base: Float64Array[][] = [], half: Float64Array[][] = [];
@@ -146,12 +141,7 @@ t.test('an fp16-cache export generates through the Engine', async (t) => {
   exportCheckpoint({ checkpointDir: ckpt, outDir: dir, kvDtype: 'fp16' });
   const engine = await Engine.start({ modelDir: dir, dataDir: join(root, 'data'), kvCacheBytes: 2 ** 20, kvDtype: 'fp16' });
   try {
-    const ids: number[] = [];
-    let reason = '';
-    for await (const e of engine.generate({ promptIds: [2, 40, 41, 42, 43], maxTokens: 12, temperature: 0, ignoreEos: true })) {
-      if (e.type === 'token') ids.push(e.tokenId);
-      if (e.type === 'finish') reason = e.reason;
-    }
+    const { ids, reason } = await greedyIds(engine, [2, 40, 41, 42, 43], 12);
     t.equal(ids.length, 12);
     t.equal(reason, 'length');
     t.ok(ids.every((id) => Number.isInteger(id) && id >= 0 && id < engine.vocabSize), 'ids in the vocabulary');

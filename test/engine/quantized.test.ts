@@ -19,7 +19,8 @@ import { Engine } from '../../src/engine/engine.ts';
 import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
 import { parseGemma2Config, SHAPES } from '../../src/checkpoint/config.ts';
 import { Gemma2Reference } from '../reference/gemma2-reference.ts';
-import { compareLogprobs, describeDiff, type LogprobDiff } from '../reference/logprob-diff.ts';
+import { greedyIds } from './engine-run.ts';
+import { compareLogprobs, describeDiff, hfInitModel, type LogprobDiff } from '../reference/logprob-diff.ts';
 
 const fixturesDir = join(import.meta.dirname, '..', 'fixtures');
 const root = mkdtempSync(join(tmpdir(), 'gs-quant-'));
@@ -128,13 +129,7 @@ for (const name of ['tiny-gemma2', 'tiny-gemma2-bf16-mqa']) {
 // is under 0.1 for its weights alone (accuracy_level 0) and measured ~0.11 with the int8
 // activations of the default accuracy_level 4.
 t.test('fidelity bounds on an HF-initialized random model', async (t) => {
-  const ckpt = join(root, 'hf-init');
-  const { config } = makeRandomCheckpoint({
-    shape: 'tiny', seed: 1, dtype: 'f32', out: ckpt,
-    set: { max_position_embeddings: '256', hidden_size: '256', intermediate_size: '1024', head_dim: '64', query_pre_attn_scalar: '64' },
-  });
-  let a = 7;
-  const sequences = [64, 64, 64].map((n) => Array.from({ length: n }, () => 3 + ((a = (Math.imul(a, 1664525) + 1013904223) >>> 0) % (config.vocabSize - 3))));
+  const { checkpointDir: ckpt, sequences } = hfInitModel(join(root, 'hf-init'), [64, 64, 64]);
   exportCheckpoint({ checkpointDir: ckpt, outDir: join(root, 'hf-init-fp32') });
   const base = await allLogprobs(join(root, 'hf-init-fp32'), sequences);
   const run = async (weights: 'int8' | 'int4', accuracyLevel?: number): Promise<LogprobDiff> => {
@@ -162,12 +157,7 @@ t.test('quantized exports generate through the Engine', async (t) => {
     exportCheckpoint({ checkpointDir: ckpt, outDir: dir, weights });
     const engine = await Engine.start({ modelDir: dir, dataDir: join(root, 'data'), kvCacheBytes: 2 ** 20 });
     try {
-      const ids: number[] = [];
-      let reason = '';
-      for await (const e of engine.generate({ promptIds: [2, 40, 41, 42, 43], maxTokens: 12, temperature: 0, ignoreEos: true })) {
-        if (e.type === 'token') ids.push(e.tokenId);
-        if (e.type === 'finish') reason = e.reason;
-      }
+      const { ids, reason } = await greedyIds(engine, [2, 40, 41, 42, 43], 12);
       t.equal(ids.length, 12, `${weights}: 12 tokens`);
       t.equal(reason, 'length');
       t.ok(ids.every((id) => Number.isInteger(id) && id >= 0 && id < engine.vocabSize), `${weights}: ids in the vocabulary`);
