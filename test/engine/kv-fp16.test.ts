@@ -56,8 +56,8 @@ async function decodeLogprobs(exportDir: string, ids: readonly number[], roundPo
   }
 }
 
-// The golden fixtures' large random weights make them chaotic (see quantized.test.ts: rounding
-// their weights to fp16 moves log-probabilities by up to 0.53), so there the test pins
+// The golden fixtures' large random weights make them chaotic (rounding tiny-gemma2's matrices to
+// fp16 moves log-probabilities by up to 0.86: bench/fixture-fp16-sensitivity.ts), so there the test pins
 // exactness (the fp16-cache graph computes what the fp32-cache graph computes on K/V rounded
 // to fp16: measured bit-identical) and bounds the fidelity loosely. Measured (CPU,
 // onnxruntime-node 1.30): tiny-gemma2 max |Δ logprob| 0.091 (mean 0.0059), top-1 45/45;

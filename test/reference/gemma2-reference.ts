@@ -13,7 +13,8 @@
  */
 import { openCheckpoint } from '../../src/checkpoint/checkpoint.ts';
 import type { Gemma2Config } from '../../src/checkpoint/config.ts';
-import { readFloat32 } from '../../src/checkpoint/safetensors.ts';
+import { f16ToF32, readFloat32 } from '../../src/checkpoint/safetensors.ts';
+import { f32ToF16 } from '../../src/engine/export/weight-file.ts';
 import type { TensorEntry } from '../../src/checkpoint/safetensors.ts';
 
 interface LayerWeights {
@@ -124,6 +125,19 @@ export class Gemma2Reference {
     // inv_freq = 1 / theta^(arange(0, D, 2) / D), float32 like HF's `.float()` buffer.
     this.invFreq = new Float64Array(D / 2);
     for (let j = 0; j < D / 2; j++) this.invFreq[j] = Math.fround(1 / Math.fround(Math.pow(config.ropeTheta, Math.fround((2 * j) / D))));
+  }
+
+  /** Rounds every matrix (not the norm scales) to fp16 in place, as an fp16 export stores them. */
+  roundMatricesToF16(): void {
+    const seen = new Set<Float64Array>(); // the tied head may share the embedding's array
+    const round = (a: Float64Array): void => {
+      if (seen.has(a)) return;
+      seen.add(a);
+      for (let i = 0; i < a.length; i++) a[i] = f16ToF32(f32ToF16(a[i]!));
+    };
+    round(this.weights.embed);
+    round(this.weights.head);
+    for (const l of this.weights.layers) for (const m of [l.q, l.k, l.v, l.o, l.gate, l.up, l.down]) round(m);
   }
 
   /** Loads config and every tensor of an HF checkpoint directory (via openCheckpoint). */
