@@ -27,18 +27,29 @@ export interface KvCacheOptions {
   readonly numBlocks: Record<LayerKind, number>;
   /** Element type of the pools (default 'fp32'); must match the export's manifest. */
   readonly dtype?: KvDtype;
+  /**
+   * False: keep the block accounting only, with no host pools (a runner whose cache lives
+   * elsewhere, e.g. on the GPU, sizes and admits with it). Default true.
+   */
+  readonly allocatePools?: boolean;
+  /** A cap on one sequence's length below what the blocks hold (a runner with fixed-size slots). */
+  readonly maxSequenceTokens?: number;
+  /** Called when a sequence's blocks are released (finished, aborted or preempted). */
+  readonly onRelease?: (seq: SequenceCache) => void;
 }
 
 export class KvCache {
   readonly blockSize: number;
   readonly numBlocks: Record<LayerKind, number>;
   readonly dtype: KvDtype;
-  /** Per layer: [key, value] pools of that layer's kind. */
+  /** Per layer: [key, value] pools of that layer's kind (none when built with allocatePools false). */
   readonly pools: readonly (readonly [KvPool, KvPool])[];
   readonly layerKinds: readonly LayerKind[];
   /** Ring length of sliding layers, a whole number of blocks >= W. */
   readonly ringSlots: number;
   private readonly free: Record<LayerKind, number[]>;
+  private readonly onRelease: ((seq: SequenceCache) => void) | undefined;
+  private readonly lengthCap: number;
 
   constructor(readonly config: Gemma2Config, opts: KvCacheOptions) {
     this.blockSize = opts.blockSize;
@@ -48,7 +59,9 @@ export class KvCache {
     this.ringSlots = Math.ceil(config.slidingWindow / opts.blockSize) * opts.blockSize;
     const perBlock = config.numKvHeads * opts.blockSize * config.headDim;
     const pool = (n: number): KvPool => (this.dtype === 'fp16' ? new Uint16Array(n) : new Float32Array(n));
-    this.pools = this.layerKinds.map((k) => [pool(perBlock * this.numBlocks[k]), pool(perBlock * this.numBlocks[k])] as const);
+    this.pools = opts.allocatePools === false ? [] : this.layerKinds.map((k) => [pool(perBlock * this.numBlocks[k]), pool(perBlock * this.numBlocks[k])] as const);
+    this.onRelease = opts.onRelease;
+    this.lengthCap = opts.maxSequenceTokens ?? Infinity;
     this.free = { global: range(1, this.numBlocks.global), sliding: range(1, this.numBlocks.sliding) };
   }
 
@@ -92,12 +105,12 @@ export class KvCache {
   maxSequenceTokens(): number {
     const global = (this.numBlocks.global - 1) * this.blockSize;
     const slidingFits = this.numBlocks.sliding - 1 >= this.ringSlots / this.blockSize;
-    return slidingFits ? global : Math.min(global, (this.numBlocks.sliding - 1) * this.blockSize);
+    return Math.min(this.lengthCap, slidingFits ? global : Math.min(global, (this.numBlocks.sliding - 1) * this.blockSize));
   }
 
   /** Whether a sequence of `len` positions fits the pools at all (when nothing else is held). */
   fitsEmpty(len: number): boolean {
-    return LAYER_KINDS.every((k) => this.blocksNeeded(k, len) <= this.numBlocks[k] - 1);
+    return len <= this.lengthCap && LAYER_KINDS.every((k) => this.blocksNeeded(k, len) <= this.numBlocks[k] - 1);
   }
 
   /** Grows `seq` to hold `len` positions; false (and nothing taken) when a pool is short. */
@@ -116,6 +129,7 @@ export class KvCache {
       seq.blocks[k].length = 0;
     }
     seq.numCached = 0;
+    this.onRelease?.(seq);
   }
 
   numFreeBlocks(kind: LayerKind): number {

@@ -25,13 +25,18 @@ export async function createSession(modelPath: string, opts: SessionOptions): Pr
       intraOpNumThreads: opts.intraOpThreads ?? 0,
     });
   } catch (e) {
-    const msg = (e as Error).message;
-    if (opts.device === 'cuda') {
-      throw new EngineError(
-        `cannot start the CUDA execution provider (${msg}). Install onnxruntime-node's CUDA binaries on this host ` +
-        `(ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci, CUDA 12/13 and cuDNN 9 libraries on LD_LIBRARY_PATH), or use --device cpu.`,
-        'cuda_unavailable', 500, { cause: e });
-    }
-    throw new EngineError(`cannot load ${modelPath} into ONNX Runtime: ${msg}`, 'model_load_failed', 500, { cause: e });
+    throw sessionCreateError(opts.device, modelPath, e);
   }
+}
+
+/** What failing to create a session means to the user: a missing CUDA provider, or an unloadable model. */
+export function sessionCreateError(device: Device, modelPath: string, e: unknown): EngineError {
+  const msg = (e as Error).message;
+  if (device === 'cuda') {
+    return new EngineError(
+      `cannot start the CUDA execution provider (${msg}). Install onnxruntime-node's CUDA binaries on this host ` +
+      `(ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci, CUDA 12/13 and cuDNN 9 libraries on LD_LIBRARY_PATH), or use --device cpu.`,
+      'cuda_unavailable', 500, { cause: e });
+  }
+  return new EngineError(`cannot load ${modelPath} into ONNX Runtime: ${msg}`, 'model_load_failed', 500, { cause: e });
 }

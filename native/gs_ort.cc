@@ -1,0 +1,381 @@
+// gemma-serve's native runner: a small N-API addon over the ONNX Runtime C API.
+//
+// What the stock onnxruntime-node binding cannot do, this does through an IoBinding:
+// - tensors that stay where ONNX Runtime put them between runs ("buffers": memory of the
+//   session's device, CUDA memory under the CUDA provider), bound as inputs and outputs by
+//   name at a byte offset, so past and present KV caches can be one buffer updated in place;
+// - outputs written straight into caller-owned typed arrays (no copy into a fresh JS buffer).
+// It links against the libonnxruntime.so.1 that onnxruntime-node ships, so both share one
+// runtime (and one OrtEnv) in the process. Built by native/build.mjs at `npm ci`; optional.
+//
+// JS surface (src/engine/native/ort-native.ts types it):
+//   version() -> string
+//   createSession(path, device 'cpu'|'cuda', deviceId, intraOpThreads) -> session
+//   inputNames(session), outputNames(session) -> string[]
+//   allocate(session, bytes) -> buffer id (device memory of the session; zeroed on CPU)
+//   run(session, inputs, outputs): each an array of [name, onnxType, dims, data] where data is
+//     a TypedArray (host memory) or [bufferId, byteOffset]
+//   release(session)
+#include <node_api.h>
+
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "onnxruntime_c_api.h"
+
+namespace {
+
+const OrtApi* g_ort = nullptr;
+OrtEnv* g_env = nullptr;  // one per process, shared by every worker thread that loads the addon
+std::mutex g_init_mutex;
+
+struct Buffer {
+  void* ptr;
+  size_t bytes;
+};
+
+struct Session {
+  OrtSession* session = nullptr;
+  OrtIoBinding* binding = nullptr;
+  OrtMemoryInfo* cpu_info = nullptr;
+  OrtMemoryInfo* device_info = nullptr;
+  OrtAllocator* device_allocator = nullptr;
+  OrtRunOptions* run_options = nullptr;
+  bool cuda = false;
+  std::vector<Buffer> buffers;
+};
+
+// An error with ONNX Runtime's message, thrown into JS by the caller.
+struct Failure {
+  std::string message;
+};
+
+void Check(OrtStatus* status) {
+  if (status == nullptr) return;
+  std::string msg = g_ort->GetErrorMessage(status);
+  g_ort->ReleaseStatus(status);
+  throw Failure{msg};
+}
+
+void CheckNapi(napi_env env, napi_status status, const char* what) {
+  if (status != napi_ok) throw Failure{std::string("N-API call failed: ") + what};
+}
+
+size_t ElementBytes(int type) {
+  switch (type) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return 4;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return 2;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return 8;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return 4;
+    default: throw Failure{"unsupported tensor element type " + std::to_string(type)};
+  }
+}
+
+size_t TypedArrayElementBytes(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: return 1;
+    case napi_int16_array: case napi_uint16_array: return 2;
+    case napi_int32_array: case napi_uint32_array: case napi_float32_array: return 4;
+    default: return 8;
+  }
+}
+
+std::string GetString(napi_env env, napi_value v) {
+  size_t len = 0;
+  CheckNapi(env, napi_get_value_string_utf8(env, v, nullptr, 0, &len), "string length");
+  std::string s(len, '\0');
+  CheckNapi(env, napi_get_value_string_utf8(env, v, s.data(), len + 1, &len), "string");
+  return s;
+}
+
+int64_t GetInt(napi_env env, napi_value v) {
+  int64_t out = 0;
+  CheckNapi(env, napi_get_value_int64(env, v, &out), "integer");
+  return out;
+}
+
+napi_value Element(napi_env env, napi_value array, uint32_t i) {
+  napi_value out;
+  CheckNapi(env, napi_get_element(env, array, i, &out), "array element");
+  return out;
+}
+
+uint32_t Length(napi_env env, napi_value array) {
+  uint32_t n = 0;
+  CheckNapi(env, napi_get_array_length(env, array, &n), "array length");
+  return n;
+}
+
+std::vector<napi_value> Args(napi_env env, napi_callback_info info, size_t want) {
+  std::vector<napi_value> argv(want);
+  size_t argc = want;
+  CheckNapi(env, napi_get_cb_info(env, info, &argc, argv.data(), nullptr, nullptr), "arguments");
+  if (argc < want) throw Failure{"expected " + std::to_string(want) + " arguments"};
+  return argv;
+}
+
+Session* GetSession(napi_env env, napi_value v) {
+  void* p = nullptr;
+  CheckNapi(env, napi_get_value_external(env, v, &p), "session handle");
+  auto* s = static_cast<Session*>(p);
+  if (s->session == nullptr) throw Failure{"the session was released"};
+  return s;
+}
+
+void ReleaseSession(Session* s) {
+  if (s->session == nullptr) return;
+  for (auto& b : s->buffers) {
+    if (b.ptr != nullptr) s->device_allocator->Free(s->device_allocator, b.ptr);
+  }
+  s->buffers.clear();
+  if (s->binding) g_ort->ReleaseIoBinding(s->binding);
+  if (s->run_options) g_ort->ReleaseRunOptions(s->run_options);
+  if (s->device_allocator) g_ort->ReleaseAllocator(s->device_allocator);
+  if (s->device_info) g_ort->ReleaseMemoryInfo(s->device_info);
+  if (s->cpu_info) g_ort->ReleaseMemoryInfo(s->cpu_info);
+  g_ort->ReleaseSession(s->session);
+  s->session = nullptr;
+}
+
+template <typename F>
+napi_value Guard(napi_env env, F&& body) {
+  try {
+    return body();
+  } catch (const Failure& f) {
+    napi_throw_error(env, nullptr, f.message.c_str());
+    return nullptr;
+  }
+}
+
+napi_value Version(napi_env env, napi_callback_info) {
+  return Guard(env, [&] {
+    napi_value out;
+    CheckNapi(env, napi_create_string_utf8(env, OrtGetApiBase()->GetVersionString(), NAPI_AUTO_LENGTH, &out), "version");
+    return out;
+  });
+}
+
+napi_value CreateSession(napi_env env, napi_callback_info info) {
+  return Guard(env, [&] {
+    auto argv = Args(env, info, 4);
+    const std::string path = GetString(env, argv[0]);
+    const std::string device = GetString(env, argv[1]);
+    const int device_id = static_cast<int>(GetInt(env, argv[2]));
+    const int threads = static_cast<int>(GetInt(env, argv[3]));
+    if (device != "cpu" && device != "cuda") throw Failure{"unknown device " + device};
+
+    OrtSessionOptions* opts = nullptr;
+    Check(g_ort->CreateSessionOptions(&opts));
+    auto session = new Session();
+    try {
+      Check(g_ort->SetIntraOpNumThreads(opts, threads));
+      Check(g_ort->SetSessionGraphOptimizationLevel(opts, ORT_ENABLE_ALL));
+      if (device == "cuda") {
+        OrtCUDAProviderOptionsV2* cuda = nullptr;
+        Check(g_ort->CreateCUDAProviderOptions(&cuda));
+        const std::string id = std::to_string(device_id);
+        const char* keys[] = {"device_id"};
+        const char* values[] = {id.c_str()};
+        OrtStatus* st = g_ort->UpdateCUDAProviderOptions(cuda, keys, values, 1);
+        if (st == nullptr) st = g_ort->SessionOptionsAppendExecutionProvider_CUDA_V2(opts, cuda);
+        g_ort->ReleaseCUDAProviderOptions(cuda);
+        Check(st);
+        session->cuda = true;
+      }
+      Check(g_ort->CreateSession(g_env, path.c_str(), opts, &session->session));
+      g_ort->ReleaseSessionOptions(opts);
+      opts = nullptr;
+      Check(g_ort->CreateIoBinding(session->session, &session->binding));
+      Check(g_ort->CreateRunOptions(&session->run_options));
+      Check(g_ort->CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, &session->cpu_info));
+      if (session->cuda) {
+        Check(g_ort->CreateMemoryInfo("Cuda", OrtDeviceAllocator, device_id, OrtMemTypeDefault, &session->device_info));
+      } else {
+        Check(g_ort->CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, &session->device_info));
+      }
+      Check(g_ort->CreateAllocator(session->session, session->device_info, &session->device_allocator));
+    } catch (...) {
+      if (opts) g_ort->ReleaseSessionOptions(opts);
+      if (session->session) ReleaseSession(session);
+      delete session;
+      throw;
+    }
+    napi_value out;
+    CheckNapi(env, napi_create_external(env, session, [](napi_env, void* p, void*) {
+      auto* s = static_cast<Session*>(p);
+      ReleaseSession(s);
+      delete s;
+    }, nullptr, &out), "external");
+    return out;
+  });
+}
+
+napi_value Names(napi_env env, napi_callback_info info, bool inputs) {
+  auto argv = Args(env, info, 1);
+  Session* s = GetSession(env, argv[0]);
+  size_t n = 0;
+  Check(inputs ? g_ort->SessionGetInputCount(s->session, &n) : g_ort->SessionGetOutputCount(s->session, &n));
+  OrtAllocator* alloc = nullptr;
+  Check(g_ort->GetAllocatorWithDefaultOptions(&alloc));
+  napi_value out;
+  CheckNapi(env, napi_create_array_with_length(env, n, &out), "array");
+  for (size_t i = 0; i < n; i++) {
+    char* name = nullptr;
+    Check(inputs ? g_ort->SessionGetInputName(s->session, i, alloc, &name) : g_ort->SessionGetOutputName(s->session, i, alloc, &name));
+    napi_value v;
+    CheckNapi(env, napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &v), "name");
+    alloc->Free(alloc, name);
+    CheckNapi(env, napi_set_element(env, out, static_cast<uint32_t>(i), v), "set element");
+  }
+  return out;
+}
+
+napi_value InputNames(napi_env env, napi_callback_info info) {
+  return Guard(env, [&] { return Names(env, info, true); });
+}
+
+napi_value OutputNames(napi_env env, napi_callback_info info) {
+  return Guard(env, [&] { return Names(env, info, false); });
+}
+
+napi_value Allocate(napi_env env, napi_callback_info info) {
+  return Guard(env, [&] {
+    auto argv = Args(env, info, 2);
+    Session* s = GetSession(env, argv[0]);
+    const int64_t bytes = GetInt(env, argv[1]);
+    if (bytes <= 0) throw Failure{"allocate: bytes must be positive"};
+    void* ptr = nullptr;
+    Check(g_ort->AllocatorAlloc(s->device_allocator, static_cast<size_t>(bytes), &ptr));
+    if (ptr == nullptr) throw Failure{"allocate: out of device memory (" + std::to_string(bytes) + " bytes)"};
+    if (!s->cuda) std::memset(ptr, 0, static_cast<size_t>(bytes));
+    s->buffers.push_back({ptr, static_cast<size_t>(bytes)});
+    napi_value out;
+    CheckNapi(env, napi_create_uint32(env, static_cast<uint32_t>(s->buffers.size() - 1), &out), "id");
+    return out;
+  });
+}
+
+// One [name, type, dims, data] spec → an OrtValue over the caller's memory (never copied).
+OrtValue* MakeValue(napi_env env, Session* s, napi_value spec, std::string* name) {
+  *name = GetString(env, Element(env, spec, 0));
+  const int type = static_cast<int>(GetInt(env, Element(env, spec, 1)));
+  napi_value dims_v = Element(env, spec, 2);
+  std::vector<int64_t> dims(Length(env, dims_v));
+  size_t count = 1;
+  for (uint32_t i = 0; i < dims.size(); i++) {
+    dims[i] = GetInt(env, Element(env, dims_v, i));
+    if (dims[i] < 0) throw Failure{*name + ": negative dimension"};
+    count *= static_cast<size_t>(dims[i]);
+  }
+  const size_t need = count * ElementBytes(type);
+  napi_value data = Element(env, spec, 3);
+  bool is_typed = false;
+  CheckNapi(env, napi_is_typedarray(env, data, &is_typed), "is typed array");
+  void* ptr = nullptr;
+  size_t have = 0;
+  const OrtMemoryInfo* where = s->cpu_info;
+  if (is_typed) {
+    napi_typedarray_type t;
+    size_t length = 0;
+    napi_value ab;
+    size_t offset = 0;
+    CheckNapi(env, napi_get_typedarray_info(env, data, &t, &length, &ptr, &ab, &offset), "typed array");
+    have = length * TypedArrayElementBytes(t);
+  } else {
+    const int64_t id = GetInt(env, Element(env, data, 0));
+    const int64_t offset = GetInt(env, Element(env, data, 1));
+    if (id < 0 || static_cast<size_t>(id) >= s->buffers.size()) throw Failure{*name + ": unknown buffer " + std::to_string(id)};
+    const Buffer& b = s->buffers[static_cast<size_t>(id)];
+    if (offset < 0 || static_cast<size_t>(offset) > b.bytes) throw Failure{*name + ": offset outside the buffer"};
+    ptr = static_cast<char*>(b.ptr) + offset;
+    have = b.bytes - static_cast<size_t>(offset);
+    where = s->device_info;
+  }
+  if (have < need) {
+    throw Failure{*name + ": " + std::to_string(need) + " bytes needed for its shape, " + std::to_string(have) + " given"};
+  }
+  OrtValue* value = nullptr;
+  Check(g_ort->CreateTensorWithDataAsOrtValue(where, ptr, need, dims.data(), dims.size(),
+                                              static_cast<ONNXTensorElementDataType>(type), &value));
+  return value;
+}
+
+napi_value Run(napi_env env, napi_callback_info info) {
+  return Guard(env, [&] {
+    auto argv = Args(env, info, 3);
+    Session* s = GetSession(env, argv[0]);
+    std::vector<OrtValue*> values;
+    auto release = [&] {
+      g_ort->ClearBoundInputs(s->binding);
+      g_ort->ClearBoundOutputs(s->binding);
+      for (OrtValue* v : values) g_ort->ReleaseValue(v);
+    };
+    try {
+      for (int io = 0; io < 2; io++) {
+        napi_value specs = argv[1 + io];
+        const uint32_t n = Length(env, specs);
+        for (uint32_t i = 0; i < n; i++) {
+          std::string name;
+          OrtValue* v = MakeValue(env, s, Element(env, specs, i), &name);
+          values.push_back(v);
+          Check(io == 0 ? g_ort->BindInput(s->binding, name.c_str(), v) : g_ort->BindOutput(s->binding, name.c_str(), v));
+        }
+      }
+      Check(g_ort->RunWithBinding(s->session, s->run_options, s->binding));
+      Check(g_ort->SynchronizeBoundOutputs(s->binding));
+    } catch (...) {
+      release();
+      throw;
+    }
+    release();
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    return undefined;
+  });
+}
+
+napi_value Release(napi_env env, napi_callback_info info) {
+  return Guard(env, [&] {
+    auto argv = Args(env, info, 1);
+    void* p = nullptr;
+    CheckNapi(env, napi_get_value_external(env, argv[0], &p), "session handle");
+    ReleaseSession(static_cast<Session*>(p));
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    return undefined;
+  });
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  std::lock_guard<std::mutex> lock(g_init_mutex);
+  g_ort = OrtGetApiBase()->GetApi(ORT_API_VERSION);
+  if (g_ort == nullptr) {
+    napi_throw_error(env, nullptr, "libonnxruntime does not provide the C API version this addon was built for");
+    return nullptr;
+  }
+  if (g_env == nullptr) {
+    OrtStatus* st = g_ort->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "gemma-serve", &g_env);
+    if (st != nullptr) {
+      napi_throw_error(env, nullptr, g_ort->GetErrorMessage(st));
+      g_ort->ReleaseStatus(st);
+      return nullptr;
+    }
+  }
+  const napi_property_descriptor props[] = {
+      {"version", nullptr, Version, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"createSession", nullptr, CreateSession, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"inputNames", nullptr, InputNames, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"outputNames", nullptr, OutputNames, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"allocate", nullptr, Allocate, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"run", nullptr, Run, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
