@@ -27,6 +27,8 @@ RUN groupadd --system --gid 10001 gemma \
 
 FROM ${CUDA_IMAGE} AS runtime-cuda
 COPY --from=node /usr/local/bin/node /usr/local/bin/node
+# Node's headers, for the native runner's build in the deps stage.
+COPY --from=node /usr/local/include/node /usr/local/include/node
 COPY --from=node /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/npm
 RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \
  && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx \
@@ -39,6 +41,11 @@ FROM runtime-${DEVICE} AS deps
 ARG DEVICE
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
+# The postinstall builds the native runner (native/, build/gs_ort.node) with g++ against Node's
+# headers and onnxruntime-node's libonnxruntime; --device cuda needs it (its KV cache stays on the
+# GPU through an IoBinding), so the CUDA image checks it built.
+COPY native ./native
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 # .npmrc skips onnxruntime-node's download of the CUDA binaries (CPU binaries ship in the
 # package). For DEVICE=cuda, ONNXRUNTIME_NODE_INSTALL=cuda12 (which its install script reads
 # before the npm config) fetches the CUDA 12 execution provider from NuGet; running the
@@ -49,7 +56,9 @@ RUN set -eux; \
     if [ "$DEVICE" = cuda ]; then \
       node node_modules/onnxruntime-node/script/install.js; \
       test -f node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxruntime_providers_cuda.so; \
+      node native/build.mjs --strict; \
     fi; \
+    mkdir -p build; \
     npm cache clean --force
 
 # ---- runtime ----
@@ -66,6 +75,7 @@ ENV NODE_ENV=production \
     GEMMA_SERVE_DATA_DIR=/data \
     GEMMA_SERVE_DEVICE=${DEVICE}
 COPY --from=deps --chown=root:root /app/node_modules ./node_modules
+COPY --from=deps --chown=root:root /app/build ./build
 COPY --chown=root:root package.json tsconfig.json ./
 COPY --chown=root:root bin ./bin
 COPY --chown=root:root src ./src
