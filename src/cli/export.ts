@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parameterCount, parseGemma2Config, SHAPES } from '../checkpoint/config.ts';
 import { exportCheckpoint, MODEL_FILE, shapeOnlyExport, WEIGHT_FORMATS, type WeightFormat } from '../engine/export/export.ts';
-import { KV_DTYPES, type KvDtype } from '../engine/graph-io.ts';
+import { ATTENTION_LAYOUTS, KV_DTYPES, type AttentionLayout, type KvDtype } from '../engine/graph-io.ts';
 import { UsageError, parseFlags } from './usage.ts';
 
 export async function exportCommand(argv: string[]): Promise<number> {
@@ -18,6 +18,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
     dtype: { type: 'string' },
     weights: { type: 'string' },
     'kv-dtype': { type: 'string' },
+    attention: { type: 'string' },
   });
   const out = values.out;
   if (out === undefined) throw new UsageError('export: --out is required');
@@ -25,8 +26,10 @@ export async function exportCommand(argv: string[]): Promise<number> {
   if (!WEIGHT_FORMATS.includes(weights)) throw new UsageError(`export: --weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(values.weights)}`);
   const dtype = values.dtype ?? 'fp32';
   if (dtype !== 'fp32' && dtype !== 'fp16') throw new UsageError(`export: --dtype must be fp32 or fp16, got ${JSON.stringify(dtype)}`);
-  const kvDtype = (values['kv-dtype'] ?? 'fp32') as KvDtype;
-  if (!KV_DTYPES.includes(kvDtype)) throw new UsageError(`export: --kv-dtype must be one of ${KV_DTYPES.join(', ')}, got ${JSON.stringify(values['kv-dtype'])}`);
+  const kvDtype = values['kv-dtype'] as KvDtype | undefined;
+  if (kvDtype !== undefined && !KV_DTYPES.includes(kvDtype)) throw new UsageError(`export: --kv-dtype must be one of ${KV_DTYPES.join(', ')}, got ${JSON.stringify(kvDtype)}`);
+  const attention = (values.attention ?? 'paged') as AttentionLayout;
+  if (!ATTENTION_LAYOUTS.includes(attention)) throw new UsageError(`export: --attention must be one of ${ATTENTION_LAYOUTS.join(', ')}, got ${JSON.stringify(values.attention)}`);
   if (weights !== 'fp32' && values.dtype !== undefined) throw new UsageError(`export: --dtype applies to unquantized weights only (--weights ${weights} keeps norms and scales fp32)`);
 
   if (values.shape !== undefined || values['no-weights']) {
@@ -37,7 +40,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
     if (!Object.hasOwn(SHAPES, shape)) throw new UsageError(`export: --shape must be one of ${Object.keys(SHAPES).join(', ')}, got ${JSON.stringify(shape)}`);
     const t0 = performance.now();
     const config = parseGemma2Config(SHAPES[shape as keyof typeof SHAPES], `<shape ${shape}>`);
-    const { graph, weightBytes } = shapeOnlyExport(config, { dtype, weights, kvDtype });
+    const { graph, weightBytes, kvDtype: graphKvDtype } = shapeOnlyExport(config, { dtype, weights, kvDtype, attention });
     const bytes = graph.encode('gemma2', { exporter: 'gemma-serve', shapeOnly: 'true' });
     mkdirSync(out, { recursive: true });
     const modelPath = join(out, MODEL_FILE);
@@ -49,7 +52,8 @@ export async function exportCommand(argv: string[]): Promise<number> {
       modelBytes: bytes.byteLength,
       dataBytes: 0,
       weightFormat: weights,
-      kvDtype,
+      kvDtype: graphKvDtype,
+      attention,
       // What model.onnx.data would hold at this --weights / --dtype (before page alignment).
       weightBytes,
       numParameters: parameterCount(config),
@@ -61,13 +65,14 @@ export async function exportCommand(argv: string[]): Promise<number> {
 
   const checkpointDir = values.checkpoint;
   if (checkpointDir === undefined) throw new UsageError('export: --checkpoint DIR (or --shape S --no-weights) is required');
-  const result = exportCheckpoint({ checkpointDir, outDir: out, dtype, weights, kvDtype });
+  const result = exportCheckpoint({ checkpointDir, outDir: out, dtype, weights, kvDtype, attention });
   process.stdout.write(`${JSON.stringify({
     modelPath: result.modelPath,
     checkpoint: checkpointDir,
     weightFormat: weights,
     weightDtype: result.manifest.weightDtype,
-    kvDtype,
+    kvDtype: result.manifest.kvDtype,
+    attention,
     dataBytes: result.dataBytes,
     numParameters: result.manifest.numParameters,
     seconds: round3(result.seconds),

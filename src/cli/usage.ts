@@ -39,10 +39,14 @@ commands:
   make-random  --shape tiny|2b|9b|27b --seed N --dtype f32|bf16 --out DIR [--set key=value ...]
                Write a random-weight Gemma 2 checkpoint (Hugging Face layout).
   export       --checkpoint DIR --out DIR [--dtype fp32|fp16] [--weights fp32|int8|int4] [--kv-dtype fp32|fp16]
+               [--attention paged|gqa]
                Export a checkpoint to model.onnx + model.onnx.data + manifest.json.
                --weights int8|int4: blockwise (32) symmetric quantization of every matrix.
                --kv-dtype fp16: the graph takes an fp16 KV cache (half the bytes per token).
-  export       --shape tiny|2b|9b|27b --no-weights --out DIR [--weights ...] [--dtype ...] [--kv-dtype ...]
+               --attention gqa: GroupQueryAttention over a per-sequence cache updated in place
+               (for the native runner, GPUs); it computes in --dtype (fp16: matrices, attention
+               and cache in fp16, norms and residuals fp32), which is also the cache's dtype.
+  export       --shape tiny|2b|9b|27b --no-weights --out DIR [--weights ...] [--dtype ...] [--kv-dtype ...] [--attention ...]
                Write model.onnx with shape-only initializers (no weight data); prints the
                bytes the weights would take (weightBytes).
   score        --model DIR --ids 2,651,1234 [--top K] [--device cpu|cuda]

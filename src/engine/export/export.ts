@@ -8,9 +8,10 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, 
 import { join } from 'node:path';
 import { openCheckpoint } from '../../checkpoint/checkpoint.ts';
 import { parseGemma2Config, parameterCount, type Gemma2Config, type RawGemma2Config } from '../../checkpoint/config.ts';
-import { CheckpointError } from '../../errors.ts';
-import { GRAPH_IO_VERSION, KV_DTYPES, type KvDtype } from '../graph-io.ts';
-import { buildGemma2Graph, QUANT_ACCURACY_LEVEL, type GraphWeights, type QuantizedWeight } from './gemma2-graph.ts';
+import { CheckpointError, ConfigError } from '../../errors.ts';
+import { ATTENTION_LAYOUTS, GRAPH_IO_VERSION, KV_DTYPES, type AttentionLayout, type KvDtype } from '../graph-io.ts';
+import { QUANT_ACCURACY_LEVEL, type GraphWeights, type QuantizedWeight } from './gemma2-blocks.ts';
+import { buildGemma2Graph, type GraphOptions } from './gemma2-graph.ts';
 import { DType, type ExternalRef, type GraphBuilder } from './onnx-builder.ts';
 import { QUANT_BLOCK_SIZE, quantLayout, quantizedBytes, type QuantBits, type QuantLayout } from './quantize.ts';
 import { WeightFile, type WeightDtype } from './weight-file.ts';
@@ -48,8 +49,10 @@ export interface Manifest {
   readonly weightDtype: WeightDtype;
   /** Absent in an unquantized export. */
   readonly quantization?: QuantizationInfo;
-  /** Element type of the KV cache pools the graph takes (`--kv-dtype`); absent means fp32. */
+  /** Element type of the KV cache the graph takes (`--kv-dtype`; in 'gqa' the compute dtype); absent means fp32. */
   readonly kvDtype?: KvDtype;
+  /** The graph's attention layout (`--attention`, graph-io.ts); absent means 'paged'. */
+  readonly attention?: AttentionLayout;
   /** The checkpoint's config.json, verbatim. */
   readonly config: RawGemma2Config;
   readonly numParameters: number;
@@ -66,13 +69,36 @@ export interface ExportOptions {
   readonly weights?: WeightFormat;
   /** MatMulNBits accuracy_level of a quantized export (default 4; 0 = float math, for exactness tests). */
   readonly accuracyLevel?: number;
-  /** KV cache pool dtype the graph takes (default 'fp32'). */
+  /** KV cache pool dtype the graph takes (default 'fp32'; in 'gqa', implied by the compute dtype). */
   readonly kvDtype?: KvDtype;
+  /** Attention layout (default 'paged'). */
+  readonly attention?: AttentionLayout;
 }
 
 /** The KV cache dtype of an export (manifests written before the field existed: fp32). */
 export function manifestKvDtype(m: Manifest): KvDtype {
   return m.kvDtype ?? 'fp32';
+}
+
+/** The attention layout of an export (manifests written before the field existed: paged). */
+export function manifestAttention(m: Manifest): AttentionLayout {
+  return m.attention ?? 'paged';
+}
+
+/**
+ * The graph options of an export, its combinations checked. 'gqa' computes in the weight dtype
+ * `dtype` (--dtype; fp16 in a quantized export) and keeps its cache in it: a --kv-dtype that
+ * differs cannot apply.
+ */
+function graphOptions(attention: AttentionLayout | undefined, kvDtype: KvDtype | undefined, dtype: WeightDtype, bits: QuantBits | null): Required<GraphOptions> {
+  const layout = attention ?? 'paged';
+  if (!ATTENTION_LAYOUTS.includes(layout)) throw new ConfigError(`attention must be one of ${ATTENTION_LAYOUTS.join(', ')}, got ${JSON.stringify(attention)}`, 'attention');
+  if (layout === 'paged') return { attention: layout, kvDtype: kvDtype ?? 'fp32' };
+  if (bits !== null) throw new ConfigError(`--attention gqa with --weights int${bits} is not supported yet`, 'weights');
+  if (kvDtype !== undefined && kvDtype !== dtype) {
+    throw new ConfigError(`--attention gqa keeps the KV cache in the compute dtype, ${dtype} (${bits === null ? '--dtype' : `--weights int${bits} computes in fp16`}): --kv-dtype ${kvDtype} cannot apply; leave --kv-dtype out`, 'kv-dtype');
+  }
+  return { attention: layout, kvDtype: dtype };
 }
 
 function quantBits(weights: WeightFormat): QuantBits | null {
@@ -117,6 +143,9 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
   // a whole number of blocks: it is stored fp16.
   const dtype = bits === null ? opts.dtype ?? 'fp32' : 'fp16';
   const accuracyLevel = opts.accuracyLevel ?? QUANT_ACCURACY_LEVEL;
+  const graphOpts = graphOptions(opts.attention, opts.kvDtype, dtype, bits);
+  // fp16 matrices are cast to float32 at load, except where the graph computes in fp16 (gqa).
+  const castToFloat = !(graphOpts.attention === 'gqa' && graphOpts.kvDtype === 'fp16');
   const ckpt = openCheckpoint(opts.checkpointDir);
   const tmp = `${opts.outDir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
@@ -137,7 +166,7 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
         const ref = data.append(entry, tdtype, transform === 'plus-one');
         const name = transform === 'plus-one' ? `${hfName}.plus_one` : hfName;
         let out = g.externalInitializer(name, tdtype === 'fp16' ? DType.FLOAT16 : DType.FLOAT, entry.shape, ref);
-        if (tdtype === 'fp16') out = g.op1('Cast', `/weights/${hfName}/Cast`, [out], { to: DType.FLOAT });
+        if (tdtype === 'fp16' && castToFloat) out = g.op1('Cast', `/weights/${hfName}/Cast`, [out], { to: DType.FLOAT });
         names.set(key, out);
         return out;
       },
@@ -156,8 +185,7 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
         return q;
       };
     }
-    const kvDtype = opts.kvDtype ?? 'fp32';
-    const graph = buildGemma2Graph(ckpt.config, weights, { kvDtype });
+    const graph = buildGemma2Graph(ckpt.config, weights, graphOpts);
     data.close();
     writeFileSync(join(tmp, MODEL_FILE), graph.encode('gemma2', { exporter: 'gemma-serve' }));
     const manifest: Manifest = {
@@ -166,7 +194,8 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
       graphIoVersion: GRAPH_IO_VERSION,
       weightDtype: dtype,
       ...(bits === null ? {} : { quantization: { bits, blockSize: QUANT_BLOCK_SIZE, scheme: 'symmetric' as const, accuracyLevel } }),
-      kvDtype,
+      kvDtype: graphOpts.kvDtype,
+      attention: graphOpts.attention,
       config: JSON.parse(readFileSync(join(ckpt.dir, 'config.json'), 'utf8')) as RawGemma2Config,
       numParameters: parameterCount(ckpt.config),
       sourceFingerprint: checkpointFingerprint(ckpt.dir),
@@ -195,9 +224,12 @@ export function buildShapeOnlyGraph(config: Gemma2Config, untiedHead = false): G
  * The shape-only graph of a config at a weight format, and the bytes its weights would take
  * in `model.onnx.data` (before page alignment): the size of a real export without writing it.
  */
-export function shapeOnlyExport(config: Gemma2Config, opts: { untiedHead?: boolean; dtype?: WeightDtype; weights?: WeightFormat; kvDtype?: KvDtype } = {}): { graph: GraphBuilder; weightBytes: number } {
+export function shapeOnlyExport(config: Gemma2Config, opts: { untiedHead?: boolean; dtype?: WeightDtype; weights?: WeightFormat; kvDtype?: KvDtype; attention?: AttentionLayout } = {}): { graph: GraphBuilder; weightBytes: number; kvDtype: KvDtype } {
   const bits = quantBits(opts.weights ?? 'fp32');
   const floatBytes = bits === null && opts.dtype === 'fp16' ? 2 : bits === null ? 4 : 2;
+  const graphOpts = graphOptions(opts.attention, opts.kvDtype, floatBytes === 2 ? 'fp16' : 'fp32', bits);
+  // Matrices are declared float32 (what the graph computes with), float16 in an fp16-compute gqa graph.
+  const matrixType = graphOpts.attention === 'gqa' && graphOpts.kvDtype === 'fp16' ? DType.FLOAT16 : DType.FLOAT;
   const declared = new Map<string, string>();
   const quantized = new Map<string, QuantizedWeight>();
   let weightBytes = 0;
@@ -208,7 +240,7 @@ export function shapeOnlyExport(config: Gemma2Config, opts: { untiedHead?: boole
       const hit = declared.get(key);
       if (hit) return hit;
       const dims = shapeOf(config, hfName);
-      const name = g.emptyInitializer(transform === 'plus-one' ? `${hfName}.plus_one` : hfName, DType.FLOAT, dims);
+      const name = g.emptyInitializer(transform === 'plus-one' ? `${hfName}.plus_one` : hfName, transform === 'plus-one' ? DType.FLOAT : matrixType, dims);
       weightBytes += dims.reduce((a, b) => a * b, 1) * (transform === 'plus-one' ? 4 : floatBytes);
       declared.set(key, name);
       return name;
@@ -226,7 +258,7 @@ export function shapeOnlyExport(config: Gemma2Config, opts: { untiedHead?: boole
       return q;
     };
   }
-  return { graph: buildGemma2Graph(config, weights, { kvDtype: opts.kvDtype ?? 'fp32' }), weightBytes };
+  return { graph: buildGemma2Graph(config, weights, graphOpts), weightBytes, kvDtype: graphOpts.kvDtype };
 }
 
 function shapeOf(config: Gemma2Config, hfName: string): readonly number[] {
@@ -275,6 +307,7 @@ export function readManifest(dir: string): { manifest: Manifest; config: Gemma2C
     throw new CheckpointError(`${path}: exported by another gemma-serve version (exporter ${m.exporterVersion}, graph io ${m.graphIoVersion}; this one needs ${EXPORTER_VERSION}/${GRAPH_IO_VERSION}): export the checkpoint again`);
   }
   if (m.kvDtype !== undefined && !KV_DTYPES.includes(m.kvDtype)) throw new CheckpointError(`${path}: kvDtype is ${JSON.stringify(m.kvDtype)}, expected one of ${KV_DTYPES.join(', ')}`);
+  if (m.attention !== undefined && !ATTENTION_LAYOUTS.includes(m.attention)) throw new CheckpointError(`${path}: attention is ${JSON.stringify(m.attention)}, expected one of ${ATTENTION_LAYOUTS.join(', ')}`);
   if (!existsSync(join(dir, MODEL_FILE))) throw new CheckpointError(`${dir}: ${MODEL_FILE} is missing`);
   return { manifest: m, config: parseGemma2Config(m.config, path) };
 }

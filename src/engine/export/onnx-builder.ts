@@ -10,7 +10,7 @@ import type { onnx as P } from 'onnx-proto';
 const { onnx } = onnxProto;
 
 /** ONNX TensorProto.DataType values used here. */
-export const DType = { FLOAT: 1, UINT8: 2, INT64: 7, BOOL: 9, FLOAT16: 10 } as const;
+export const DType = { FLOAT: 1, UINT8: 2, INT32: 6, INT64: 7, BOOL: 9, FLOAT16: 10 } as const;
 export type DTypeValue = (typeof DType)[keyof typeof DType];
 
 /** number → INT, number[] → INTS, string → STRING, {f} → FLOAT (explicit: 1.0 is a float). */
@@ -32,10 +32,13 @@ export class GraphBuilder {
   private readonly usedNames = new Set<string>();
   private readonly constCache = new Map<string, string>();
 
-  /** Adds a node; returns its output names (`numOutputs` of them, named after the node). */
-  op(opType: string, name: string, inputs: readonly string[], attrs: Record<string, AttrValue> = {}, numOutputs = 1, domain = ''): string[] {
+  /**
+   * Adds a node; returns its output names (`numOutputs` of them, named after the node, except
+   * where `outputNames` gives one: a graph output the node must produce itself, see namedOutput).
+   */
+  op(opType: string, name: string, inputs: readonly string[], attrs: Record<string, AttrValue> = {}, numOutputs = 1, domain = '', outputNames: readonly (string | null)[] = []): string[] {
     const nodeName = this.unique(name);
-    const outs = Array.from({ length: numOutputs }, (_, i) => `${nodeName}/output_${i}`);
+    const outs = Array.from({ length: numOutputs }, (_, i) => outputNames[i] ?? `${nodeName}/output_${i}`);
     this.nodes.push({
       opType, name: nodeName, domain, input: [...inputs], output: outs,
       attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
@@ -51,6 +54,15 @@ export class GraphBuilder {
   /** Renames a value to a graph output name by an Identity node and declares it. */
   output(value: string, name: string, dtype: DTypeValue, dims: readonly Dim[]): void {
     this.nodes.push({ opType: 'Identity', name: this.unique(`/output/${name}`), input: [value], output: [name] });
+    this.outputs.push(valueInfo(name, dtype, dims));
+  }
+
+  /**
+   * Declares a value a node already produces under `name` (see `op`'s outputNames) as a graph
+   * output, with no Identity in between: for a kernel that updates an output in place when the
+   * caller binds it to the same memory as an input (GroupQueryAttention's present KV).
+   */
+  namedOutput(name: string, dtype: DTypeValue, dims: readonly Dim[]): void {
     this.outputs.push(valueInfo(name, dtype, dims));
   }
 
