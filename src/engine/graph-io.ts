@@ -65,9 +65,11 @@ export const ATTENTION_LAYOUTS: readonly AttentionLayout[] = ['paged', 'gqa'];
  *                                       at positions 0 .. c_b - 1; later positions are not read
  * Outputs:
  * - `logits`           float32 [N, V]   final soft-capped logits (the cap computed in fp32)
- * - `present.{l}.key|value` T [B, numKvHeads, cache_len, headDim]: past with the new K/V written at
- *                                       c_b .. c_b + S - 1; the GQA node's own outputs (no Identity
- *                                       between), so a runner can bind them to past's memory
+ * - `present.{l}.key|value` T [B, numKvHeads, cache_len, headDim]: past's positions 0 .. c_b - 1,
+ *                                       the new K (rotated) / V at c_b .. c_b + S - 1, and beyond
+ *                                       that past's contents when shared, zeros otherwise. The GQA
+ *                                       node's own outputs (no Identity between), so a runner can
+ *                                       bind them to past's memory
  *
  * Run shapes:
  * - decode: S = 1, any B, rows at different c_b (seqlens_k[b] = c_b);
@@ -82,19 +84,20 @@ export const ATTENTION_LAYOUTS: readonly AttentionLayout[] = ['paged', 'gqa'];
  *   Otherwise S > 1 needs B = 1 ("subsequent prompt"), else S must be 1 (token generation).
  *   Row b: total_b = seqlens_k[b] + 1, past_b = total_b - S; query s sees keys 0 .. past_b + s.
  * - present's length is max(total_sequence_length, past's cache_len): total_sequence_length <= cache_len
- *   keeps it equal to past's, which sharing one buffer needs. Newer builds also reject
- *   past_b > cache_len.
+ *   keeps it equal to past's, which sharing one buffer needs. (Newer ORT sources also reject
+ *   past_b > cache_len.)
  * - local_window_size W (sliding layers; -1 on global ones): the query at i sees keys i - W < j <= i,
  *   W keys counting itself, Gemma's window (since ORT 1.23, PR #25927 "Fix Local Attention off
- *   by 1 bug"; CUDA hands W - 1 to flash attention's window_size_left: the same W keys). With a
- *   linear cache a sliding layer still stores every position: cache_len bounds every layer.
+ *   by 1 bug"; CUDA hands W - 1 to flash attention's window_size_left: the same W keys). On this
+ *   CPU build W is exact and W +- 1 moves the fixtures' log-probabilities by ~29 (gqa-graph.test.ts).
+ *   With a linear cache a sliding layer still stores every position: cache_len bounds every layer.
  * - softcap c: scores = c * tanh(scale * q.k / c), before the causal/window mask, then softmax;
  *   scale = query_pre_attn_scalar^-0.5; query head h reads kv head floor(h / (num_heads / kv_num_heads)).
  * - past_present_share_buffer: when present.{l}.key is the same memory as past.{l}.key (and the value
  *   pair likewise: CUDA enforces both or neither), GQA writes only the new rows, in place; else it
  *   zero-fills present and copies past's first past_b rows into it (the stock Node binding, which
  *   allocates outputs: correct, a full cache copy per layer per run). CUDA's flash decode path
- *   needs the shared buffer.
+ *   (S = 1, not a first prompt) needs the shared buffer and reads seqlens_k as the past lengths.
  * - CUDA registers float16 and bfloat16 kernels only (no float32: an fp32 gqa export is for CPU
  *   checks); it reads total_sequence_length on the host (a CPU input) and seqlens_k on the device.
  */
