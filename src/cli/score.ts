@@ -5,7 +5,7 @@
  * is compared with Hugging Face, and how the numerics are checked.
  */
 import { resolveModel, defaultDataDir } from '../engine/resolve-model.ts';
-import { ModelRunner } from '../engine/model-runner.ts';
+import { loadRunner } from '../engine/runner.ts';
 import { logSoftmax, topLogprobs } from '../engine/logprobs.ts';
 import { UsageError, parseFlags } from './usage.ts';
 import { InvalidRequestError } from '../errors.ts';
@@ -25,8 +25,8 @@ export async function score(argv: string[]): Promise<number> {
   if (!Number.isInteger(top) || top < 0) throw new UsageError('score: --top must be a non-negative integer (0 = whole vocabulary)');
   if (values.device !== 'cpu' && values.device !== 'cuda') throw new UsageError('score: --device must be cpu or cuda');
 
-  const dir = resolveModel(values.model, defaultDataDir());
-  const runner = await ModelRunner.load(dir, { device: values.device, kvCacheTokens: ids.length });
+  const dir = resolveModel(values.model, defaultDataDir(), undefined, values.device);
+  const runner = await loadRunner(dir, { device: values.device, kvCacheTokens: ids.length });
   try {
     const { vocabSize, maxPositions } = runner.config;
     const bad = ids.find((v) => v >= vocabSize);

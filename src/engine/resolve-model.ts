@@ -4,7 +4,8 @@
  * `<cacheRoot>/exports/<sha1(abs path + fingerprint)>` (`-kv-fp16` appended for an fp16 KV
  * cache, so both exports of one checkpoint coexist) and reused while the checkpoint's files
  * are unchanged. The KV cache dtype is a property of an export: asking for another one than
- * an exported directory was made with is refused.
+ * an exported directory was made with is refused. For `--device cuda` a checkpoint is exported
+ * in the 'gqa' layout with fp16 compute (`-gqa-fp16`): the graph whose KV cache stays on the GPU.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -13,6 +14,7 @@ import { isCheckpointDir } from '../checkpoint/checkpoint.ts';
 import { CheckpointError, ConfigError } from '../errors.ts';
 import { checkpointFingerprint, exportCheckpoint, manifestKvDtype, MANIFEST_FILE, readManifest } from './export/export.ts';
 import type { KvDtype } from './graph-io.ts';
+import type { Device } from './session.ts';
 
 /** `$GEMMA_SERVE_DATA_DIR`, else `./.data`. */
 export function defaultDataDir(): string {
@@ -20,7 +22,7 @@ export function defaultDataDir(): string {
 }
 
 /** `kvDtype`: the KV cache dtype asked for (`--kv-dtype`); absent: an export's own, fp32 for a checkpoint. */
-export function resolveModel(dir: string, cacheRoot: string = defaultDataDir(), kvDtype?: KvDtype): string {
+export function resolveModel(dir: string, cacheRoot: string = defaultDataDir(), kvDtype?: KvDtype, device: Device = 'cpu'): string {
   if (!existsSync(dir)) throw new CheckpointError(`${dir}: no such directory`);
   if (existsSync(join(dir, MANIFEST_FILE))) {
     const has = manifestKvDtype(readManifest(dir).manifest);
@@ -34,6 +36,15 @@ export function resolveModel(dir: string, cacheRoot: string = defaultDataDir(), 
   }
   const abs = resolve(dir);
   const key = createHash('sha1').update(`${abs}\n${checkpointFingerprint(abs)}`).digest('hex');
+  if (device === 'cuda') {
+    if (kvDtype === 'fp32') throw new ConfigError(`--device cuda keeps the KV cache in fp16 (CUDA's GroupQueryAttention has no fp32 kernel): drop --kv-dtype fp32`, 'kv-dtype');
+    const out = join(cacheRoot, 'exports', `${key}-gqa-fp16`);
+    if (!existsSync(join(out, MANIFEST_FILE))) {
+      mkdirSync(join(cacheRoot, 'exports'), { recursive: true });
+      exportCheckpoint({ checkpointDir: abs, outDir: out, attention: 'gqa', dtype: 'fp16' });
+    }
+    return out;
+  }
   const out = join(cacheRoot, 'exports', kvDtype === 'fp16' ? `${key}-kv-fp16` : key);
   if (existsSync(join(out, MANIFEST_FILE))) return out;
   mkdirSync(join(cacheRoot, 'exports'), { recursive: true });

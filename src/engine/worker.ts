@@ -10,7 +10,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { logSoftmax, topLogprobs } from './logprobs.ts';
 import { processLogits, sampleProcessed, TokenHistory, type SamplingParams } from './sampling.ts';
-import { ModelRunner } from './model-runner.ts';
+import { loadRunner, type StepRunner } from './runner.ts';
 import { ScriptedRunner } from './scripted-runner.ts';
 import { Scheduler, DEFAULT_MAX_NUM_BATCHED_TOKENS } from '../scheduler/scheduler.ts';
 import type { PlannedRow, Sequence, SchedulerStats } from '../scheduler/types.ts';
@@ -100,17 +100,19 @@ async function main(): Promise<void> {
   if (port === null) throw new Error('worker.ts must run in a worker thread');
   const init = workerData as WorkerInit;
   const send = (m: FromWorker): void => port.postMessage(m);
-  let runner: Pick<ModelRunner, 'cache' | 'step' | 'release'>;
+  let runner: StepRunner;
   try {
     runner = init.script !== undefined
       ? ScriptedRunner.load(init.exportDir, init.script, init.kvCacheBytes)
-      : await ModelRunner.load(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes, blockSize: init.blockSize, maxNumSeqs: init.maxNumSeqs, intraOpThreads: init.threads });
+      : await loadRunner(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes, blockSize: init.blockSize, maxNumSeqs: init.maxNumSeqs, intraOpThreads: init.threads });
   } catch (e) {
     send({ type: 'error', id: null, message: (e as Error).message });
     return;
   }
   const maxNumBatchedTokens = Math.max(init.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS, init.maxNumSeqs);
-  const scheduler = new Scheduler(runner.cache, { maxNumSeqs: init.maxNumSeqs, maxNumBatchedTokens });
+  // A runner with fixed cache slots (the device-resident one) runs at most that many sequences at once.
+  const maxNumSeqs = Math.min(init.maxNumSeqs, runner.maxRunning ?? Infinity);
+  const scheduler = new Scheduler(runner.cache, { maxNumSeqs, maxNumBatchedTokens });
   const gens = new Map<number, Generation>();
   const aborted = new Set<number>();
   let closing = false;

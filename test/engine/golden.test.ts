@@ -1,11 +1,13 @@
-// The exported graph, run by ONNX Runtime through the paged KV cache, reproduces the golden
-// log-probabilities of an independent float64 Gemma 2 and its greedy continuation.
+// The exported graph reproduces the golden log-probabilities of an independent float64 Gemma 2
+// and its greedy continuation, in both attention layouts: 'paged' (the stock binding over host
+// block pools) and 'gqa' (GroupQueryAttention over a cache updated in place in the native
+// runner's buffers, the layout --device cuda serves).
 import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportCheckpoint } from '../../src/engine/export/export.ts';
-import { ModelRunner } from '../../src/engine/model-runner.ts';
+import { loadRunner } from '../../src/engine/runner.ts';
 import { argmax, logSoftmax } from '../../src/engine/logprobs.ts';
 
 interface Golden {
@@ -15,14 +17,15 @@ interface Golden {
 
 const fixturesDir = join(import.meta.dirname, '..', 'fixtures');
 
-for (const name of ['tiny-gemma2', 'tiny-gemma2-bf16-mqa']) {
-  t.test(name, async (t) => {
+for (const [name, attention] of [['tiny-gemma2', 'paged'], ['tiny-gemma2-bf16-mqa', 'paged'], ['tiny-gemma2', 'gqa'], ['tiny-gemma2-bf16-mqa', 'gqa']] as const) {
+  t.test(`${name}, ${attention} attention`, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'gs-golden-'));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-    exportCheckpoint({ checkpointDir: join(fixturesDir, name), outDir: join(dir, 'model') });
+    exportCheckpoint({ checkpointDir: join(fixturesDir, name), outDir: join(dir, 'model'), attention });
     const golden = JSON.parse(readFileSync(join(fixturesDir, name, 'golden.json'), 'utf8')) as Golden;
-    // block size 4 with windows of 8 and 5: the sliding ring spans several blocks and wraps.
-    const runner = await ModelRunner.load(join(dir, 'model'), { blockSize: 4, kvCacheBytes: 4 * 2 ** 20 });
+    // paged: block size 4 with windows of 8 and 5, so the sliding ring spans several blocks and wraps.
+    // gqa: slots of 64 positions, past both windows.
+    const runner = await loadRunner(join(dir, 'model'), attention === 'paged' ? { blockSize: 4, kvCacheBytes: 4 * 2 ** 20 } : { kvCacheTokens: 64 });
     t.teardown(() => runner.release());
 
     await t.test('every position within 5e-3 of golden, full vocabulary', async (t) => {

@@ -1,0 +1,113 @@
+// The device-resident KV cache (SlotRunner: 'gqa' export, native runner, one cache slot per
+// sequence updated in place) on the CPU provider: a decode batch that spans slots it does not
+// run (a sequence still prefilling, a freed slot) gives each row exactly what it gets alone and
+// leaves the others intact; a freed slot is reused; through the engine, concurrent generations
+// equal their solo ids while the scheduler never runs more sequences than there are slots.
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
+import { Engine } from '../../src/engine/engine.ts';
+import { exportCheckpoint } from '../../src/engine/export/export.ts';
+import type { SequenceCache } from '../../src/engine/kv-cache.ts';
+import { SlotRunner } from '../../src/engine/slot-runner.ts';
+import { greedyIds } from './engine-run.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'gs-slots-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+const ckpt = join(dir, 'ckpt');
+const { config } = makeRandomCheckpoint({ shape: 'tiny', seed: 3, dtype: 'f32', out: ckpt, set: { max_position_embeddings: '128', sliding_window: '8' } });
+const model = join(dir, 'gqa');
+exportCheckpoint({ checkpointDir: ckpt, outDir: model, attention: 'gqa' });
+const perToken = 2 * config.numKvHeads * config.headDim * 4 * config.numLayers;
+const slotsBudget = (n: number): number => n * config.maxPositions * perToken;
+
+const prompt = (salt: number, len: number): number[] => Array.from({ length: len }, (_, j) => 3 + ((salt * 131 + j * 17 + j * j) % (config.vocabSize - 3)));
+const DECODE = [7, 19, 101, 5, 64, 33, 2, 250];
+
+/** A sequence's logits: after its prompt, then after each DECODE token (rows copied out). */
+async function solo(promptIds: readonly number[]): Promise<Float32Array[]> {
+  const r = SlotRunner.load(model, { kvCacheBytes: slotsBudget(1) });
+  try {
+    const seq = r.cache.newSequence();
+    const rows: Float32Array[] = [];
+    r.cache.reserve(seq, promptIds.length);
+    rows.push((await r.step([{ seq, tokenIds: promptIds, logits: 'last' }])).logits.slice());
+    for (const tok of DECODE) {
+      r.cache.reserve(seq, seq.numCached + 1);
+      rows.push((await r.step([{ seq, tokenIds: [tok], logits: 'last' }])).logits.slice());
+    }
+    return rows;
+  } finally {
+    await r.release();
+  }
+}
+
+const maxDiff = (a: Float32Array, b: Float32Array): number => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+
+t.test('decode batches over slots they do not all run give every row its solo logits', async (t) => {
+  const prompts = [prompt(1, 10), prompt(2, 23), prompt(3, 13), prompt(4, 6), prompt(5, 9)];
+  const want = await Promise.all(prompts.map(solo));
+  const r = SlotRunner.load(model, { kvCacheBytes: slotsBudget(4), maxNumSeqs: 4 });
+  t.teardown(() => r.release());
+  t.equal(r.maxRunning, 4);
+  const [a, b, c, d] = prompts.slice(0, 4).map(() => r.cache.newSequence()) as [SequenceCache, SequenceCache, SequenceCache, SequenceCache];
+  const got = new Map<SequenceCache, Float32Array[]>([[a, []], [b, []], [c, []], [d, []]]);
+  const prefill = async (seq: SequenceCache, ids: readonly number[]): Promise<void> => {
+    r.cache.reserve(seq, seq.numCached + ids.length);
+    const out = await r.step([{ seq, tokenIds: ids, logits: 'last' }]);
+    got.get(seq)!.push(out.logits.slice());
+  };
+  /** One decode step of `seqs` together, each with its own next DECODE token. */
+  const decode = async (...seqs: SequenceCache[]): Promise<void> => {
+    for (const s of seqs) r.cache.reserve(s, s.numCached + 1);
+    const out = await r.step(seqs.map((seq) => ({ seq, tokenIds: [DECODE[got.get(seq)!.length - 1]!], logits: 'last' as const })));
+    seqs.forEach((s, i) => got.get(s)!.push(out.logits.slice(i * out.vocabSize, (i + 1) * out.vocabSize)));
+  };
+  await prefill(a, prompts[0]!); // slot 0
+  // b (slot 1) prefills its first chunk only: it is mid-prefill while a, c, d decode around it.
+  r.cache.reserve(b, 11);
+  await r.step([{ seq: b, tokenIds: prompts[1]!.slice(0, 11), logits: 'last', sample: false }]);
+  await prefill(c, prompts[2]!); // slot 2
+  await prefill(d, prompts[3]!); // slot 3
+  await decode(d, a, c); // rows out of slot order, over slots 0..3 with b not in the step
+  await decode(a, c, d);
+  await prefill(b, prompts[1]!.slice(11));
+  await decode(a, b, c, d);
+  r.cache.release(c); // slot 2 is free now, inside the range of a and d
+  await decode(a, d);
+  await decode(d, a);
+  // e takes the freed slot 2 (lowest free) and decodes with a and d, then alone.
+  const e = r.cache.newSequence();
+  got.set(e, []);
+  await prefill(e, prompts[4]!);
+  for (let k = 0; k < 3; k++) await decode(a, e, d);
+  while (got.get(e)!.length < 1 + DECODE.length) await decode(e);
+  while (got.get(b)!.length < 1 + DECODE.length) await decode(b);
+
+  const check = (name: string, seq: SequenceCache, i: number, rows: number): void => {
+    const diffs = got.get(seq)!.slice(0, rows).map((row, k) => maxDiff(row, want[i]![k]!));
+    t.ok(Math.max(...diffs) < 1e-4, `${name}: ${rows} steps, max |Δ logit| vs alone ${Math.max(...diffs).toExponential(2)}`);
+  };
+  check('a (slot 0)', a, 0, 1 + DECODE.length);
+  check('b (slot 1, mid-prefill during two decode steps)', b, 1, 1 + DECODE.length);
+  check('c (slot 2, released)', c, 2, 1 + 3);
+  check('d (slot 3, across a free slot)', d, 3, 1 + DECODE.length);
+  check('e (reused slot 2)', e, 4, 1 + DECODE.length);
+});
+
+t.test('through the engine: concurrent generations equal their solo ids, running capped at the slots', async (t) => {
+  const engine = await Engine.start({ modelDir: model, dataDir: join(dir, 'data'), kvCacheBytes: slotsBudget(2), maxNumSeqs: 4 });
+  t.teardown(() => engine.close());
+  const reqs = [prompt(11, 12), prompt(12, 30), prompt(13, 5), prompt(14, 17)];
+  const alone: number[][] = [];
+  for (const p of reqs) alone.push((await greedyIds(engine, p, 20)).ids);
+  let maxRunning = 0;
+  const timer = setInterval(() => { maxRunning = Math.max(maxRunning, engine.stats?.running ?? 0); }, 1);
+  const together = await Promise.all(reqs.map((p) => greedyIds(engine, p, 20)));
+  clearInterval(timer);
+  t.same(together.map((r) => r.ids), alone);
+  t.ok(maxRunning <= 2, `at most 2 running (saw ${maxRunning})`);
+  t.equal(engine.inFlight, 0);
+});
