@@ -30,7 +30,7 @@ export async function exportCommand(argv: string[]): Promise<number> {
   if (kvDtype !== undefined && !KV_DTYPES.includes(kvDtype)) throw new UsageError(`export: --kv-dtype must be one of ${KV_DTYPES.join(', ')}, got ${JSON.stringify(kvDtype)}`);
   const attention = (values.attention ?? 'paged') as AttentionLayout;
   if (!ATTENTION_LAYOUTS.includes(attention)) throw new UsageError(`export: --attention must be one of ${ATTENTION_LAYOUTS.join(', ')}, got ${JSON.stringify(values.attention)}`);
-  if (weights !== 'fp32' && values.dtype !== undefined) throw new UsageError(`export: --dtype applies to unquantized weights only (--weights ${weights} keeps norms and scales fp32)`);
+  if (weights !== 'fp32' && values.dtype !== undefined) throw new UsageError(`export: --dtype applies to unquantized weights only (--weights ${weights} keeps norms fp32; ${attention === 'gqa' ? 'with --attention gqa it computes in fp16' : 'its scales are fp32'})`);
 
   if (values.shape !== undefined || values['no-weights']) {
     if (values.checkpoint !== undefined) throw new UsageError('export: give either --checkpoint or --shape with --no-weights, not both');

@@ -45,7 +45,8 @@ commands:
                --kv-dtype fp16: the graph takes an fp16 KV cache (half the bytes per token).
                --attention gqa: GroupQueryAttention over a per-sequence cache updated in place
                (for the native runner, GPUs); it computes in --dtype (fp16: matrices, attention
-               and cache in fp16, norms and residuals fp32), which is also the cache's dtype.
+               and cache in fp16, norms and residuals fp32), which is also the cache's dtype;
+               with --weights int8|int4 it computes in fp16 (fp16 block scales).
   export       --shape tiny|2b|9b|27b --no-weights --out DIR [--weights ...] [--dtype ...] [--kv-dtype ...] [--attention ...]
                Write model.onnx with shape-only initializers (no weight data); prints the
                bytes the weights would take (weightBytes).

@@ -53,6 +53,7 @@ export const ATTENTION_LAYOUTS: readonly AttentionLayout[] = ['paged', 'gqa'];
  * RoPE stays explicit (from `positions`, as in the paged graph; GQA's do_rotary = 0).
  * T, the compute dtype (manifest weightDtype = kvDtype): float32, or float16 (matrices, Q/K/V,
  * attention and cache in fp16; residual stream, every RMSNorm and the final soft-cap in fp32).
+ * A quantized export computes in fp16: MatMulNBits / GatherBlockQuantized with fp16 scales.
  *
  * Inputs (B rows = sequence slots, S new tokens per row; c_b = tokens already cached in row b):
  * - `input_ids`        int64 [B, S]

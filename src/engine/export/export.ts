@@ -11,8 +11,8 @@ import { parseGemma2Config, parameterCount, type Gemma2Config, type RawGemma2Con
 import { CheckpointError, ConfigError } from '../../errors.ts';
 import { ATTENTION_LAYOUTS, GRAPH_IO_VERSION, KV_DTYPES, type AttentionLayout, type KvDtype } from '../graph-io.ts';
 import { QUANT_ACCURACY_LEVEL, type GraphWeights, type QuantizedWeight } from './gemma2-blocks.ts';
-import { buildGemma2Graph, type GraphOptions } from './gemma2-graph.ts';
-import { DType, type ExternalRef, type GraphBuilder } from './onnx-builder.ts';
+import { buildGemma2Graph, computesInHalf, type GraphOptions } from './gemma2-graph.ts';
+import { DType, type DTypeValue, type ExternalRef, type GraphBuilder } from './onnx-builder.ts';
 import { QUANT_BLOCK_SIZE, quantLayout, quantizedBytes, type QuantBits, type QuantLayout } from './quantize.ts';
 import { WeightFile, type WeightDtype } from './weight-file.ts';
 
@@ -34,8 +34,10 @@ export const WEIGHT_FORMATS: readonly WeightFormat[] = ['fp32', 'int8', 'int4'];
 export interface QuantizationInfo {
   readonly bits: QuantBits;
   readonly blockSize: number;
-  /** Symmetric per block, float32 scale, implicit zero point 2^(bits-1) (no zero points stored). */
+  /** Symmetric per block, one scale, implicit zero point 2^(bits-1) (no zero points stored). */
   readonly scheme: 'symmetric';
+  /** The scales' dtype: absent, fp32; fp16 in a gqa export (fp16 compute). */
+  readonly scaleDtype?: 'fp16';
   /** MatMulNBits accuracy_level (4: int8 activations on CPU). */
   readonly accuracyLevel: number;
 }
@@ -94,7 +96,6 @@ function graphOptions(attention: AttentionLayout | undefined, kvDtype: KvDtype |
   const layout = attention ?? 'paged';
   if (!ATTENTION_LAYOUTS.includes(layout)) throw new ConfigError(`attention must be one of ${ATTENTION_LAYOUTS.join(', ')}, got ${JSON.stringify(attention)}`, 'attention');
   if (layout === 'paged') return { attention: layout, kvDtype: kvDtype ?? 'fp32' };
-  if (bits !== null) throw new ConfigError(`--attention gqa with --weights int${bits} is not supported yet`, 'weights');
   if (kvDtype !== undefined && kvDtype !== dtype) {
     throw new ConfigError(`--attention gqa keeps the KV cache in the compute dtype, ${dtype} (${bits === null ? '--dtype' : `--weights int${bits} computes in fp16`}): --kv-dtype ${kvDtype} cannot apply; leave --kv-dtype out`, 'kv-dtype');
   }
@@ -111,16 +112,19 @@ function matrixDims(hfName: string, shape: readonly number[]): [number, number] 
   return [shape[0]!, shape[1]!];
 }
 
-/** Declares the initializers of a quantized matrix; `refs` null declares shapes only (no data). */
-function declareQuantized(g: GraphBuilder, hfName: string, l: QuantLayout, accuracyLevel: number, refs: { data: ExternalRef; scales: ExternalRef } | null): QuantizedWeight {
-  const init = (name: string, dtype: typeof DType.UINT8 | typeof DType.FLOAT, dims: number[], ref: ExternalRef | undefined): string =>
+/**
+ * Declares the initializers of a quantized matrix, its scales of `scaleType`; `refs` null
+ * declares shapes only (no data).
+ */
+function declareQuantized(g: GraphBuilder, hfName: string, l: QuantLayout, accuracyLevel: number, scaleType: typeof DType.FLOAT | typeof DType.FLOAT16, refs: { data: ExternalRef; scales: ExternalRef } | null): QuantizedWeight {
+  const init = (name: string, dtype: DTypeValue, dims: number[], ref: ExternalRef | undefined): string =>
     ref ? g.externalInitializer(name, dtype, dims, ref) : g.emptyInitializer(name, dtype, dims);
   let rows: string | null | undefined;
   return {
     matmul: init(`${hfName}.q${l.bits}`, DType.UINT8, [l.N, l.kBlocks, l.blobSize], refs?.data),
     // The gather view shares the bytes (same offset in the data file); only usable when K fills whole blocks.
     gather: () => (rows ??= l.K % l.blockSize === 0 ? init(`${hfName}.q${l.bits}.rows`, DType.UINT8, [l.N, l.rowBytes], refs?.data) : null),
-    scales: init(`${hfName}.q${l.bits}.scales`, DType.FLOAT, [l.N, l.kBlocks], refs?.scales),
+    scales: init(`${hfName}.q${l.bits}.scales`, scaleType, [l.N, l.kBlocks], refs?.scales),
     layout: l,
     accuracyLevel,
   };
@@ -144,8 +148,9 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
   const dtype = bits === null ? opts.dtype ?? 'fp32' : 'fp16';
   const accuracyLevel = opts.accuracyLevel ?? QUANT_ACCURACY_LEVEL;
   const graphOpts = graphOptions(opts.attention, opts.kvDtype, dtype, bits);
-  // fp16 matrices are cast to float32 at load, except where the graph computes in fp16 (gqa).
-  const castToFloat = !(graphOpts.attention === 'gqa' && graphOpts.kvDtype === 'fp16');
+  // fp16 matrices are cast to float32 at load, except where the graph computes in fp16 (gqa),
+  // which also takes its quantized matrices' scales in fp16.
+  const halfCompute = computesInHalf(graphOpts);
   const ckpt = openCheckpoint(opts.checkpointDir);
   const tmp = `${opts.outDir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
@@ -166,7 +171,7 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
         const ref = data.append(entry, tdtype, transform === 'plus-one');
         const name = transform === 'plus-one' ? `${hfName}.plus_one` : hfName;
         let out = g.externalInitializer(name, tdtype === 'fp16' ? DType.FLOAT16 : DType.FLOAT, entry.shape, ref);
-        if (tdtype === 'fp16' && castToFloat) out = g.op1('Cast', `/weights/${hfName}/Cast`, [out], { to: DType.FLOAT });
+        if (tdtype === 'fp16' && !halfCompute) out = g.op1('Cast', `/weights/${hfName}/Cast`, [out], { to: DType.FLOAT });
         names.set(key, out);
         return out;
       },
@@ -180,7 +185,7 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
         if (!entry) throw new CheckpointError(`${ckpt.dir}: tensor ${hfName} is missing`);
         const [N, K] = matrixDims(hfName, entry.shape);
         const layout = quantLayout(N, K, bits);
-        const q = declareQuantized(g, hfName, layout, accuracyLevel, data.appendQuantized(entry, layout));
+        const q = declareQuantized(g, hfName, layout, accuracyLevel, halfCompute ? DType.FLOAT16 : DType.FLOAT, data.appendQuantized(entry, layout, halfCompute ? 'fp16' : 'fp32'));
         quantized.set(hfName, q);
         return q;
       };
@@ -193,7 +198,7 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
       exporterVersion: EXPORTER_VERSION,
       graphIoVersion: GRAPH_IO_VERSION,
       weightDtype: dtype,
-      ...(bits === null ? {} : { quantization: { bits, blockSize: QUANT_BLOCK_SIZE, scheme: 'symmetric' as const, accuracyLevel } }),
+      ...(bits === null ? {} : { quantization: { bits, blockSize: QUANT_BLOCK_SIZE, scheme: 'symmetric' as const, accuracyLevel, ...(halfCompute ? { scaleDtype: 'fp16' as const } : {}) } }),
       kvDtype: graphOpts.kvDtype,
       attention: graphOpts.attention,
       config: JSON.parse(readFileSync(join(ckpt.dir, 'config.json'), 'utf8')) as RawGemma2Config,
@@ -228,8 +233,8 @@ export function shapeOnlyExport(config: Gemma2Config, opts: { untiedHead?: boole
   const bits = quantBits(opts.weights ?? 'fp32');
   const floatBytes = bits === null && opts.dtype === 'fp16' ? 2 : bits === null ? 4 : 2;
   const graphOpts = graphOptions(opts.attention, opts.kvDtype, floatBytes === 2 ? 'fp16' : 'fp32', bits);
-  // Matrices are declared float32 (what the graph computes with), float16 in an fp16-compute gqa graph.
-  const matrixType = graphOpts.attention === 'gqa' && graphOpts.kvDtype === 'fp16' ? DType.FLOAT16 : DType.FLOAT;
+  // Matrices (and quantized scales) are declared float32, what the graph computes with; float16 in an fp16-compute gqa graph.
+  const matrixType = computesInHalf(graphOpts) ? DType.FLOAT16 : DType.FLOAT;
   const declared = new Map<string, string>();
   const quantized = new Map<string, QuantizedWeight>();
   let weightBytes = 0;
@@ -252,8 +257,8 @@ export function shapeOnlyExport(config: Gemma2Config, opts: { untiedHead?: boole
       if (hit) return hit;
       const [N, K] = matrixDims(hfName, shapeOf(config, hfName));
       const layout = quantLayout(N, K, bits);
-      const q = declareQuantized(g, hfName, layout, QUANT_ACCURACY_LEVEL, null);
-      weightBytes += quantizedBytes(layout);
+      const q = declareQuantized(g, hfName, layout, QUANT_ACCURACY_LEVEL, matrixType, null);
+      weightBytes += quantizedBytes(layout, matrixType === DType.FLOAT16 ? 2 : 4);
       quantized.set(hfName, q);
       return q;
     };

@@ -28,6 +28,11 @@ export interface GraphOptions {
   readonly kvDtype?: io.KvDtype;
 }
 
+/** Whether a graph of these options computes in float16: a gqa graph whose cache is fp16. */
+export function computesInHalf(opts: GraphOptions): boolean {
+  return opts.attention === 'gqa' && opts.kvDtype === 'fp16';
+}
+
 export function buildGemma2Graph(cfg: Gemma2Config, weights: GraphWeights, opts: GraphOptions = {}): GraphBuilder {
   const g = new GraphBuilder();
   const ids = g.input(io.INPUT_IDS, DType.INT64, ['batch', 'seq']);
@@ -35,7 +40,7 @@ export function buildGemma2Graph(cfg: Gemma2Config, weights: GraphWeights, opts:
   const logitRows = g.input(io.LOGIT_ROWS, DType.INT64, ['num_logits']);
   const kvDtype = opts.kvDtype ?? 'fp32';
   const attn = opts.attention === 'gqa'
-    ? gqaAttention(g, cfg, weights, ids, positions, kvDtype === 'fp16')
+    ? gqaAttention(g, cfg, weights, ids, positions, computesInHalf(opts))
     : pagedAttention(g, cfg, weights, ids, positions, kvDtype);
 
   // x = E[ids] * sqrt(H), sqrt(H) rounded to the runtime dtype (float32)   [N, H]

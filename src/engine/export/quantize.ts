@@ -5,6 +5,9 @@
  * float32 scale and no stored zero point, so the runtime's implicit one (2^(bits-1): 8 for int4,
  * 128 for int8) applies: w ≈ (q - 2^(bits-1)) * scale.
  *
+ * Scales are float32, or float16 in an export that computes in fp16 (MatMulNBits takes its scales
+ * in its input's type): there the scale is rounded to fp16 before the block is quantized with it,
+ * so the stored bytes stand for exactly (q - zero) * scale.
  * Symmetric schemes, as llama.cpp's Q4_0 and Q8_0:
  * - int4: scale = m / -8 where m is the block's value of largest magnitude (sign kept), so m
  *   maps to -8 exactly and the range [-8, 7] is used in full;
@@ -34,16 +37,17 @@ export function quantLayout(N: number, K: number, bits: QuantBits, blockSize = Q
   return { N, K, bits, blockSize, kBlocks, blobSize, rowBytes: kBlocks * blobSize };
 }
 
-/** Bytes of data + scales of a quantized [N, K] matrix. */
-export function quantizedBytes(l: QuantLayout): number {
-  return l.N * l.rowBytes + l.N * l.kBlocks * 4;
+/** Bytes of data + scales (`scaleBytes` each: 4 float32, 2 float16) of a quantized [N, K] matrix. */
+export function quantizedBytes(l: QuantLayout, scaleBytes = 4): number {
+  return l.N * l.rowBytes + l.N * l.kBlocks * scaleBytes;
 }
 
 /**
  * Quantizes `rows` whole rows of `src` (row-major, K per row) into `data` (rowBytes per row)
- * and `scales` (kBlocks per row), starting at row 0 of both outputs.
+ * and `scales` (kBlocks per row), starting at row 0 of both outputs. `roundScale` rounds each
+ * scale to the type it is stored in (float32 by default).
  */
-export function quantizeRows(src: Float32Array, rows: number, l: QuantLayout, data: Uint8Array, scales: Float32Array): void {
+export function quantizeRows(src: Float32Array, rows: number, l: QuantLayout, data: Uint8Array, scales: Float32Array, roundScale: (s: number) => number = Math.fround): void {
   const { K, bits, blockSize, kBlocks, blobSize, rowBytes } = l;
   const zero = 1 << (bits - 1);
   const qmin = bits === 4 ? 0 : 1;
@@ -61,7 +65,7 @@ export function quantizeRows(src: Float32Array, rows: number, l: QuantLayout, da
         const a = v < 0 ? -v : v;
         if (a > am) { am = a; m = v; }
       }
-      const scale = Math.fround(bits === 4 ? m / -8 : am / 127);
+      const scale = roundScale(bits === 4 ? m / -8 : am / 127);
       const inv = scale === 0 ? 0 : 1 / scale;
       scales[r * kBlocks + b] = scale;
       for (let i = 0; i < n; i++) {

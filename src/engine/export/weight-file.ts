@@ -4,7 +4,7 @@
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { basename } from 'node:path';
-import { forEachFloat32Chunk, type TensorEntry } from '../../checkpoint/safetensors.ts';
+import { f16ToF32, forEachFloat32Chunk, type TensorEntry } from '../../checkpoint/safetensors.ts';
 import type { ExternalRef } from './onnx-builder.ts';
 import { quantizeRows, type QuantLayout } from './quantize.ts';
 
@@ -43,27 +43,32 @@ export class WeightFile {
 
   /**
    * Streams matrix `entry` ([N, K]) in block-quantized: packed data (N * rowBytes) then the
-   * float32 scales, each page-aligned. Rows are quantized a chunk of whole rows at a time.
+   * scales (float32, or float16 for an fp16-compute graph), each page-aligned. Rows are
+   * quantized a chunk of whole rows at a time.
    */
-  appendQuantized(entry: TensorEntry, layout: QuantLayout): { data: ExternalRef; scales: ExternalRef } {
+  appendQuantized(entry: TensorEntry, layout: QuantLayout, scaleDtype: WeightDtype = 'fp32'): { data: ExternalRef; scales: ExternalRef } {
     const { N, K, kBlocks, rowBytes } = layout;
+    const scaleBytes = scaleDtype === 'fp16' ? 2 : 4;
     const dataStart = Math.ceil(this.offset / ALIGN) * ALIGN;
     const scalesStart = Math.ceil((dataStart + N * rowBytes) / ALIGN) * ALIGN;
     const rowsPerChunk = Math.max(1, Math.floor(CHUNK_ELEMENTS / K));
     const data = new Uint8Array(rowsPerChunk * rowBytes);
     const scales = new Float32Array(rowsPerChunk * kBlocks);
+    const half = new Uint16Array(scaleDtype === 'fp16' ? scales.length : 0);
     forEachFloat32Chunk(entry, rowsPerChunk * K, (chunk, elementOffset) => {
       const rows = chunk.length / K;
       const row0 = elementOffset / K;
-      quantizeRows(chunk, rows, layout, data, scales);
+      quantizeRows(chunk, rows, layout, data, scales, scaleDtype === 'fp16' ? roundToF16 : Math.fround);
       this.writeAt(data.subarray(0, rows * rowBytes), dataStart + row0 * rowBytes);
-      this.writeAt(new Uint8Array(scales.buffer, 0, rows * kBlocks * 4), scalesStart + row0 * kBlocks * 4);
+      if (scaleDtype === 'fp16') for (let i = 0; i < rows * kBlocks; i++) half[i] = f32ToF16(scales[i]!);
+      const stored = scaleDtype === 'fp16' ? new Uint8Array(half.buffer) : new Uint8Array(scales.buffer);
+      this.writeAt(stored.subarray(0, rows * kBlocks * scaleBytes), scalesStart + row0 * kBlocks * scaleBytes);
     });
-    this.offset = scalesStart + N * kBlocks * 4;
+    this.offset = scalesStart + N * kBlocks * scaleBytes;
     const location = basename(this.path);
     return {
       data: { location, offset: dataStart, length: N * rowBytes },
-      scales: { location, offset: scalesStart, length: N * kBlocks * 4 },
+      scales: { location, offset: scalesStart, length: N * kBlocks * scaleBytes },
     };
   }
 
@@ -82,6 +87,11 @@ export class WeightFile {
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
+
+/** The float16 value nearest to `v` (round to nearest even), as a number. */
+export function roundToF16(v: number): number {
+  return f16ToF32(f32ToF16(v));
+}
 
 /** float32 -> IEEE half, round to nearest even (overflow to ±Inf). */
 export function f32ToF16(v: number): number {
