@@ -2,16 +2,23 @@
 // sequence updated in place) on the CPU provider: a decode batch that spans slots it does not
 // run (a sequence still prefilling, a freed slot) gives each row exactly what it gets alone and
 // leaves the others intact; a freed slot is reused; through the engine, concurrent generations
-// equal their solo ids while the scheduler never runs more sequences than there are slots.
+// equal their solo ids while the scheduler never runs more sequences than there are slots; fp16
+// compute keeps an fp16 cache in place within the fp16 bound; --device cuda's export and errors.
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
 import { Engine } from '../../src/engine/engine.ts';
-import { exportCheckpoint } from '../../src/engine/export/export.ts';
+import { exportCheckpoint, manifestAttention, manifestKvDtype, readManifest } from '../../src/engine/export/export.ts';
 import type { SequenceCache } from '../../src/engine/kv-cache.ts';
+import { logSoftmax } from '../../src/engine/logprobs.ts';
+import { resolveModel } from '../../src/engine/resolve-model.ts';
+import { loadRunner } from '../../src/engine/runner.ts';
 import { SlotRunner } from '../../src/engine/slot-runner.ts';
+import { ConfigError } from '../../src/errors.ts';
+import { Gemma2Reference } from '../reference/gemma2-reference.ts';
+import { compareLogprobs, describeDiff, hfInitModel } from '../reference/logprob-diff.ts';
 import { greedyIds } from './engine-run.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'gs-slots-'));
@@ -110,4 +117,45 @@ t.test('through the engine: concurrent generations equal their solo ids, running
   t.same(together.map((r) => r.ids), alone);
   t.ok(maxRunning <= 2, `at most 2 running (saw ${maxRunning})`);
   t.equal(engine.inFlight, 0);
+});
+
+t.test('fp16 compute through the native runner: the in-place fp16 cache within the fp16 bound of the reference', async (t) => {
+  const { checkpointDir, sequences } = hfInitModel(join(dir, 'hf'), [40]);
+  const out = join(dir, 'hf-gqa-fp16');
+  exportCheckpoint({ checkpointDir, outDir: out, attention: 'gqa', dtype: 'fp16' });
+  const r = SlotRunner.load(out, { kvCacheTokens: 64 });
+  t.teardown(() => r.release());
+  const ids = sequences[0]!;
+  const seq = r.cache.newSequence();
+  const got: Float64Array[] = [];
+  const run = async (tokens: number[]): Promise<void> => {
+    r.cache.reserve(seq, seq.numCached + tokens.length);
+    const o = await r.step([{ seq, tokenIds: tokens, logits: 'all' }]);
+    for (let i = 0; i < tokens.length; i++) got.push(Float64Array.from(logSoftmax(o.logits.subarray(i * o.vocabSize, (i + 1) * o.vocabSize))));
+  };
+  await run(ids.slice(0, 9));
+  for (const id of ids.slice(9)) await run([id]);
+  const ref = Gemma2Reference.fromCheckpoint(checkpointDir);
+  ref.roundMatricesToF16();
+  const c = compareLogprobs([got], [ref.logprobs(ids)]);
+  t.comment(`fp16 compute, native runner, prefill 9 + one token per step: ${describeDiff(c)}`);
+  t.ok(c.maxDiff < 1e-2, `max |Δ logprob| ${c.maxDiff.toExponential(2)} < 1e-2`);
+});
+
+t.test('--device cuda: checkpoints export as gqa fp16, paged exports are refused, a missing provider is named', async (t) => {
+  const data = join(dir, 'data-cuda');
+  const exported = resolveModel(ckpt, data, undefined, 'cuda');
+  const { manifest } = readManifest(exported);
+  t.equal(manifestAttention(manifest), 'gqa');
+  t.equal(manifestKvDtype(manifest), 'fp16');
+  t.equal(resolveModel(ckpt, data, undefined, 'cuda'), exported, 'reused');
+  t.not(resolveModel(ckpt, data), exported, 'the CPU export is another one');
+  t.throws(() => resolveModel(ckpt, data, 'fp32', 'cuda'), ConfigError);
+  await t.rejects(loadRunner(resolveModel(ckpt, data), { device: 'cuda' }), { code: 'export_not_for_cuda', message: /--attention gqa --dtype fp16/ });
+  const err = await loadRunner(exported, { device: 'cuda', kvCacheTokens: 64 }).then(async (r) => { await r.release(); return null; }, (e: unknown) => e);
+  if (err === null) {
+    t.pass('the CUDA provider loaded: this host has it');
+    return;
+  }
+  t.match(err, { code: 'cuda_unavailable', message: /ONNXRUNTIME_NODE_INSTALL=cuda12/ });
 });
