@@ -115,7 +115,7 @@ export async function serve(argv: string[]): Promise<number> {
   } finally {
     if (state.phase !== 'ready') { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); }
   }
-  logger.info({ model: engine.modelId, exportDir: engine.exportDir, device, contextLength: engine.contextLength, maxNumSeqs: maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, maxWaiting: maxWaiting ?? DEFAULT_MAX_WAITING, seconds: Math.round(performance.now() - t0) / 1000 }, 'model loaded: ready');
+  logger.info({ model: engine.modelId, exportDir: engine.exportDir, device, contextLength: engine.contextLength, maxNumSeqs: maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, maxRunning: engine.maxRunning, maxWaiting: maxWaiting ?? DEFAULT_MAX_WAITING, seconds: Math.round(performance.now() - t0) / 1000 }, 'model loaded: ready');
   const stopStats = statsInterval > 0 ? startStatsLog(logger, state, metrics.totals, { intervalMs: statsInterval * 1000 }) : () => undefined;
   const signal = await stopped;
   process.off('SIGINT', onSignal);

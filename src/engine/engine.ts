@@ -120,6 +120,8 @@ export class Engine {
     readonly capacity: number,
     /** The longest sequence (prompt + completion) the KV cache holds on its own. */
     readonly maxSequenceTokens: number,
+    /** Sequences that run at once: --max-num-seqs, or fewer where the runner has fewer cache slots. */
+    readonly maxRunning: number,
   ) {
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'ready') return;
@@ -159,9 +161,9 @@ export class Engine {
     // worker-boot.mjs registers tsx itself, so the worker runs the same under tsx's CLI,
     // tap's loader or the bin's register(); execArgv is not inherited to avoid a second loader.
     const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: init, execArgv: [] });
-    const maxSequenceTokens = await new Promise<number>((res, rej) => {
+    const { maxSequenceTokens, maxRunning } = await new Promise<{ maxSequenceTokens: number; maxRunning: number }>((res, rej) => {
       const onMessage = (m: FromWorker): void => {
-        if (m.type === 'ready') { cleanup(); res(m.maxSequenceTokens); }
+        if (m.type === 'ready') { cleanup(); res(m); }
         else if (m.type === 'error' && m.id === null) { cleanup(); rej(new EngineError(`cannot load the model: ${m.message}`)); }
       };
       const onError = (e: Error): void => { cleanup(); rej(new EngineError(`inference worker failed to start: ${e.message}`, 'engine_error', 500, { cause: e })); };
@@ -172,7 +174,7 @@ export class Engine {
       worker.on('exit', onExit);
     });
     const modelId = opts.modelId ?? basename(resolve(opts.modelDir));
-    return new Engine(worker, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens);
+    return new Engine(worker, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning);
   }
 
   /** The scheduler's counters after its latest step (null before the first). */

@@ -133,7 +133,9 @@ export class SlotRunner {
     const positions = new BigInt64Array(B);
     const seqlens = new Int32Array(B);
     for (let b = 0; b < B; b++) {
-      // A slot not in this step: a throw-away token at its own next position (never read before it is overwritten).
+      // A slot not in this step: a throw-away token at its own next position (never read before it is
+      // overwritten). A running sequence never holds more than L - 1 positions (prompt + max_tokens <= L,
+      // and the last sampled token is not fed), so the position is inside the slot.
       const p = Math.min(this.occupant[lo + b]?.numCached ?? 0, this.slotLength - 1);
       positions[b] = BigInt(p);
       seqlens[b] = p;

@@ -58,7 +58,7 @@ export type ToWorker = SubmitMessage | { readonly type: 'abort'; readonly id: nu
 export type FinishReason = 'stop' | 'length' | 'abort';
 export type FromWorker =
   /** Loaded; `maxSequenceTokens`: the longest sequence the KV cache can hold alone. */
-  | { type: 'ready'; maxSequenceTokens: number }
+  | { type: 'ready'; maxSequenceTokens: number; maxRunning: number }
   | { type: 'token'; id: number; tokenId: number; logprobs?: TokenLogprobs }
   /** Sent once before the first token when promptLogprobs was asked: entries for prompt tokens 1..n-1. */
   | { type: 'prompt_logprobs'; id: number; logprobs: TokenLogprobs[] }
@@ -207,7 +207,7 @@ async function main(): Promise<void> {
     });
   };
 
-  send({ type: 'ready', maxSequenceTokens: runner.cache.maxSequenceTokens() });
+  send({ type: 'ready', maxSequenceTokens: runner.cache.maxSequenceTokens(), maxRunning: maxNumSeqs });
   while (!closing) {
     dropAborted();
     if (!scheduler.hasWork) {

@@ -107,6 +107,7 @@ t.test('decode batches over slots they do not all run give every row its solo lo
 t.test('through the engine: concurrent generations equal their solo ids, running capped at the slots', async (t) => {
   const engine = await Engine.start({ modelDir: model, dataDir: join(dir, 'data'), kvCacheBytes: slotsBudget(2), maxNumSeqs: 4 });
   t.teardown(() => engine.close());
+  t.equal(engine.maxRunning, 2, 'two slots: --max-num-seqs 4 capped at 2');
   const reqs = [prompt(11, 12), prompt(12, 30), prompt(13, 5), prompt(14, 17)];
   const alone: number[][] = [];
   for (const p of reqs) alone.push((await greedyIds(engine, p, 20)).ids);
