@@ -57,7 +57,8 @@ export class SlotRunner {
 
   /**
    * Sizes the slots: L = the context (or `kvCacheTokens`), and as many slots as the budget
-   * holds at that length, at least 1 and at most `maxNumSeqs`.
+   * (`kvCacheBytes`; with only `kvCacheTokens`, one slot) holds at that length, at least 1 and
+   * at most `maxNumSeqs`.
    */
   static load(exportDir: string, opts: ModelRunnerOptions = {}): SlotRunner {
     const { config, manifest } = readManifest(exportDir);
@@ -65,7 +66,7 @@ export class SlotRunner {
     const blockSize = opts.blockSize ?? 16;
     const perToken = 2 * config.numKvHeads * config.headDim * io.kvDtypeBytes(dtype) * config.numLayers;
     const L = Math.min(config.maxPositions, opts.kvCacheTokens ?? config.maxPositions);
-    const budget = opts.kvCacheTokens !== undefined ? L * perToken : opts.kvCacheBytes ?? defaultKvCacheBytes(config, blockSize, dtype);
+    const budget = opts.kvCacheBytes ?? (opts.kvCacheTokens !== undefined ? L * perToken : defaultKvCacheBytes(config, blockSize, dtype));
     const slots = Math.max(1, Math.min(opts.maxNumSeqs ?? Infinity, Math.floor(budget / (L * perToken))));
     const session = NativeSession.create(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads });
     let runner: SlotRunner | undefined;
