@@ -127,6 +127,7 @@ export class Engine {
       if (m.type === 'ready') return;
       if (m.type === 'stats') {
         this.latestStats = m.stats;
+        this.forwardSecondsTotal = m.forwardSeconds;
         if (m.step === true) for (const listener of this.stepListeners) listener(m.stats);
         return;
       }
@@ -178,6 +179,13 @@ export class Engine {
   }
 
   /** The scheduler's counters after its latest step (null before the first). */
+  /**
+   * Seconds the worker has spent in forward passes (building inputs, the ONNX Runtime run,
+   * writing the cache), as of its latest stats message: against wall time under load, what is
+   * left is the server's own work (scheduling, sampling, messages, detokenizing, HTTP) and idling.
+   */
+  forwardSecondsTotal = 0;
+
   get stats(): SchedulerStats | null {
     return this.latestStats;
   }

@@ -67,7 +67,8 @@ export type FromWorker =
   /** Once, when the scheduler first admits the sequence; `at`: performance.timeOrigin + performance.now(). */
   | { type: 'scheduled'; id: number; at: number }
   /** After every step: the scheduler's counters (observability hooks); `step`: the step computes tokens. */
-  | { type: 'stats'; stats: SchedulerStats; step?: boolean };
+  /** forwardSeconds: cumulative time inside the runner's forward passes (inputs, ORT run, cache writes). */
+  | { type: 'stats'; stats: SchedulerStats; step?: boolean; forwardSeconds: number };
 
 /** mulberry32: a tiny seeded PRNG returning floats in [0, 1). */
 export function mulberry32(seed: number): () => number {
@@ -116,6 +117,7 @@ async function main(): Promise<void> {
   const gens = new Map<number, Generation>();
   const aborted = new Set<number>();
   let closing = false;
+  let forwardSeconds = 0;
   let wake: (() => void) | null = null;
 
   port.on('message', (m: ToWorker) => {
@@ -191,12 +193,14 @@ async function main(): Promise<void> {
 
   /** Runs a group of rows in one forward pass, then scores and samples them. */
   const runGroup = async (group: readonly PlannedRow[]): Promise<void> => {
+    const t0 = performance.now();
     const out = await runner.step(group.map((p) => ({
       seq: p.seq.cache,
       tokenIds: Array.from({ length: p.count }, (_, i) => Scheduler.tokenAt(p.seq, p.start + i)),
       logits: wantsAll(p) ? 'all' as const : 'last' as const,
       sample: p.sample,
     })));
+    forwardSeconds += (performance.now() - t0) / 1000;
     group.forEach((p, i) => {
       if (p.seq.status === 'finished') return;
       const first = out.offsets[i]!;
@@ -211,7 +215,7 @@ async function main(): Promise<void> {
   while (!closing) {
     dropAborted();
     if (!scheduler.hasWork) {
-      send({ type: 'stats', stats: scheduler.stats() });
+      send({ type: 'stats', stats: scheduler.stats(), forwardSeconds });
       await new Promise<void>((res) => { wake = res; });
       wake = null;
       continue;
@@ -224,7 +228,7 @@ async function main(): Promise<void> {
       const g = gens.get(p.seq.spec.id);
       if (g !== undefined && !g.scheduled) { g.scheduled = true; send({ type: 'scheduled', id: p.seq.spec.id, at: performance.timeOrigin + performance.now() }); }
     }
-    send({ type: 'stats', stats: scheduler.stats(), step: plan.rows.length > 0 });
+    send({ type: 'stats', stats: scheduler.stats(), step: plan.rows.length > 0, forwardSeconds });
     if (plan.rows.length === 0) {
       if (plan.unservable.length === 0) await new Promise<void>((res) => setImmediate(res));
       continue;

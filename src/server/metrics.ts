@@ -56,6 +56,8 @@ export class Metrics {
   private readonly generationTokens: Counter<'model_name'>;
   private readonly success: Counter<'model_name' | 'finished_reason'>;
   private readonly preemptions: Counter<'model_name'>;
+  private readonly forward: Counter<'model_name'>;
+  private forwardSeen = 0;
   private readonly hist: Record<'ttft' | 'itl' | 'e2e' | 'queue' | 'inference' | 'prefill' | 'decode' | 'iteration', Histogram<'model_name'>>;
   private tokenHists: { prompt: Histogram<'model_name'>; generation: Histogram<'model_name'> } | null = null;
   private readonly httpRequests: Counter<'route' | 'method' | 'status'>;
@@ -109,6 +111,10 @@ export class Metrics {
       gauge('gemma_serve:kv_cache_usage_perc', kvHelp, (g, e) => { overall(g, e); byKind(g, e); }, ['layer_type']);
     }
     this.preemptions = counter('num_preemptions_total', 'Cumulative number of preemptions from the engine.', labelNames);
+    this.forward = new Counter({
+      name: 'gemma_serve:model_forward_seconds_total', labelNames, registers,
+      help: 'Seconds spent in model forward passes (inputs, ONNX Runtime run, KV cache writes); its rate against wall time is the share of the step spent in the model.',
+    });
     this.promptTokens = counter('prompt_tokens_total', 'Number of prefill tokens processed.', labelNames);
     this.generationTokens = counter('generation_tokens_total', 'Number of generation tokens processed.', labelNames);
     this.success = counter('request_success_total', 'Count of successfully processed requests.', ['model_name', 'finished_reason']);
@@ -143,6 +149,9 @@ export class Metrics {
       if (total > this.preemptionsSeen) this.preemptions.inc({ model_name: engine.modelId }, total - this.preemptionsSeen);
       else this.preemptions.inc({ model_name: engine.modelId }, 0);
       this.preemptionsSeen = Math.max(total, this.preemptionsSeen);
+      const forward = engine.forwardSecondsTotal;
+      this.forward.inc({ model_name: engine.modelId }, Math.max(0, forward - this.forwardSeen));
+      this.forwardSeen = Math.max(forward, this.forwardSeen);
     }
     return this.registry.metrics();
   }

@@ -63,6 +63,8 @@ t.test('known traffic: counters and histogram counts equal the usage of the requ
   t.ok(before.some((s) => s.name === 'process_cpu_user_seconds_total'), 'Node process metrics');
   t.ok(before.some((s) => s.name === 'nodejs_heap_size_total_bytes'));
 
+  t.equal(value(before, 'gemma_serve:model_forward_seconds_total', M), 0, 'no forward pass yet');
+  const t0 = performance.now();
   const maxTokens = [5, 7, 9];
   const usages: { prompt_tokens: number; completion_tokens: number }[] = [];
   for (const [i, max_tokens] of maxTokens.entries()) {
@@ -101,6 +103,8 @@ t.test('known traffic: counters and histogram counts equal the usage of the requ
   const e2e = value(all, `${P}e2e_request_latency_seconds_sum`, M)!;
   const ttft = value(all, `${P}time_to_first_token_seconds_sum`, M)!;
   t.ok(e2e > 0 && ttft > 0 && ttft <= e2e, 'latencies are positive and TTFT <= e2e');
+  const forward = value(all, 'gemma_serve:model_forward_seconds_total', M)!;
+  t.ok(forward > 0 && forward < e2e && forward <= (performance.now() - t0) / 1000, `forward passes took ${forward.toFixed(4)} s of the requests' ${e2e.toFixed(3)} s`);
 
   t.equal(value(all, `${P}num_requests_running`, M), 0);
   t.equal(value(all, `${P}num_requests_waiting`, M), 0);
@@ -137,7 +141,7 @@ t.test('a cancelled stream counts as finished_reason="abort" with the tokens it 
   t.equal(value(all, `${P}request_generation_tokens_sum`, M)! - value(before, `${P}request_generation_tokens_sum`, M)!, gen);
 });
 
-t.test("metricsNames 'vllm': vLLM's exact names; the split cache gauge stays gemma_serve:", async (t) => {
+t.test("metricsNames 'vllm': vLLM's exact names; the split cache gauge and forward time stay gemma_serve:", async (t) => {
   const app = buildApp({ engine: new EngineState(engine), metricsNames: 'vllm' });
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(() => app.close());
@@ -155,7 +159,9 @@ t.test("metricsNames 'vllm': vLLM's exact names; the split cache gauge stays gem
   t.same(all.filter((s) => s.name === 'vllm:kv_cache_usage_perc').map((s) => s.labels), [M], 'one overall series, as in vLLM');
   t.same(all.filter((s) => s.name === 'gemma_serve:kv_cache_usage_perc').map((s) => s.labels.layer_type).sort(), ['global', 'sliding']);
   const engineSeries = all.filter((s) => s.labels.model_name !== undefined);
-  t.ok(engineSeries.every((s) => s.name.startsWith('vllm:') || s.name === 'gemma_serve:kv_cache_usage_perc'), 'engine metrics under vllm:');
+  // Two series of ours have no vLLM counterpart and keep their own names.
+  const ours = ['gemma_serve:kv_cache_usage_perc', 'gemma_serve:model_forward_seconds_total'];
+  t.ok(engineSeries.every((s) => s.name.startsWith('vllm:') || ours.includes(s.name)), 'engine metrics under vllm:');
 });
 
 t.test('/metrics needs no API key (as vLLM); the API still does', async (t) => {
