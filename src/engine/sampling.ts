@@ -58,24 +58,37 @@ export function processLogits(logits: Float32Array, p: SamplingParams, history: 
   return out;
 }
 
+/** Unnormalized softmax weights at temperature T: exp((logits - max) / T), so the largest is exactly 1. */
+export type Weights = Float32Array | Float64Array;
+export type SoftmaxWeights = (logits: Float32Array, temperature: number) => Weights;
+
+let scratch = new Float64Array(0);
+/**
+ * The weights in float64 with Math.exp, into a buffer reused across calls (valid until the next
+ * call). The native runner's vectorized version (native/softmax-weights.ts) is ~10x faster.
+ */
+export const jsSoftmaxWeights: SoftmaxWeights = (logits, temperature) => {
+  if (scratch.length < logits.length) scratch = new Float64Array(logits.length);
+  const out = scratch.subarray(0, logits.length);
+  let max = -Infinity;
+  for (const x of logits) if (x > max) max = x;
+  for (let i = 0; i < logits.length; i++) out[i] = Math.exp((logits[i]! - max) / temperature);
+  return out;
+};
+
 /**
  * One draw from already processed logits. Without top-k / top-p / min-p the draw walks the
  * vocabulary in index order (no sort). With them, only the candidates any filter could keep
  * are sorted (by probability, then id): a few hundred entries rather than a 256,000-entry
  * vocabulary per token; the kept prefix, and so the token a given random number picks, is the
- * same as sorting everything.
+ * same as sorting everything. `weightsOf` computes the softmax weights (JS float64 by default;
+ * the worker passes the native runner's vectorized float32 one where it is built).
  */
-export function sampleProcessed(logits: Float32Array, p: SamplingParams, rand: () => number): number {
+export function sampleProcessed(logits: Float32Array, p: SamplingParams, rand: () => number, weightsOf: SoftmaxWeights = jsSoftmaxWeights): number {
   if (p.temperature <= 0) return argmax(logits);
-  let max = -Infinity;
-  for (const x of logits) if (x > max) max = x;
-  const probs = new Float64Array(logits.length);
+  const probs = weightsOf(logits, p.temperature);
   let sum = 0;
-  for (let i = 0; i < logits.length; i++) {
-    const e = Math.exp((logits[i]! - max) / p.temperature);
-    probs[i] = e;
-    sum += e;
-  }
+  for (let i = 0; i < probs.length; i++) sum += probs[i]!;
   const topK = p.topK > 0 && p.topK < probs.length ? p.topK : 0;
   if (topK === 0 && p.topP >= 1 && p.minP <= 0) {
     let r = rand() * sum;
@@ -116,10 +129,10 @@ export function sampleProcessed(logits: Float32Array, p: SamplingParams, rand: (
   return order[keep - 1]!;
 }
 
-const byProbThenId = (probs: Float64Array) => (a: number, b: number): number => probs[b]! - probs[a]! || a - b;
+const byProbThenId = (probs: Weights) => (a: number, b: number): number => probs[b]! - probs[a]! || a - b;
 
 /** The k most likely ids, sorted (ties by id, as a full sort would order them). */
-function topKIndices(probs: Float64Array, k: number): number[] {
+function topKIndices(probs: Weights, k: number): number[] {
   // The k-th largest value by a bounded min-heap, then every id at or above it, sorted and cut.
   const heap = new Float64Array(k);
   let n = 0;
@@ -156,7 +169,7 @@ function topKIndices(probs: Float64Array, k: number): number[] {
  * top-p's nucleus lies above the highest threshold whose mass reaches topP (found by halving
  * from the maximum), so the ids above the larger of those thresholds hold the kept prefix.
  */
-function candidatesAbove(probs: Float64Array, sum: number, p: SamplingParams): number[] {
+function candidatesAbove(probs: Weights, sum: number, p: SamplingParams): number[] {
   const max = 1; // probs are exp(x - max): the largest is exactly 1
   let threshold = p.minP > 0 ? p.minP * max : 0;
   if (p.topP < 1) {

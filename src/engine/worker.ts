@@ -9,7 +9,8 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { logSoftmax, topLogprobs } from './logprobs.ts';
-import { processLogits, sampleProcessed, TokenHistory, type SamplingParams } from './sampling.ts';
+import { jsSoftmaxWeights, processLogits, sampleProcessed, TokenHistory, type SamplingParams } from './sampling.ts';
+import { nativeSoftmaxWeights } from './native/softmax-weights.ts';
 import { loadRunner, type StepRunner } from './runner.ts';
 import { ScriptedRunner } from './scripted-runner.ts';
 import { Scheduler, DEFAULT_MAX_NUM_BATCHED_TOKENS } from '../scheduler/scheduler.ts';
@@ -110,6 +111,8 @@ async function main(): Promise<void> {
     send({ type: 'error', id: null, message: (e as Error).message });
     return;
   }
+  // The sampler's softmax through ONNX Runtime's vectorized Exp where the native runner is built.
+  const weightsOf = nativeSoftmaxWeights() ?? jsSoftmaxWeights;
   const maxNumBatchedTokens = Math.max(init.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS, init.maxNumSeqs);
   // A runner with fixed cache slots (the device-resident one) runs at most that many sequences at once.
   const maxNumSeqs = Math.min(init.maxNumSeqs, runner.maxRunning ?? Infinity);
@@ -157,7 +160,7 @@ async function main(): Promise<void> {
     const r = g.req;
     if (seq.outputIds.length < r.minTokens) for (const id of r.stopIds) if (id >= 0 && id < row.length) row[id] = -Infinity;
     const logits = processLogits(row, r.sampling, g.history);
-    const tokenId = sampleProcessed(logits, r.sampling, g.rand);
+    const tokenId = sampleProcessed(logits, r.sampling, g.rand, weightsOf);
     scheduler.appendToken(seq, tokenId);
     g.history.add(tokenId);
     if (g.stop.has(tokenId)) { finish(seq, 'stop'); return; }

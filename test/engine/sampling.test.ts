@@ -1,5 +1,6 @@
 import t from 'tap';
-import { DEFAULT_SAMPLING, TokenHistory, processLogits, sample } from '../../src/engine/sampling.ts';
+import { DEFAULT_SAMPLING, TokenHistory, jsSoftmaxWeights, processLogits, sample, sampleProcessed } from '../../src/engine/sampling.ts';
+import { nativeSoftmaxWeights } from '../../src/engine/native/softmax-weights.ts';
 const mulberry32 = (seed: number): (() => number) => { let x = seed; return () => (x = (x * 16807) % 2147483647) / 2147483647; };
 import { StopMatcher } from '../../src/engine/stop-strings.ts';
 
@@ -102,4 +103,31 @@ t.test('top-p candidates reach the nucleus across probability scales', async (t)
   const p = { ...DEFAULT_SAMPLING, topP: 0.9 };
   for (const u of [0.1, 0.5, 0.8, 0.95, 0.999]) t.equal(sample(logits, p, () => u), sampleBySortingAll(logits, p, u), `u ${u}`);
   t.ok(sample(logits, p, () => 0.999) >= 11, 'a token of the third group can be drawn');
+});
+
+t.test("the native runner's float32 softmax weights: what the float64 ones give, draw for draw", async (t) => {
+  const native = nativeSoftmaxWeights();
+  if (native === null) {
+    t.fail('the native runner is not built (npm ci builds it)');
+    return;
+  }
+  const gen = mulberry32(5);
+  const row = Float32Array.from({ length: 256000 }, () => (gen() - 0.5) * 40);
+  for (const T of [0.3, 1, 1.7]) {
+    const a = native(row, T).slice();
+    const b = jsSoftmaxWeights(row, T);
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) if (b[i]! > 1e-30) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / b[i]!);
+    t.ok(worst < 1e-5, `T ${T}: max relative difference ${worst.toExponential(2)}`);
+    t.equal(Math.max(...a.subarray(0, 1000)) <= 1, true, 'the largest weight is at most 1');
+  }
+  const cases = [{}, { topK: 5 }, { topP: 0.9 }, { minP: 0.1 }, { topK: 40, topP: 0.8 }];
+  for (const c of cases) {
+    for (let trial = 0; trial < 20; trial++) {
+      const logits = Float32Array.from({ length: 3000 }, () => (gen() - 0.5) * (trial % 2 === 0 ? 8 : 30));
+      const p = { ...DEFAULT_SAMPLING, temperature: 0.7, ...c };
+      const u = gen();
+      t.equal(sampleProcessed(logits, p, () => u, native), sampleProcessed(logits, p, () => u), `${JSON.stringify(c)} trial ${trial}`);
+    }
+  }
 });

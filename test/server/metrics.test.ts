@@ -148,7 +148,8 @@ t.test("metricsNames 'vllm': vLLM's exact names; the split cache gauge and forwa
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
   const c = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0 });
   const r = await c.completions.create({ model, prompt: 'Once upon a time', max_tokens: 6, temperature: 0, ignore_eos: true } as never) as OpenAI.Completion;
-  const all = await settled((a) => value(a, 'gemma_serve:http_requests_total', { route: '/v1/completions', method: 'POST', status: '200' }) === 1, url);
+  // The worker's idle stats follow the response: wait for them too.
+  const all = await settled((a) => value(a, 'gemma_serve:http_requests_total', { route: '/v1/completions', method: 'POST', status: '200' }) === 1 && value(a, 'vllm:num_requests_running', M) === 0, url);
   t.equal(value(all, 'vllm:request_success_total', { ...M, finished_reason: 'length' }), 1);
   t.equal(value(all, 'vllm:prompt_tokens_total', M), r.usage!.prompt_tokens);
   t.equal(value(all, 'vllm:generation_tokens_total', M), 6);
