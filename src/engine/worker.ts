@@ -245,6 +245,7 @@ async function main(): Promise<void> {
         for (const p of group) if (p.seq.status !== 'finished') end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: (e as Error).message });
       }
     }
+    send({ type: 'stats', stats: scheduler.stats(), forwardSeconds }); // the step's forward time, at once
     // Take in submits and aborts between steps even when the runner never yields (the scripted one).
     await new Promise<void>((res) => setImmediate(res));
   }
