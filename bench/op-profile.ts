@@ -1,17 +1,19 @@
 // Per-op-type kernel time of decode steps from ONNX Runtime's profiler: `npx tsx bench/op-profile.ts EXPORT_DIR`.
-// A profiling session is swapped into a ModelRunner (a private field: this is a measuring tool).
+// A profiling session is swapped into a ModelRunner on the stock binding (a private field: this is a measuring tool).
 import * as ort from 'onnxruntime-node';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ModelRunner } from '../src/engine/model-runner.ts';
 const dir = process.argv[2]!;
-const r = await ModelRunner.load(dir, { kvCacheTokens: 512 });
+const r = await ModelRunner.load(dir, { kvCacheTokens: 512, binder: 'stock' });
+/** The runner's stock graph session: `ort` is the onnxruntime-node session it runs. */
+const graph = (r as unknown as { session: { ort: Runs } }).session;
 type Runs = { run: (feeds: unknown) => Promise<unknown> };
 const median = (a: number[]): number => [...a].sort((x, y) => x - y)[a.length >> 1]!;
 
 // 1. Without the profiler: a decode step's wall time against the time inside session.run.
 {
-  const session = (r as unknown as { session: Runs }).session;
+  const session = graph.ort;
   const run = session.run.bind(session);
   let inRun = 0;
   session.run = async (feeds) => { const t0 = performance.now(); const out = await run(feeds); inRun += performance.now() - t0; return out; };
@@ -34,7 +36,7 @@ const median = (a: number[]): number => [...a].sort((x, y) => x - y)[a.length >>
 
 // 2. A second session with profiling on, swapped in: kernel time by op type.
 const prof = await ort.InferenceSession.create(join(dir, 'model.onnx'), { executionProviders: ['cpu'], graphOptimizationLevel: 'all', enableProfiling: true, profileFilePrefix: '/tmp/ortprof' });
-(r as unknown as { session: unknown }).session = prof;
+(graph as unknown as { ort: unknown }).ort = prof;
 const s = r.cache.newSequence();
 r.cache.reserve(s, 200);
 await r.step([{ seq: s, tokenIds: Array.from({ length: 64 }, (_, i) => 100 + i), logits: 'last' }]);

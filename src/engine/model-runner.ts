@@ -7,7 +7,8 @@
 import { manifestKvDtype, readManifest, MODEL_FILE } from './export/export.ts';
 import * as io from './graph-io.ts';
 import { KvCache, type SequenceCache } from './kv-cache.ts';
-import { createSession, Tensor, type Device, type OrtSession, type OrtTensor } from './session.ts';
+import { openGraphSession, type Binder, type GraphSession, type HostInput } from './graph-session.ts';
+import type { Device } from './session.ts';
 import type { Gemma2Config } from '../checkpoint/config.ts';
 import { join } from 'node:path';
 import { freemem } from 'node:os';
@@ -41,6 +42,8 @@ export interface ModelRunnerOptions {
   readonly intraOpThreads?: number;
   /** Sequences that run at once: caps the sliding-window pool (KvCache.fromBudget). */
   readonly maxNumSeqs?: number;
+  /** How the paged graph is run: the native runner (default where built) or the stock binding. */
+  readonly binder?: Binder;
 }
 
 /**
@@ -58,13 +61,13 @@ export class ModelRunner {
   private constructor(
     readonly config: Gemma2Config,
     readonly cache: KvCache,
-    private readonly session: OrtSession,
+    private readonly session: GraphSession,
   ) {}
 
   static async load(exportDir: string, opts: ModelRunnerOptions = {}): Promise<ModelRunner> {
     const { config, manifest } = readManifest(exportDir);
     const dtype = manifestKvDtype(manifest);
-    const session = await createSession(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads });
+    const session = await openGraphSession(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads, binder: opts.binder });
     const blockSize = opts.blockSize ?? 16;
     const cache = opts.kvCacheTokens !== undefined
       ? new KvCache(config, { blockSize, numBlocks: { global: Math.ceil(opts.kvCacheTokens / blockSize) + 1, sliding: Math.ceil(opts.kvCacheTokens / blockSize) + 1 }, dtype })
@@ -95,11 +98,11 @@ export class ModelRunner {
       for (let s = r.logits === 'all' ? 0 : n - 1; s < n; s++) logitRows.push(BigInt(b * S + s));
       offsets.push(logitRows.length);
     });
-    const feeds: Record<string, OrtTensor> = {
-      [io.INPUT_IDS]: new Tensor('int64', ids, [B, S]),
-      [io.POSITIONS]: new Tensor('int64', positions, [B, S]),
-      [io.LOGIT_ROWS]: new Tensor('int64', BigInt64Array.from(logitRows), [logitRows.length]),
-    };
+    const inputs: HostInput[] = [
+      { name: io.INPUT_IDS, type: 'int64', dims: [B, S], data: ids },
+      { name: io.POSITIONS, type: 'int64', dims: [B, S], data: positions },
+      { name: io.LOGIT_ROWS, type: 'int64', dims: [logitRows.length], data: BigInt64Array.from(logitRows) },
+    ];
     for (const k of io.LAYER_KINDS) {
       const M = Math.max(1, ...rows.map((r) => r.seq.blocks[k].length));
       const table = new BigInt64Array(B * M); // padding: null block 0
@@ -109,28 +112,30 @@ export class ModelRunner {
         const width = r.seq.blocks[k].length * c.blockSize;
         for (let i = 0; i < width; i++) slots[b * M * c.blockSize + i] = BigInt(c.slotPosition(k, r.seq.numCached, i));
       });
-      feeds[io.blockTable(k)] = new Tensor('int64', table, [B, M]);
-      feeds[io.slotPositions(k)] = new Tensor('int64', slots, [B, M * c.blockSize]);
+      inputs.push({ name: io.blockTable(k), type: 'int64', dims: [B, M], data: table });
+      inputs.push({ name: io.slotPositions(k), type: 'int64', dims: [B, M * c.blockSize], data: slots });
     }
     const { numKvHeads: nkv, headDim: D } = this.config;
     c.pools.forEach(([kp, vp], l) => {
       const dims = [nkv, c.numBlocks[c.layerKinds[l]!], c.blockSize, D];
       // An fp16 pool is a Uint16Array of float16 bits, which ORT takes as 'float16' data.
-      feeds[io.cacheKey(l)] = kp instanceof Float32Array ? new Tensor('float32', kp, dims) : new Tensor('float16', kp, dims);
-      feeds[io.cacheValue(l)] = vp instanceof Float32Array ? new Tensor('float32', vp, dims) : new Tensor('float16', vp, dims);
+      inputs.push({ name: io.cacheKey(l), type: kp instanceof Float32Array ? 'float32' : 'float16', dims, data: kp });
+      inputs.push({ name: io.cacheValue(l), type: vp instanceof Float32Array ? 'float32' : 'float16', dims, data: vp });
     });
+    const outputs = [{ name: io.LOGITS, dims: [logitRows.length, this.config.vocabSize] }];
+    for (let l = 0; l < this.config.numLayers; l++) outputs.push({ name: io.newKey(l), dims: [B, S, nkv, D] }, { name: io.newValue(l), dims: [B, S, nkv, D] });
 
-    const out = await this.session.run(feeds);
+    const out = await this.session.run(inputs, outputs);
 
     for (let l = 0; l < this.config.numLayers; l++) {
-      const keys = out[io.newKey(l)]!.data as Float32Array; // [B, S, nkv, D]
-      const values = out[io.newValue(l)]!.data as Float32Array;
+      const keys = out[io.newKey(l)]!; // [B, S, nkv, D]
+      const values = out[io.newValue(l)]!;
       rows.forEach((r, b) => {
         for (let s = 0; s < r.tokenIds.length; s++) c.write(l, r.seq, r.seq.numCached + s, keys, values, (b * S + s) * nkv * D);
       });
     }
     for (const r of rows) r.seq.numCached += r.tokenIds.length;
-    return { logits: out[io.LOGITS]!.data as Float32Array, offsets, vocabSize: this.config.vocabSize };
+    return { logits: out[io.LOGITS]!, offsets, vocabSize: this.config.vocabSize };
   }
 
   async release(): Promise<void> {

@@ -17,15 +17,16 @@ interface Golden {
 
 const fixturesDir = join(import.meta.dirname, '..', 'fixtures');
 
-for (const [name, attention] of [['tiny-gemma2', 'paged'], ['tiny-gemma2-bf16-mqa', 'paged'], ['tiny-gemma2', 'gqa'], ['tiny-gemma2-bf16-mqa', 'gqa']] as const) {
-  t.test(`${name}, ${attention} attention`, async (t) => {
+// The paged layout runs through the native runner by default; the stock binding is checked too.
+for (const [name, attention, binder] of [['tiny-gemma2', 'paged', 'native'], ['tiny-gemma2-bf16-mqa', 'paged', 'native'], ['tiny-gemma2', 'paged', 'stock'], ['tiny-gemma2', 'gqa', 'native'], ['tiny-gemma2-bf16-mqa', 'gqa', 'native']] as const) {
+  t.test(`${name}, ${attention} attention, ${binder} binding`, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'gs-golden-'));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     exportCheckpoint({ checkpointDir: join(fixturesDir, name), outDir: join(dir, 'model'), attention });
     const golden = JSON.parse(readFileSync(join(fixturesDir, name, 'golden.json'), 'utf8')) as Golden;
     // paged: block size 4 with windows of 8 and 5, so the sliding ring spans several blocks and wraps.
     // gqa: slots of 64 positions, past both windows.
-    const runner = await loadRunner(join(dir, 'model'), attention === 'paged' ? { blockSize: 4, kvCacheBytes: 4 * 2 ** 20 } : { kvCacheTokens: 64 });
+    const runner = await loadRunner(join(dir, 'model'), attention === 'paged' ? { blockSize: 4, kvCacheBytes: 4 * 2 ** 20, binder } : { kvCacheTokens: 64 });
     t.teardown(() => runner.release());
 
     await t.test('every position within 5e-3 of golden, full vocabulary', async (t) => {
