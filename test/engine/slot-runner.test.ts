@@ -12,14 +12,12 @@ import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
 import { Engine } from '../../src/engine/engine.ts';
 import { exportCheckpoint, manifestAttention, manifestKvDtype, readManifest } from '../../src/engine/export/export.ts';
 import type { SequenceCache } from '../../src/engine/kv-cache.ts';
-import { logSoftmax } from '../../src/engine/logprobs.ts';
 import { resolveModel } from '../../src/engine/resolve-model.ts';
 import { loadRunner } from '../../src/engine/runner.ts';
 import { SlotRunner } from '../../src/engine/slot-runner.ts';
 import { ConfigError } from '../../src/errors.ts';
-import { Gemma2Reference } from '../reference/gemma2-reference.ts';
-import { compareLogprobs, describeDiff, hfInitModel } from '../reference/logprob-diff.ts';
-import { greedyIds } from './engine-run.ts';
+import { describeDiff, hfInitModel } from '../reference/logprob-diff.ts';
+import { fp16ReferenceDiff, greedyIds } from './engine-run.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'gs-slots-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -126,19 +124,7 @@ t.test('fp16 compute through the native runner: the in-place fp16 cache within t
   exportCheckpoint({ checkpointDir, outDir: out, attention: 'gqa', dtype: 'fp16' });
   const r = SlotRunner.load(out, { kvCacheTokens: 64 });
   t.teardown(() => r.release());
-  const ids = sequences[0]!;
-  const seq = r.cache.newSequence();
-  const got: Float64Array[] = [];
-  const run = async (tokens: number[]): Promise<void> => {
-    r.cache.reserve(seq, seq.numCached + tokens.length);
-    const o = await r.step([{ seq, tokenIds: tokens, logits: 'all' }]);
-    for (let i = 0; i < tokens.length; i++) got.push(Float64Array.from(logSoftmax(o.logits.subarray(i * o.vocabSize, (i + 1) * o.vocabSize))));
-  };
-  await run(ids.slice(0, 9));
-  for (const id of ids.slice(9)) await run([id]);
-  const ref = Gemma2Reference.fromCheckpoint(checkpointDir);
-  ref.roundMatricesToF16();
-  const c = compareLogprobs([got], [ref.logprobs(ids)]);
+  const c = await fp16ReferenceDiff(r, checkpointDir, sequences[0]!);
   t.comment(`fp16 compute, native runner, prefill 9 + one token per step: ${describeDiff(c)}`);
   t.ok(c.maxDiff < 1e-2, `max |Δ logprob| ${c.maxDiff.toExponential(2)} < 1e-2`);
 });
