@@ -58,6 +58,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     : Fastify({ logger: false, ...common })) as unknown as FastifyInstance;
   const state = opts.engine instanceof Engine ? new EngineState(opts.engine) : opts.engine;
   const metrics = opts.metrics ?? new Metrics({ state, names: opts.metricsNames });
+  // Metrics made here stop listening to the engine with the app (a test's engine serves many apps).
+  if (opts.metrics === undefined) app.addHook('onClose', async () => { metrics.detach(); });
   // First, before auth: every request gets its id header, its log line and its HTTP metrics.
   registerRequestLog(app, { metrics, logPrompts: opts.logPrompts ?? false });
   app.setErrorHandler((err: Error, request, reply) => {

@@ -64,6 +64,7 @@ export class Metrics {
   private readonly httpDuration: Histogram<'route' | 'method' | 'status'>;
   private preemptionsSeen = 0;
   private stepEngine: Engine | null = null;
+  private unsubscribeStep: (() => void) | null = null;
   /** Running totals, for the periodic stats log line. */
   readonly totals = { promptTokens: 0, generationTokens: 0 };
 
@@ -224,7 +225,15 @@ export class Metrics {
   private attach(engine: Engine): void {
     if (this.stepEngine === engine) return;
     this.stepEngine = engine;
-    engine.onStep((s) => this.hist.iteration.observe({ model_name: engine.modelId }, s.lastStep.numTokens));
+    this.unsubscribeStep?.();
+    this.unsubscribeStep = engine.onStep((s) => this.hist.iteration.observe({ model_name: engine.modelId }, s.lastStep.numTokens));
+  }
+
+  /** Stops observing the engine's steps (the app closed; the engine may outlive it). */
+  detach(): void {
+    this.unsubscribeStep?.();
+    this.unsubscribeStep = null;
+    this.stepEngine = null;
   }
 
   /** Per-request token-count histograms: vLLM's 1-2-5 buckets up to the context length. */

@@ -175,3 +175,17 @@ t.test('/metrics needs no API key (as vLLM); the API still does', async (t) => {
   const all = await settled((a) => value(a, 'gemma_serve:http_requests_total', { route: '/v1/models', method: 'GET', status: '401' }) === 1, url);
   t.equal(value(all, 'gemma_serve:http_requests_total', { route: '/v1/models', method: 'GET', status: '401' }), 1, 'refused requests are counted');
 });
+
+t.test('a closed app stops listening to the engine it served (the engine outlives it)', async (t) => {
+  const listeners = (): number => (engine as unknown as { stepListeners: Set<unknown> }).stepListeners.size;
+  const before = listeners();
+  for (let i = 0; i < 3; i++) {
+    const app = buildApp({ engine: new EngineState(engine) });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+    t.equal((await fetch(`${url}/metrics`)).status, 200); // the scrape attaches the step listener
+    t.equal(listeners(), before + 1, `app ${i}: one listener while it runs`);
+    await app.close();
+    t.equal(listeners(), before, `app ${i}: none after it closed`);
+  }
+});
