@@ -158,6 +158,7 @@ async function main(): Promise<void> {
   const accept = (seq: Sequence, row: Float32Array): void => {
     const g = gens.get(seq.spec.id)!;
     const r = g.req;
+    if (r.maxTokens === 0) { finish(seq, 'length'); return; } // prompt only (scored, when asked)
     if (seq.outputIds.length < r.minTokens) for (const id of r.stopIds) if (id >= 0 && id < row.length) row[id] = -Infinity;
     const logits = processLogits(row, r.sampling, g.history);
     const tokenId = sampleProcessed(logits, r.sampling, g.rand, weightsOf);

@@ -120,7 +120,8 @@ export function generationFieldNames(): string[] {
 }
 
 /** Reads and validates the fields both endpoints share. */
-export function parseGenerationParams(r: FieldReader, maxTokensKeys: readonly string[] = ['max_tokens']): GenerationParams {
+/** `minMaxTokens`: the smallest max_tokens accepted (0 on /v1/completions: echo-only scoring). */
+export function parseGenerationParams(r: FieldReader, maxTokensKeys: readonly string[] = ['max_tokens'], minMaxTokens = 1): GenerationParams {
   const model = r.get('model');
   if (typeof model !== 'string' || model === '') throw new InvalidRequestError('model: a model name (string) is required', 'model');
   const stream = r.bool('stream') ?? false;
@@ -145,7 +146,7 @@ export function parseGenerationParams(r: FieldReader, maxTokensKeys: readonly st
   const repetitionPenalty = r.num('repetition_penalty', 0, 2) ?? 1;
   if (repetitionPenalty <= 0) throw new InvalidRequestError('repetition_penalty: must be > 0', 'repetition_penalty');
   let maxTokens: number | undefined;
-  for (const key of maxTokensKeys) maxTokens ??= r.int(key, 1);
+  for (const key of maxTokensKeys) maxTokens ??= r.int(key, minMaxTokens);
   return {
     model,
     maxTokens,

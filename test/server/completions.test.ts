@@ -158,6 +158,27 @@ t.test('echo + logprobs on a token prompt: offsets include the decoded <bos>', a
   t.same(lp.top_logprobs!.slice(1), lp.top_logprobs!.slice(1).map(() => ({})), 'logprobs 0: no alternatives');
 });
 
+t.test('max_tokens 0 with echo and logprobs scores the prompt and generates nothing (lm-eval loglikelihood)', async (t) => {
+  const ids = idsOf(PROMPT);
+  const scored = await complete({ echo: true, logprobs: 2, max_tokens: 0 });
+  const longer = await complete({ echo: true, logprobs: 2, max_tokens: 3, temperature: 0, ignore_eos: true });
+  const c = scored.choices[0]!;
+  t.equal(c.text, PROMPT, 'the text is the prompt');
+  t.equal(c.finish_reason, 'length');
+  t.same(scored.usage, { prompt_tokens: ids.length, completion_tokens: 0, total_tokens: ids.length });
+  const lp = c.logprobs!;
+  t.equal(lp.tokens!.length, ids.length, 'one entry per prompt token, none generated');
+  t.equal(lp.token_logprobs![0], null, 'the first token has no context');
+  const want = longer.choices[0]!.logprobs!.token_logprobs!.slice(0, ids.length);
+  lp.token_logprobs!.slice(1).forEach((v, i) => t.ok(Math.abs(v! - want[i + 1]!) < 1e-6, `prompt token ${i + 1}: ${v} = ${want[i + 1]}`));
+  const stream = await streamChunks({ echo: true, logprobs: 2, max_tokens: 0 });
+  t.equal(stream.map((ch) => ch.choices.map((x) => x.text).join('')).join(''), PROMPT, 'streamed: the prompt only');
+  const plain = await complete({ max_tokens: 0 });
+  t.equal(plain.choices[0]!.text, '', 'without echo: empty text');
+  t.equal(plain.usage!.completion_tokens, 0);
+  t.equal(engine.inFlight, 0);
+});
+
 t.test('logprobs without echo: one entry per completion token', async (t) => {
   const r = await complete({ logprobs: 3, max_tokens: 4, temperature: 0, ignore_eos: true });
   const lp = r.choices[0]!.logprobs!;
@@ -262,7 +283,7 @@ t.test('bad requests are 400s naming the parameter', async (t) => {
     ['logprobs above 20', { logprobs: 21 }, 'logprobs'],
     ['logprobs as a boolean', { logprobs: true }, 'logprobs'],
     ['echo as a string', { echo: 'yes' }, 'echo'],
-    ['max_tokens 0', { max_tokens: 0 }, 'max_tokens'],
+    ['max_tokens -1', { max_tokens: -1 }, 'max_tokens'],
     ['stream_options without stream', { stream_options: { include_usage: true } }, 'stream_options'],
   ];
   for (const [what, params, param, code] of cases) {

@@ -44,7 +44,8 @@ const UNSUPPORTED: Readonly<Record<string, (v: unknown) => boolean>> = {
 export function parseCompletionRequest(engine: Engine, body: unknown): CompletionRequest {
   const r = new FieldReader(body);
   r.checkFields([...generationFieldNames(), 'prompt', 'echo', 'logprobs', 'best_of'], UNSUPPORTED);
-  const params = parseGenerationParams(r);
+  // max_tokens 0 generates nothing: with echo and logprobs, the prompt is scored (lm-eval's loglikelihood).
+  const params = parseGenerationParams(r, ['max_tokens'], 0);
   const bestOf = r.int('best_of', 1);
   if (bestOf !== undefined && bestOf !== params.n) {
     throw new InvalidRequestError('best_of: only best_of equal to n is supported', 'best_of', 'unsupported_parameter');
