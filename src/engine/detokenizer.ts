@@ -4,7 +4,7 @@
  * unread tokens. Decoding a window rather than single tokens keeps whatever the decoder does
  * across token boundaries, and the text is held back while it ends in U+FFFD, i.e. while a
  * multi-byte character is still arriving as byte-fallback tokens, so a delta never carries
- * half a character. Special tokens are skipped.
+ * half a character. Special tokens are skipped unless asked otherwise.
  */
 import type { TextTokenizer } from './tokenizer.ts';
 
@@ -22,7 +22,8 @@ export class Detokenizer {
   /** Everything before this has been emitted. */
   private readOffset = 0;
 
-  constructor(private readonly tokenizer: TextTokenizer) {}
+  /** `skipSpecialTokens` false keeps them in the text (echoed prompts, whose text shows them). */
+  constructor(private readonly tokenizer: TextTokenizer, private readonly skipSpecialTokens = true) {}
 
   /** Adds one token; returns the text it completes (often '', e.g. mid-character or special). */
   push(id: number): string {
@@ -68,7 +69,7 @@ export class Detokenizer {
   }
 
   private decode(from: number, to: number): string {
-    return this.tokenizer.decode(this.ids.slice(from, to), { skipSpecialTokens: true });
+    return this.tokenizer.decode(this.ids.slice(from, to), { skipSpecialTokens: this.skipSpecialTokens });
   }
 }
 

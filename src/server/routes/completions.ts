@@ -7,6 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
+import { Detokenizer } from '../../engine/detokenizer.ts';
 import type { Engine } from '../../engine/engine.ts';
 import type { TokenLogprobs } from '../../engine/worker.ts';
 import { InvalidRequestError } from '../../errors.ts';
@@ -108,13 +109,17 @@ class LegacyLogprobsBuilder {
 
   /**
    * The echoed prompt's entries: token i > 0 scored by entries[i - 1]. Offsets index the echoed
-   * text (from decoding prefixes), so the hidden leading ids (a text prompt's `<bos>`) sit at 0.
+   * text (the text emitted before the token), so the hidden leading ids (a text prompt's `<bos>`)
+   * sit at 0.
    */
   prompt(p: Prompt, entries: readonly TokenLogprobs[]): LegacyLogprobs {
     const out = this.empty();
+    // Offsets from an incremental detokenizer: linear in the prompt's length, not a decode per prefix.
+    const detokenizer = new Detokenizer(this.engine.tokenizer, false);
+    let offset = 0;
     p.ids.forEach((id, i) => {
-      const offset = i <= p.hidden ? 0 : this.engine.tokenizer.decode(p.ids.slice(p.hidden, i)).length;
       this.push(out, id, i === 0 ? null : entries[i - 1] ?? null, offset);
+      if (i >= p.hidden) offset += detokenizer.push(id).length;
     });
     return out;
   }
