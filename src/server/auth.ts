@@ -2,6 +2,8 @@
  * API-key authentication: `Authorization: Bearer <key>` checked against the configured keys
  * in constant time (SHA-256 digests of both sides compared with timingSafeEqual, so neither
  * the content nor the length of a key leaks through timing). No keys configured = open.
+ * A WebSocket upgrade may instead offer the key as the subprotocol `openai-insecure-api-key.KEY`
+ * (browsers cannot set headers on a WebSocket; OpenAI's Realtime API takes keys the same way).
  * Every route except GET /health and GET /ready (probes) and GET /metrics (Prometheus scrapes,
  * as vLLM serves them: counts only, no request content) needs a key once keys are configured.
  */
@@ -25,13 +27,27 @@ export function bearerToken(header: string | undefined): string | undefined {
   return m ? m[1]!.trim() : undefined;
 }
 
+/** The subprotocol prefix that carries a key on a browser's WebSocket upgrade (as OpenAI's Realtime API). */
+export const WS_KEY_PROTOCOL_PREFIX = 'openai-insecure-api-key.';
+
+/**
+ * A key offered as the WebSocket subprotocol `openai-insecure-api-key.KEY`: browsers cannot set
+ * an Authorization header on a WebSocket, only subprotocols.
+ */
+export function subprotocolKey(header: string | string[] | undefined): string | undefined {
+  const offered = (Array.isArray(header) ? header.join(',') : header ?? '').split(',').map((p) => p.trim());
+  const hit = offered.find((p) => p.startsWith(WS_KEY_PROTOCOL_PREFIX));
+  return hit === undefined ? undefined : hit.slice(WS_KEY_PROTOCOL_PREFIX.length);
+}
+
 export function registerAuth(app: FastifyInstance, apiKeys: readonly string[]): void {
   if (apiKeys.length === 0) return;
   const keyDigests = apiKeys.map(digest);
   app.addHook('onRequest', async (request, reply) => {
     const path = request.url.split('?', 1)[0];
     if (path === '/health' || path === '/ready' || path === '/metrics') return;
-    const token = bearerToken(request.headers.authorization);
+    const upgrade = request.headers.upgrade?.toLowerCase() === 'websocket';
+    const token = bearerToken(request.headers.authorization) ?? (upgrade ? subprotocolKey(request.headers['sec-websocket-protocol']) : undefined);
     if (token === undefined || token === '') {
       return reply.status(401).send(errorBody(
         "Missing API key. Provide it in an Authorization header as 'Bearer YOUR_KEY'.",

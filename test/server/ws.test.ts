@@ -285,6 +285,16 @@ t.test('with API keys: the upgrade needs the Bearer key', async (t) => {
   t.equal(chunksOf(c, 'k').at(-1)!.choices[0]!.finish_reason, 'length');
   await c.close();
 
+  // A browser offers the key as a subprotocol (it cannot set headers); the server picks the first offered.
+  const withProtocols = (protocols: string[]): Promise<{ status: number; protocol: string }> => new Promise((res) => {
+    const ws = new WebSocket(wsURL(secured), protocols);
+    ws.once('open', () => { res({ status: 101, protocol: ws.protocol }); ws.close(); });
+    ws.once('unexpected-response', (_req, response) => { res({ status: response.statusCode ?? 0, protocol: '' }); ws.terminate(); });
+    ws.once('error', () => res({ status: 0, protocol: '' }));
+  });
+  t.same(await withProtocols(['gemma-serve', `openai-insecure-api-key.${key}`]), { status: 101, protocol: 'gemma-serve' }, 'the key as a subprotocol is accepted');
+  t.same(await withProtocols(['gemma-serve', 'openai-insecure-api-key.wrong']), { status: 401, protocol: '' }, 'a wrong key as a subprotocol is refused');
+  t.same(await withProtocols(['gemma-serve']), { status: 401, protocol: '' }, 'no key at all is refused');
   for (const headers of [{}, { authorization: 'Bearer wrong-key' }, { authorization: key }] as Record<string, string>[]) {
     t.equal(await upgradeStatus(secured, headers), 401, `refused: ${JSON.stringify(headers)}`);
   }
