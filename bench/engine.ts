@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { makeRandomCheckpoint } from '../src/checkpoint/make-random.ts';
 import { Engine } from '../src/engine/engine.ts';
+import { KvCache } from '../src/engine/kv-cache.ts';
 import { readManifest } from '../src/engine/export/export.ts';
 import { resolveModel } from '../src/engine/resolve-model.ts';
 import { seededRandom } from './load/prompts.ts';
@@ -62,7 +63,7 @@ const maxBatch = Math.max(...batches);
 const promptLen = Math.min(Number(opts.prompt), config.maxPositions - 1);
 const decodeLen = DECODE_PROMPT + 1 + WARM_STEPS + steps;
 // KV budget (fp32 upper bound): every decode sequence (or the prompt) plus a block of slack per sequence and layer kind.
-const bytesPerToken = config.numLayers * 2 * config.numKvHeads * config.headDim * 4;
+const bytesPerToken = KvCache.bytesPerToken(config);
 const kvCacheBytes = (Math.max(promptLen + 1, maxBatch * decodeLen) + 2 * 16 * (maxBatch + 1)) * bytesPerToken * 2;
 
 const tLoad = performance.now();

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { manifestAttention, manifestKvDtype, readManifest, MODEL_FILE } from '../src/engine/export/export.ts';
 import * as io from '../src/engine/graph-io.ts';
 import { createSession, Tensor, type Device, type OrtTensor } from '../src/engine/session.ts';
+import { KvCache } from '../src/engine/kv-cache.ts';
 import { SlotRunner } from '../src/engine/slot-runner.ts';
 
 const { values, positionals } = parseArgs({
@@ -79,8 +80,7 @@ async function copied(B: number): Promise<number[]> {
 
 /** The native runner: slots resident in the session's memory, updated in place. */
 async function resident(B: number): Promise<number[]> {
-  const perToken = 2 * nkv * D * (half ? 2 : 4) * numLayers;
-  const runner = SlotRunner.load(dir!, { device, kvCacheTokens: cacheLen, kvCacheBytes: B * cacheLen * perToken, intraOpThreads: threads, maxNumSeqs: B });
+  const runner = SlotRunner.load(dir!, { device, kvCacheTokens: cacheLen, kvCacheBytes: B * cacheLen * KvCache.bytesPerToken(config, manifestKvDtype(manifest)), intraOpThreads: threads, maxNumSeqs: B });
   if (runner.maxRunning < B || runner.slotLength < cacheLen) throw new Error(`slots: ${runner.maxRunning} x ${runner.slotLength}`);
   const seqs = Array.from({ length: B }, () => {
     const seq = runner.cache.newSequence();

@@ -104,6 +104,7 @@ export class Engine {
   /** Ids of generations submitted to the worker and not yet ended there (running or waiting). */
   private readonly live = new Set<number>();
   private latestStats: SchedulerStats | null = null;
+  private forwardSeconds = 0;
   private readonly stepListeners = new Set<(stats: SchedulerStats) => void>();
 
   private constructor(
@@ -125,9 +126,9 @@ export class Engine {
   ) {
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'ready') return;
+      if (m.type === 'forward') { this.forwardSeconds = m.seconds; return; }
       if (m.type === 'stats') {
         this.latestStats = m.stats;
-        this.forwardSecondsTotal = m.forwardSeconds;
         if (m.step === true) for (const listener of this.stepListeners) listener(m.stats);
         return;
       }
@@ -181,10 +182,12 @@ export class Engine {
   /** The scheduler's counters after its latest step (null before the first). */
   /**
    * Seconds the worker has spent in forward passes (building inputs, the ONNX Runtime run,
-   * writing the cache), as of its latest stats message: against wall time under load, what is
-   * left is the server's own work (scheduling, sampling, messages, detokenizing, HTTP) and idling.
+   * writing the cache), as of its last step: against wall time under load, what is left is the
+   * server's own work (scheduling, sampling, messages, detokenizing, HTTP) and idling.
    */
-  forwardSecondsTotal = 0;
+  get forwardSecondsTotal(): number {
+    return this.forwardSeconds;
+  }
 
   get stats(): SchedulerStats | null {
     return this.latestStats;

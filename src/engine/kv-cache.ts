@@ -81,6 +81,11 @@ export class KvCache {
     return new KvCache(config, { blockSize, numBlocks: { global: Math.max(2, Math.floor((bytes - cap * sl) / g)), sliding: cap }, dtype });
   }
 
+  /** Bytes one token takes across all layers, K and V together, where every layer keeps it. */
+  static bytesPerToken(config: Gemma2Config, dtype: KvDtype = 'fp32'): number {
+    return KvCache.bytesPerBlockPerLayer(config, 1, dtype) * config.numLayers;
+  }
+
   /** Bytes one block takes in one layer, K and V together. */
   static bytesPerBlockPerLayer(config: Gemma2Config, blockSize: number, dtype: KvDtype = 'fp32'): number {
     return 2 * config.numKvHeads * blockSize * config.headDim * kvDtypeBytes(dtype);

@@ -52,8 +52,7 @@ export interface ModelRunnerOptions {
  * context the model advertises is always servable).
  */
 export function defaultKvCacheBytes(config: Gemma2Config, blockSize: number, dtype: io.KvDtype = 'fp32'): number {
-  const perToken = 2 * config.numKvHeads * config.headDim * io.kvDtypeBytes(dtype) * config.numLayers;
-  const fullSequence = (Math.ceil(config.maxPositions / blockSize) + 1) * blockSize * perToken;
+  const fullSequence = (Math.ceil(config.maxPositions / blockSize) + 1) * blockSize * KvCache.bytesPerToken(config, dtype);
   return Math.max(fullSequence, Math.min(0.25 * freemem(), 4 * fullSequence));
 }
 

@@ -36,18 +36,15 @@ export function resolveModel(dir: string, cacheRoot: string = defaultDataDir(), 
   }
   const abs = resolve(dir);
   const key = createHash('sha1').update(`${abs}\n${checkpointFingerprint(abs)}`).digest('hex');
-  if (device === 'cuda') {
-    if (kvDtype === 'fp32') throw new ConfigError(`--device cuda keeps the KV cache in fp16 (CUDA's GroupQueryAttention has no fp32 kernel): drop --kv-dtype fp32`, 'kv-dtype');
-    const out = join(cacheRoot, 'exports', `${key}-gqa-fp16`);
-    if (!existsSync(join(out, MANIFEST_FILE))) {
-      mkdirSync(join(cacheRoot, 'exports'), { recursive: true });
-      exportCheckpoint({ checkpointDir: abs, outDir: out, attention: 'gqa', dtype: 'fp16' });
-    }
-    return out;
+  if (device === 'cuda' && kvDtype === 'fp32') {
+    throw new ConfigError(`--device cuda keeps the KV cache in fp16 (CUDA's GroupQueryAttention has no fp32 kernel): drop --kv-dtype fp32`, 'kv-dtype');
   }
-  const out = join(cacheRoot, 'exports', kvDtype === 'fp16' ? `${key}-kv-fp16` : key);
+  const [suffix, options] = device === 'cuda'
+    ? ['-gqa-fp16', { attention: 'gqa', dtype: 'fp16' } as const]
+    : [kvDtype === 'fp16' ? '-kv-fp16' : '', { kvDtype: kvDtype ?? 'fp32' }];
+  const out = join(cacheRoot, 'exports', key + suffix);
   if (existsSync(join(out, MANIFEST_FILE))) return out;
   mkdirSync(join(cacheRoot, 'exports'), { recursive: true });
-  exportCheckpoint({ checkpointDir: abs, outDir: out, kvDtype: kvDtype ?? 'fp32' });
+  exportCheckpoint({ checkpointDir: abs, outDir: out, ...options });
   return out;
 }

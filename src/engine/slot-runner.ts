@@ -64,7 +64,7 @@ export class SlotRunner {
     const { config, manifest } = readManifest(exportDir);
     const dtype = manifestKvDtype(manifest);
     const blockSize = opts.blockSize ?? 16;
-    const perToken = 2 * config.numKvHeads * config.headDim * io.kvDtypeBytes(dtype) * config.numLayers;
+    const perToken = KvCache.bytesPerToken(config, dtype);
     const L = Math.min(config.maxPositions, opts.kvCacheTokens ?? config.maxPositions);
     const budget = opts.kvCacheBytes ?? (opts.kvCacheTokens !== undefined ? L * perToken : defaultKvCacheBytes(config, blockSize, dtype));
     const slots = Math.max(1, Math.min(opts.maxNumSeqs ?? Infinity, Math.floor(budget / (L * perToken))));

@@ -68,8 +68,9 @@ export type FromWorker =
   /** Once, when the scheduler first admits the sequence; `at`: performance.timeOrigin + performance.now(). */
   | { type: 'scheduled'; id: number; at: number }
   /** After every step: the scheduler's counters (observability hooks); `step`: the step computes tokens. */
-  /** forwardSeconds: cumulative time inside the runner's forward passes (inputs, ORT run, cache writes). */
-  | { type: 'stats'; stats: SchedulerStats; step?: boolean; forwardSeconds: number };
+  | { type: 'stats'; stats: SchedulerStats; step?: boolean }
+  /** Cumulative seconds inside the runner's forward passes (inputs, ORT run, cache writes), after each step. */
+  | { type: 'forward'; seconds: number };
 
 /** mulberry32: a tiny seeded PRNG returning floats in [0, 1). */
 export function mulberry32(seed: number): () => number {
@@ -219,7 +220,7 @@ async function main(): Promise<void> {
   while (!closing) {
     dropAborted();
     if (!scheduler.hasWork) {
-      send({ type: 'stats', stats: scheduler.stats(), forwardSeconds });
+      send({ type: 'stats', stats: scheduler.stats() });
       await new Promise<void>((res) => { wake = res; });
       wake = null;
       continue;
@@ -232,7 +233,7 @@ async function main(): Promise<void> {
       const g = gens.get(p.seq.spec.id);
       if (g !== undefined && !g.scheduled) { g.scheduled = true; send({ type: 'scheduled', id: p.seq.spec.id, at: performance.timeOrigin + performance.now() }); }
     }
-    send({ type: 'stats', stats: scheduler.stats(), step: plan.rows.length > 0, forwardSeconds });
+    send({ type: 'stats', stats: scheduler.stats(), step: plan.rows.length > 0 });
     if (plan.rows.length === 0) {
       if (plan.unservable.length === 0) await new Promise<void>((res) => setImmediate(res));
       continue;
@@ -246,7 +247,7 @@ async function main(): Promise<void> {
         for (const p of group) if (p.seq.status !== 'finished') end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: (e as Error).message });
       }
     }
-    send({ type: 'stats', stats: scheduler.stats(), forwardSeconds }); // the step's forward time, at once
+    send({ type: 'forward', seconds: forwardSeconds });
     // Take in submits and aborts between steps even when the runner never yields (the scripted one).
     await new Promise<void>((res) => setImmediate(res));
   }

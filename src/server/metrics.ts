@@ -48,6 +48,12 @@ export interface MetricsOptions {
 
 const ms = (a: number, b: number): number => Math.max(0, b - a) / 1000;
 
+/** Increments `counter` from `seen` up to the cumulative `total`; returns the new high-water mark. */
+function catchUp(counter: Counter<'model_name'>, labels: { model_name: string }, total: number, seen: number): number {
+  counter.inc(labels, Math.max(0, total - seen));
+  return Math.max(total, seen);
+}
+
 export class Metrics {
   readonly registry = new Registry();
   private readonly prefix: string;
@@ -145,14 +151,10 @@ export class Metrics {
     if (engine !== null) {
       this.attach(engine);
       this.tokenHistograms(engine);
-      // Brought up to the scheduler's cumulative count (inc by 0 shows the series from the start).
-      const total = engine.stats?.preemptionsTotal ?? 0;
-      if (total > this.preemptionsSeen) this.preemptions.inc({ model_name: engine.modelId }, total - this.preemptionsSeen);
-      else this.preemptions.inc({ model_name: engine.modelId }, 0);
-      this.preemptionsSeen = Math.max(total, this.preemptionsSeen);
-      const forward = engine.forwardSecondsTotal;
-      this.forward.inc({ model_name: engine.modelId }, Math.max(0, forward - this.forwardSeen));
-      this.forwardSeen = Math.max(forward, this.forwardSeen);
+      // Counters brought up to the engine's cumulative totals (inc by 0 shows the series from the start).
+      const labels = { model_name: engine.modelId };
+      this.preemptionsSeen = catchUp(this.preemptions, labels, engine.stats?.preemptionsTotal ?? 0, this.preemptionsSeen);
+      this.forwardSeen = catchUp(this.forward, labels, engine.forwardSecondsTotal, this.forwardSeen);
     }
     return this.registry.metrics();
   }

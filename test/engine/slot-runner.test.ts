@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
 import { Engine } from '../../src/engine/engine.ts';
 import { exportCheckpoint, manifestAttention, manifestKvDtype, readManifest } from '../../src/engine/export/export.ts';
-import type { SequenceCache } from '../../src/engine/kv-cache.ts';
+import { KvCache, type SequenceCache } from '../../src/engine/kv-cache.ts';
 import { resolveModel } from '../../src/engine/resolve-model.ts';
 import { loadRunner } from '../../src/engine/runner.ts';
 import { SlotRunner } from '../../src/engine/slot-runner.ts';
@@ -25,8 +25,7 @@ const ckpt = join(dir, 'ckpt');
 const { config } = makeRandomCheckpoint({ shape: 'tiny', seed: 3, dtype: 'f32', out: ckpt, set: { max_position_embeddings: '128', sliding_window: '8' } });
 const model = join(dir, 'gqa');
 exportCheckpoint({ checkpointDir: ckpt, outDir: model, attention: 'gqa' });
-const perToken = 2 * config.numKvHeads * config.headDim * 4 * config.numLayers;
-const slotsBudget = (n: number): number => n * config.maxPositions * perToken;
+const slotsBudget = (n: number): number => n * config.maxPositions * KvCache.bytesPerToken(config);
 
 const prompt = (salt: number, len: number): number[] => Array.from({ length: len }, (_, j) => 3 + ((salt * 131 + j * 17 + j * j) % (config.vocabSize - 3)));
 const DECODE = [7, 19, 101, 5, 64, 33, 2, 250];
