@@ -2,7 +2,7 @@
  * The engine alone, no HTTP: prefill speed and decode step time, so engine regressions show
  * without the server in the way.
  *
- *   npm run bench:engine -- [MODEL_DIR] [--prompt 512] [--batches 1,4,8,16] [--steps 16] [--runs 5] [--json FILE]
+ *   npm run bench:engine -- [MODEL_DIR] [--prompt 512] [--batches 1,4,8,16] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--json FILE]
  *
  * MODEL_DIR: an export or a checkpoint (exported once into a temporary data dir); none: a tiny
  * random-weight model generated into a temporary dir. What each number includes:
@@ -27,6 +27,7 @@ import { Engine } from '../src/engine/engine.ts';
 import { KvCache } from '../src/engine/kv-cache.ts';
 import { readManifest } from '../src/engine/export/export.ts';
 import { resolveModel } from '../src/engine/resolve-model.ts';
+import { INT4_KERNELS, type Int4Kernel } from '../src/engine/native/q4-graph.ts';
 import { seededRandom } from './load/prompts.ts';
 import { formatTable, median, round } from './load/stats.ts';
 
@@ -38,13 +39,15 @@ const { values: opts, positionals } = parseArgs({
     steps: { type: 'string', default: '16' },
     runs: { type: 'string', default: '5' },
     json: { type: 'string' },
+    'int4-kernel': { type: 'string', default: 'auto' },
   },
 });
 const batches = opts.batches.split(',').map(Number);
 const steps = Number(opts.steps);
 const runs = Number(opts.runs);
-if (batches.some((b) => !Number.isInteger(b) || b < 1) || !(steps >= 1) || !(runs >= 1) || !(Number(opts.prompt) >= 1)) {
-  throw new Error('usage: bench/engine.ts [MODEL_DIR] [--prompt 512] [--batches 1,4,8,16] [--steps 16] [--runs 5] [--json FILE]');
+const int4Kernel = opts['int4-kernel'] as Int4Kernel;
+if (batches.some((b) => !Number.isInteger(b) || b < 1) || !(steps >= 1) || !(runs >= 1) || !(Number(opts.prompt) >= 1) || !INT4_KERNELS.includes(int4Kernel)) {
+  throw new Error('usage: bench/engine.ts [MODEL_DIR] [--prompt 512] [--batches 1,4,8,16] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--json FILE]');
 }
 
 const tmp = mkdtempSync(join(tmpdir(), 'gs-bench-engine-'));
@@ -67,7 +70,7 @@ const bytesPerToken = KvCache.bytesPerToken(config);
 const kvCacheBytes = (Math.max(promptLen + 1, maxBatch * decodeLen) + 2 * 16 * (maxBatch + 1)) * bytesPerToken * 2;
 
 const tLoad = performance.now();
-const engine = await Engine.start({ modelDir: exportDir, kvCacheBytes, maxNumSeqs: maxBatch, maxWaiting: maxBatch, maxNumBatchedTokens: Math.max(promptLen, maxBatch * DECODE_PROMPT) });
+const engine = await Engine.start({ modelDir: exportDir, kvCacheBytes, maxNumSeqs: maxBatch, maxWaiting: maxBatch, maxNumBatchedTokens: Math.max(promptLen, maxBatch * DECODE_PROMPT), int4Kernel });
 const loadS = (performance.now() - tLoad) / 1000;
 
 // Random prompts over the ordinary (non-special) ids.
@@ -110,6 +113,7 @@ for (const B of batches) {
   const med = median(windows);
   decode.push({ batch: B, step_ms: round(med, 2), min_ms: round(Math.min(...windows), 2), tokens_per_s: round((B * 1000) / med, 2), per_seq_tokens_per_s: round(1000 / med, 2), runs, full_steps: round(fullSteps / runs, 1)! });
 }
+const int4Swapped = engine.int4Swapped;
 await engine.close();
 
 const prefillMed = median(prefillMs);
@@ -118,12 +122,13 @@ const result = {
   config: { numLayers: config.numLayers, hiddenSize: config.hiddenSize, vocabSize: config.vocabSize, maxPositions: config.maxPositions },
   host: { cpus: cpus().length, loadavg_1m: round(loadavg()[0]!, 2) },
   load_s: round(loadS, 2),
+  int4_kernel: { asked: int4Kernel, gemma_serve_matmuls: int4Swapped },
   prefill: { prompt_tokens: promptLen, runs, median_ms: round(prefillMed, 2), min_ms: round(Math.min(...prefillMs), 2), tokens_per_s: round((promptLen * 1000) / prefillMed, 2) },
   decode,
 };
 
 process.stdout.write(`${modelDir}: ${config.numLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}; loaded in ${result.load_s} s; `
-  + `${result.host.cpus} cpus, load ${result.host.loadavg_1m}; greedy\n`);
+  + `${result.host.cpus} cpus, load ${result.host.loadavg_1m}; greedy; int4 matmuls: ${int4Swapped > 0 ? `gemma-serve's kernel (${int4Swapped})` : "ONNX Runtime's"}\n`);
 process.stdout.write(formatTable(['measure', 'tokens', 'median ms', 'min ms', 'tokens/s', 'per seq tok/s', 'n'], [
   [`prefill ${promptLen}`, promptLen, result.prefill.median_ms, result.prefill.min_ms, result.prefill.tokens_per_s, null, runs],
   ...decode.map((d) => [`decode batch ${d.batch}`, d.batch, d.step_ms, d.min_ms, d.tokens_per_s, d.per_seq_tokens_per_s, d.runs]),

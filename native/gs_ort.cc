@@ -10,12 +10,14 @@
 //
 // JS surface (src/engine/native/ort-native.ts types it):
 //   version() -> string
-//   createSession(path, device 'cpu'|'cuda', deviceId, intraOpThreads) -> session
+//   createSession(path | [bytes, externalDataFolder], device 'cpu'|'cuda', deviceId, intraOpThreads) -> session
 //   inputNames(session), outputNames(session) -> string[]
 //   allocate(session, bytes) -> buffer id (device memory of the session; zeroed on CPU)
 //   run(session, inputs, outputs): each an array of [name, onnxType, dims, data] where data is
 //     a TypedArray (host memory) or [bufferId, byteOffset]
 //   release(session)
+//   q4Kernel([forceScalar]) -> "avx512vnni" | "scalar": the kernel of ai.gemma_serve.MatMulQ4,
+//     the int4 matmul CPU sessions register (q4op.cc, q4gemm.cc)
 #include <node_api.h>
 
 #include <cstring>
@@ -24,6 +26,8 @@
 #include <vector>
 
 #include "onnxruntime_c_api.h"
+#include "q4gemm.h"
+#include "q4op.h"
 
 namespace {
 
@@ -160,7 +164,26 @@ napi_value Version(napi_env env, napi_callback_info) {
 napi_value CreateSession(napi_env env, napi_callback_info info) {
   return Guard(env, [&] {
     auto argv = Args(env, info, 4);
-    const std::string path = GetString(env, argv[0]);
+    // argv[0]: the model's path, or [bytes, folder of its external data] (a graph rewritten in memory)
+    bool from_bytes = false;
+    CheckNapi(env, napi_is_array(env, argv[0], &from_bytes), "model argument");
+    std::string path;
+    void* model_bytes = nullptr;
+    size_t model_length = 0;
+    if (from_bytes) {
+      napi_value bytes = Element(env, argv[0], 0);
+      bool is_typed = false;
+      CheckNapi(env, napi_is_typedarray(env, bytes, &is_typed), "is typed array");
+      if (!is_typed) throw Failure{"createSession: the model bytes must be a Uint8Array"};
+      napi_typedarray_type t;
+      napi_value ab;
+      size_t offset = 0;
+      CheckNapi(env, napi_get_typedarray_info(env, bytes, &t, &model_length, &model_bytes, &ab, &offset), "model bytes");
+      if (t != napi_uint8_array) throw Failure{"createSession: the model bytes must be a Uint8Array"};
+      path = GetString(env, Element(env, argv[0], 1));
+    } else {
+      path = GetString(env, argv[0]);
+    }
     const std::string device = GetString(env, argv[1]);
     const int device_id = static_cast<int>(GetInt(env, argv[2]));
     const int threads = static_cast<int>(GetInt(env, argv[3]));
@@ -172,6 +195,15 @@ napi_value CreateSession(napi_env env, napi_callback_info info) {
     try {
       Check(g_ort->SetIntraOpNumThreads(opts, threads));
       Check(g_ort->SetSessionGraphOptimizationLevel(opts, ORT_ENABLE_ALL));
+      if (device == "cpu") {
+        // ai.gemma_serve.MatMulQ4 (q4op.cc), for the graphs that use it
+        OrtCustomOpDomain* domain = nullptr;
+        {
+          std::lock_guard<std::mutex> lock(g_init_mutex);
+          Check(GemmaServeOpDomain(g_ort, &domain));
+        }
+        Check(g_ort->AddCustomOpDomain(opts, domain));
+      }
       if (device == "cuda") {
         OrtCUDAProviderOptionsV2* cuda = nullptr;
         Check(g_ort->CreateCUDAProviderOptions(&cuda));
@@ -184,7 +216,12 @@ napi_value CreateSession(napi_env env, napi_callback_info info) {
         Check(st);
         session->cuda = true;
       }
-      Check(g_ort->CreateSession(g_env, path.c_str(), opts, &session->session));
+      if (from_bytes) {
+        Check(g_ort->AddSessionConfigEntry(opts, "session.model_external_initializers_file_folder_path", path.c_str()));
+        Check(g_ort->CreateSessionFromArray(g_env, model_bytes, model_length, opts, &session->session));
+      } else {
+        Check(g_ort->CreateSession(g_env, path.c_str(), opts, &session->session));
+      }
       g_ort->ReleaseSessionOptions(opts);
       opts = nullptr;
       Check(g_ort->CreateIoBinding(session->session, &session->binding));
@@ -348,6 +385,24 @@ napi_value Release(napi_env env, napi_callback_info info) {
   });
 }
 
+// q4Kernel() -> the kernel MatMulQ4 runs here: "avx512vnni" or "scalar".
+// q4Kernel(forceScalar: boolean) -> sets it first (for tests and benches).
+napi_value Q4Kernel(napi_env env, napi_callback_info info) {
+  return Guard(env, [&] {
+    size_t argc = 1;
+    napi_value argv[1];
+    CheckNapi(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr), "arguments");
+    if (argc >= 1) {
+      bool scalar = false;
+      CheckNapi(env, napi_get_value_bool(env, argv[0], &scalar), "boolean");
+      gsq4::ForceScalar(scalar);
+    }
+    napi_value out;
+    CheckNapi(env, napi_create_string_utf8(env, gsq4::KernelName(), NAPI_AUTO_LENGTH, &out), "kernel");
+    return out;
+  });
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   std::lock_guard<std::mutex> lock(g_init_mutex);
   g_ort = OrtGetApiBase()->GetApi(ORT_API_VERSION);
@@ -371,6 +426,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"allocate", nullptr, Allocate, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"run", nullptr, Run, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"q4Kernel", nullptr, Q4Kernel, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

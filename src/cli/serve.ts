@@ -5,6 +5,7 @@
  * before anything loads. With no model configured, a random-weight tiny model is generated
  * once into the data dir.
  */
+import { INT4_KERNELS, type Int4Kernel } from '../engine/native/q4-graph.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -37,6 +38,7 @@ export async function serve(argv: string[]): Promise<number> {
     'max-waiting': { type: 'string' },
     'max-num-batched-tokens': { type: 'string' },
     threads: { type: 'string' },
+    'int4-kernel': { type: 'string' },
     'served-model-name': { type: 'string' },
     'metrics-names': { type: 'string' },
     'log-prompts': { type: 'boolean' },
@@ -68,6 +70,11 @@ export async function serve(argv: string[]): Promise<number> {
   if (threads !== undefined && threads > availableParallelism()) {
     throw new ConfigError(`serve: --threads ${threads} exceeds this machine's ${availableParallelism()} cores (oversubscribing slows every step)`, 'threads');
   }
+  const int4KernelText = values['int4-kernel'] ?? env['GEMMA_SERVE_INT4_KERNEL'] ?? 'auto';
+  if (!(INT4_KERNELS as readonly string[]).includes(int4KernelText)) {
+    throw new ConfigError(`serve: --int4-kernel must be one of ${INT4_KERNELS.join(', ')}, got ${JSON.stringify(int4KernelText)}`, 'int4-kernel');
+  }
+  const int4Kernel = int4KernelText as Int4Kernel;
   const servedModelName = values['served-model-name'] ?? env['GEMMA_SERVE_SERVED_MODEL_NAME'];
   if (servedModelName !== undefined && !/^[\w.:/@+-]{1,128}$/.test(servedModelName)) {
     throw new ConfigError(`serve: --served-model-name must be 1-128 characters of letters, digits and . _ : / @ + -, got ${JSON.stringify(servedModelName)}`, 'served-model-name');
@@ -78,7 +85,7 @@ export async function serve(argv: string[]): Promise<number> {
   // Listen first, load behind it: /health answers at once, /ready and the API say 503
   // (with Retry-After) until the model is in, so probes and clients see the truth.
   const t0 = performance.now();
-  const loading = Engine.start({ modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, modelId: servedModelName });
+  const loading = Engine.start({ modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, modelId: servedModelName });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
   const metrics = new Metrics({ state, names: metricsNames });
@@ -115,7 +122,7 @@ export async function serve(argv: string[]): Promise<number> {
   } finally {
     if (state.phase !== 'ready') { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); }
   }
-  logger.info({ model: engine.modelId, exportDir: engine.exportDir, device, contextLength: engine.contextLength, maxNumSeqs: maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, maxRunning: engine.maxRunning, maxWaiting: maxWaiting ?? DEFAULT_MAX_WAITING, seconds: Math.round(performance.now() - t0) / 1000 }, 'model loaded: ready');
+  logger.info({ model: engine.modelId, exportDir: engine.exportDir, device, contextLength: engine.contextLength, maxNumSeqs: maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, maxRunning: engine.maxRunning, int4Kernel: engine.int4Swapped > 0 ? `gemma-serve (${engine.int4Swapped} matmuls)` : 'onnxruntime', maxWaiting: maxWaiting ?? DEFAULT_MAX_WAITING, seconds: Math.round(performance.now() - t0) / 1000 }, 'model loaded: ready');
   const stopStats = statsInterval > 0 ? startStatsLog(logger, state, metrics.totals, { intervalMs: statsInterval * 1000 }) : () => undefined;
   const signal = await stopped;
   process.off('SIGINT', onSignal);

@@ -12,6 +12,7 @@ import { readManifest } from './export/export.ts';
 import { resolveModel, defaultDataDir } from './resolve-model.ts';
 import { loadTokenizer, type TextTokenizer } from './tokenizer.ts';
 import type { Device } from './session.ts';
+import type { Int4Kernel } from './native/q4-graph.ts';
 import type { KvDtype } from './graph-io.ts';
 import type { FinishReason, FromWorker, TokenLogprobs, ToWorker, WorkerInit } from './worker.ts';
 import { DEFAULT_SAMPLING, type SamplingParams } from './sampling.ts';
@@ -33,6 +34,8 @@ export interface EngineOptions {
   readonly maxWaiting?: number;
   /** ONNX Runtime intra-op threads (default: one per core). */
   readonly threads?: number;
+  /** CPU int4 matmuls (default `auto`: gemma-serve's kernel where the CPU has AVX-512 VNNI). */
+  readonly int4Kernel?: Int4Kernel;
   /** Most tokens one scheduler step computes (default 512, at least maxNumSeqs). */
   readonly maxNumBatchedTokens?: number;
   /** KV cache dtype asked for (`--kv-dtype`): a checkpoint is exported with it; an export must have it. Default: the export's own (fp32 for a checkpoint). */
@@ -123,6 +126,8 @@ export class Engine {
     readonly maxSequenceTokens: number,
     /** Sequences that run at once: --max-num-seqs, or fewer where the runner has fewer cache slots. */
     readonly maxRunning: number,
+    /** Int4 matmuls the model runs with gemma-serve's kernel (0: ONNX Runtime's MatMulNBits, or no int4 weights). */
+    readonly int4Swapped: number,
   ) {
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'ready') return;
@@ -159,11 +164,11 @@ export class Engine {
 
     const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
     const maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
-    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, ...(opts.script ? { script: [...opts.script] } : {}) };
+    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, ...(opts.script ? { script: [...opts.script] } : {}) };
     // worker-boot.mjs registers tsx itself, so the worker runs the same under tsx's CLI,
     // tap's loader or the bin's register(); execArgv is not inherited to avoid a second loader.
     const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: init, execArgv: [] });
-    const { maxSequenceTokens, maxRunning } = await new Promise<{ maxSequenceTokens: number; maxRunning: number }>((res, rej) => {
+    const { maxSequenceTokens, maxRunning, int4Swapped } = await new Promise<{ maxSequenceTokens: number; maxRunning: number; int4Swapped: number }>((res, rej) => {
       const onMessage = (m: FromWorker): void => {
         if (m.type === 'ready') { cleanup(); res(m); }
         else if (m.type === 'error' && m.id === null) { cleanup(); rej(new EngineError(`cannot load the model: ${m.message}`)); }
@@ -176,7 +181,7 @@ export class Engine {
       worker.on('exit', onExit);
     });
     const modelId = opts.modelId ?? basename(resolve(opts.modelDir));
-    return new Engine(worker, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning);
+    return new Engine(worker, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped);
   }
 
   /** The scheduler's counters after its latest step (null before the first). */

@@ -5,6 +5,7 @@
  * The paged ModelRunner runs on it.
  */
 import { NativeSession, OnnxType, loadNativeOrt, type Binding } from './native/ort-native.ts';
+import type { Int4Kernel } from './native/q4-graph.ts';
 import { createSession, Tensor, type Device, type OrtSession, type OrtTensor } from './session.ts';
 
 export interface HostInput {
@@ -25,6 +26,8 @@ export type Binder = 'native' | 'stock';
 
 export interface GraphSession {
   readonly binder: Binder;
+  /** Int4 matmuls run by gemma-serve's kernel instead of MatMulNBits (native/q4gemm.cc; 0 on the stock binding). */
+  readonly int4Swapped: number;
   /** Runs the graph; the outputs by name, valid until the next run. */
   run(inputs: readonly HostInput[], outputs: readonly FloatOutput[]): Promise<Record<string, Float32Array>>;
   release(): Promise<void>;
@@ -35,6 +38,8 @@ export interface GraphSessionOptions {
   readonly intraOpThreads?: number;
   /** Default: native where the addon is built, else stock. */
   readonly binder?: Binder;
+  /** CPU int4 matmuls on the native binder (default `auto`). */
+  readonly int4Kernel?: Int4Kernel;
 }
 
 export async function openGraphSession(modelPath: string, opts: GraphSessionOptions): Promise<GraphSession> {
@@ -51,6 +56,10 @@ class NativeGraphSession implements GraphSession {
   private readonly buffers = new Map<string, Float32Array>();
 
   constructor(private readonly session: NativeSession) {}
+
+  get int4Swapped(): number {
+    return this.session.int4Swapped;
+  }
 
   async run(inputs: readonly HostInput[], outputs: readonly FloatOutput[]): Promise<Record<string, Float32Array>> {
     const result: Record<string, Float32Array> = {};
@@ -75,6 +84,7 @@ class NativeGraphSession implements GraphSession {
 
 class StockGraphSession implements GraphSession {
   readonly binder = 'stock';
+  readonly int4Swapped = 0;
 
   /** `ort`: the onnxruntime-node session (bench/op-profile.ts times its run). */
   constructor(readonly ort: OrtSession) {}

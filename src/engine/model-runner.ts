@@ -7,6 +7,7 @@
 import { manifestKvDtype, readManifest, MODEL_FILE } from './export/export.ts';
 import * as io from './graph-io.ts';
 import { KvCache, type SequenceCache } from './kv-cache.ts';
+import type { Int4Kernel } from './native/q4-graph.ts';
 import { openGraphSession, type Binder, type GraphSession, type HostInput } from './graph-session.ts';
 import type { Device } from './session.ts';
 import type { Gemma2Config } from '../checkpoint/config.ts';
@@ -44,6 +45,8 @@ export interface ModelRunnerOptions {
   readonly maxNumSeqs?: number;
   /** How the paged graph is run: the native runner (default where built) or the stock binding. */
   readonly binder?: Binder;
+  /** CPU int4 matmuls: gemma-serve's kernel where it is faster (`auto`, default), ONNX Runtime's (`ort`), or gemma-serve's always. */
+  readonly int4Kernel?: Int4Kernel;
 }
 
 /**
@@ -63,10 +66,15 @@ export class ModelRunner {
     private readonly session: GraphSession,
   ) {}
 
+  /** Int4 matmuls run by gemma-serve's kernel (GraphSession.int4Swapped). */
+  get int4Swapped(): number {
+    return this.session.int4Swapped;
+  }
+
   static async load(exportDir: string, opts: ModelRunnerOptions = {}): Promise<ModelRunner> {
     const { config, manifest } = readManifest(exportDir);
     const dtype = manifestKvDtype(manifest);
-    const session = await openGraphSession(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads, binder: opts.binder });
+    const session = await openGraphSession(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads, binder: opts.binder, int4Kernel: opts.int4Kernel });
     const blockSize = opts.blockSize ?? 16;
     const cache = opts.kvCacheTokens !== undefined
       ? new KvCache(config, { blockSize, numBlocks: { global: Math.ceil(opts.kvCacheTokens / blockSize) + 1, sliding: Math.ceil(opts.kvCacheTokens / blockSize) + 1 }, dtype })

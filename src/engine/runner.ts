@@ -10,7 +10,7 @@ import { SlotRunner } from './slot-runner.ts';
 import { EngineError } from '../errors.ts';
 
 /** What the worker drives (a model runner or a scripted one). `maxRunning`: sequences it can hold at once, where it has such a limit. */
-export type StepRunner = Pick<ModelRunner, 'cache' | 'step' | 'release'> & { readonly maxRunning?: number };
+export type StepRunner = Pick<ModelRunner, 'cache' | 'step' | 'release'> & { readonly maxRunning?: number; readonly int4Swapped?: number };
 /** A runner over a real model. */
 export type Runner = StepRunner & Pick<ModelRunner, 'config'>;
 

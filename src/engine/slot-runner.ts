@@ -55,6 +55,11 @@ export class SlotRunner {
     }));
   }
 
+  /** Int4 matmuls run by gemma-serve's kernel (NativeSession.int4Swapped). */
+  get int4Swapped(): number {
+    return this.session.int4Swapped;
+  }
+
   /**
    * Sizes the slots: L = the context (or `kvCacheTokens`), and as many slots as the budget
    * (`kvCacheBytes`; with only `kvCacheTokens`, one slot) holds at that length, at least 1 and
@@ -68,7 +73,7 @@ export class SlotRunner {
     const L = Math.min(config.maxPositions, opts.kvCacheTokens ?? config.maxPositions);
     const budget = opts.kvCacheBytes ?? (opts.kvCacheTokens !== undefined ? L * perToken : defaultKvCacheBytes(config, blockSize, dtype));
     const slots = Math.max(1, Math.min(opts.maxNumSeqs ?? Infinity, Math.floor(budget / (L * perToken))));
-    const session = NativeSession.create(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads });
+    const session = NativeSession.create(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads, int4Kernel: opts.int4Kernel });
     let runner: SlotRunner | undefined;
     const perSeq = Math.ceil(L / blockSize);
     const cache = new KvCache(config, {

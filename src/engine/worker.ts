@@ -16,6 +16,7 @@ import { ScriptedRunner } from './scripted-runner.ts';
 import { Scheduler, DEFAULT_MAX_NUM_BATCHED_TOKENS } from '../scheduler/scheduler.ts';
 import type { PlannedRow, Sequence, SchedulerStats } from '../scheduler/types.ts';
 import type { Device } from './session.ts';
+import type { Int4Kernel } from './native/q4-graph.ts';
 
 export interface WorkerInit {
   readonly exportDir: string;
@@ -27,6 +28,8 @@ export interface WorkerInit {
   readonly maxNumBatchedTokens?: number;
   /** ONNX Runtime intra-op threads (0 or absent: one per core). */
   readonly threads?: number;
+  /** CPU int4 matmuls (ModelRunnerOptions.int4Kernel). */
+  readonly int4Kernel?: Int4Kernel;
   /** Cache blocks of this many positions. */
   readonly blockSize?: number;
   /** Run a ScriptedRunner emitting these tokens instead of the ONNX model (tests, benchmarks). */
@@ -59,7 +62,7 @@ export type ToWorker = SubmitMessage | { readonly type: 'abort'; readonly id: nu
 export type FinishReason = 'stop' | 'length' | 'abort';
 export type FromWorker =
   /** Loaded; `maxSequenceTokens`: the longest sequence the KV cache can hold alone. */
-  | { type: 'ready'; maxSequenceTokens: number; maxRunning: number }
+  | { type: 'ready'; maxSequenceTokens: number; maxRunning: number; int4Swapped: number }
   | { type: 'token'; id: number; tokenId: number; logprobs?: TokenLogprobs }
   /** Sent once before the first token when promptLogprobs was asked: entries for prompt tokens 1..n-1. */
   | { type: 'prompt_logprobs'; id: number; logprobs: TokenLogprobs[] }
@@ -107,7 +110,7 @@ async function main(): Promise<void> {
   try {
     runner = init.script !== undefined
       ? ScriptedRunner.load(init.exportDir, init.script, init.kvCacheBytes)
-      : await loadRunner(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes, blockSize: init.blockSize, maxNumSeqs: init.maxNumSeqs, intraOpThreads: init.threads });
+      : await loadRunner(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes, blockSize: init.blockSize, maxNumSeqs: init.maxNumSeqs, intraOpThreads: init.threads, int4Kernel: init.int4Kernel });
   } catch (e) {
     send({ type: 'error', id: null, message: (e as Error).message });
     return;
@@ -216,7 +219,7 @@ async function main(): Promise<void> {
     });
   };
 
-  send({ type: 'ready', maxSequenceTokens: runner.cache.maxSequenceTokens(), maxRunning: maxNumSeqs });
+  send({ type: 'ready', maxSequenceTokens: runner.cache.maxSequenceTokens(), maxRunning: maxNumSeqs, int4Swapped: runner.int4Swapped ?? 0 });
   while (!closing) {
     dropAborted();
     if (!scheduler.hasWork) {

@@ -102,12 +102,13 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Serializes the model (ir_version 10, opset 21 + com.microsoft 1). */
+  /** Serializes the model (ir_version 10, opset 21 + com.microsoft 1, + version 1 of any other domain its nodes use). */
   encode(graphName: string, metadata: Record<string, string> = {}): Uint8Array {
+    const others = [...new Set(this.nodes.map((n) => n.domain ?? ''))].filter((d) => d !== '' && d !== 'com.microsoft');
     const model = onnx.ModelProto.create({
       irVersion: 10,
       producerName: 'gemma-serve',
-      opsetImport: [{ domain: '', version: 21 }, { domain: 'com.microsoft', version: 1 }],
+      opsetImport: [{ domain: '', version: 21 }, { domain: 'com.microsoft', version: 1 }, ...others.map((domain) => ({ domain, version: 1 }))],
       metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),
       graph: {
         name: graphName, node: this.nodes, initializer: this.initializers, input: this.inputs, output: this.outputs,

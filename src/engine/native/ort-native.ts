@@ -7,11 +7,12 @@
  * It links the libonnxruntime.so.1 that onnxruntime-node ships (same runtime, same process-wide
  * environment). Optional: where it did not build, `loadNativeOrt` says why.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { EngineError } from '../../errors.ts';
 import { sessionCreateError, type Device } from '../session.ts';
+import { withQ4Kernel, type Int4Kernel } from './q4-graph.ts';
 
 /** ONNX TensorProto element types the runner binds. */
 export const OnnxType = { FLOAT: 1, INT32: 6, INT64: 7, FLOAT16: 10 } as const;
@@ -35,12 +36,14 @@ export interface Binding {
 type Spec = [string, number, readonly number[], HostData | [number, number]];
 interface Addon {
   version(): string;
-  createSession(path: string, device: Device, deviceId: number, intraOpThreads: number): object;
+  createSession(model: string | [Uint8Array, string], device: Device, deviceId: number, intraOpThreads: number): object;
   inputNames(s: object): string[];
   outputNames(s: object): string[];
   allocate(s: object, bytes: number): number;
   run(s: object, inputs: Spec[], outputs: Spec[]): void;
   release(s: object): void;
+  /** The kernel MatMulQ4 runs here ('avx512vnni' | 'scalar'); `forceScalar` sets it first. */
+  q4Kernel(forceScalar?: boolean): string;
 }
 
 export const NATIVE_ADDON_PATH = join(import.meta.dirname, '..', '..', '..', 'build', 'gs_ort.node');
@@ -67,6 +70,8 @@ export interface NativeSessionOptions {
   readonly deviceId?: number;
   /** Threads for one operator; 0 lets ORT choose. */
   readonly intraOpThreads?: number;
+  /** CPU int4 matmuls (q4-graph.ts); default `auto`. */
+  readonly int4Kernel?: Int4Kernel;
 }
 
 export class NativeSession {
@@ -74,7 +79,10 @@ export class NativeSession {
   readonly outputNames: readonly string[];
   private released = false;
 
-  private constructor(private readonly addon: Addon, private readonly handle: object, readonly device: Device) {
+  /**
+   * @param int4Swapped MatMulNBits nodes this session runs with gemma-serve's int4 kernel.
+   */
+  private constructor(private readonly addon: Addon, private readonly handle: object, readonly device: Device, readonly int4Swapped: number) {
     this.inputNames = addon.inputNames(handle);
     this.outputNames = addon.outputNames(handle);
   }
@@ -82,13 +90,22 @@ export class NativeSession {
   static create(modelPath: string, opts: NativeSessionOptions): NativeSession {
     const loaded = loadNativeOrt();
     if ('error' in loaded) throw new EngineError(loaded.error, 'native_runner_unavailable', 500);
+    const kernel = opts.int4Kernel ?? 'auto';
+    const swap = opts.device === 'cpu' && (kernel === 'gemma-serve' || (kernel === 'auto' && loaded.addon.q4Kernel() === 'avx512vnni'));
     let handle: object;
+    let swapped = 0;
     try {
-      handle = loaded.addon.createSession(modelPath, opts.device, opts.deviceId ?? 0, opts.intraOpThreads ?? 0);
+      let model: string | [Uint8Array, string] = modelPath;
+      if (swap) {
+        const graph = withQ4Kernel(readFileSync(modelPath));
+        swapped = graph.swapped;
+        if (swapped > 0) model = [graph.bytes, dirname(resolve(modelPath))];
+      }
+      handle = loaded.addon.createSession(model, opts.device, opts.deviceId ?? 0, opts.intraOpThreads ?? 0);
     } catch (e) {
       throw sessionCreateError(opts.device, modelPath, e);
     }
-    return new NativeSession(loaded.addon, handle, opts.device);
+    return new NativeSession(loaded.addon, handle, opts.device, swapped);
   }
 
   /** A zeroed (on CPU; uninitialized on CUDA) buffer of `bytes` in the session's device memory, freed with the session. */

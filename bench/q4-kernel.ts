@@ -1,0 +1,99 @@
+/**
+ * gemma-serve's int4 matmul (ai.gemma_serve.MatMulQ4, native/q4gemm.cc) against ONNX Runtime's
+ * MatMulNBits on the same weights, at the batch sizes of decode and prefill:
+ *
+ *   npx tsx bench/q4-kernel.ts [--k 2304] [--n 9216] [--copies 12] [--m 1,2,4,8,16,64,512] [--rounds 2] [--threads 2]
+ *
+ * One graph of --copies independent [K, N] int4 projections (block 32, float scales,
+ * accuracy_level 4; --copies × the weights exceed the caches, so DRAM is in the figures, as in a
+ * decode step). Each kernel runs in its own child process (two sessions in one process would
+ * leave each other's spinning threads on the cores), alternating for --rounds rounds; per M the
+ * median of 9 runs (3 from M 64) per round, then the median over rounds, in ms per projection.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DType, GraphBuilder } from '../src/engine/export/onnx-builder.ts';
+import { NativeSession, OnnxType, loadNativeOrt } from '../src/engine/native/ort-native.ts';
+import { formatTable, median, round } from './load/stats.ts';
+
+const { values: o } = parseArgs({
+  options: {
+    k: { type: 'string', default: '2304' }, n: { type: 'string', default: '9216' }, copies: { type: 'string', default: '12' },
+    m: { type: 'string', default: '1,2,4,8,16,64,512' }, rounds: { type: 'string', default: '2' }, threads: { type: 'string', default: '2' },
+    child: { type: 'string' }, dir: { type: 'string' },
+  },
+});
+const K = Number(o.k), N = Number(o.n), COPIES = Number(o.copies), threads = Number(o.threads);
+const ms = o.m.split(',').map(Number);
+
+/** The graph file: --copies MatMulNBits nodes over random weights, outputs concatenated. */
+function build(dir: string): string {
+  const blocks = Math.ceil(K / 32);
+  const g = new GraphBuilder();
+  const x = g.input('x', DType.FLOAT, ['m', K]);
+  const chunks: Buffer[] = [];
+  let offset = 0;
+  const weight = (name: string, dtype: typeof DType.UINT8 | typeof DType.FLOAT, dims: number[], bytes: Buffer): string => {
+    const ref = g.externalInitializer(name, dtype, dims, { location: 'q4.data', offset, length: bytes.length });
+    chunks.push(bytes);
+    offset += bytes.length;
+    return ref;
+  };
+  const outs: string[] = [];
+  for (let i = 0; i < COPIES; i++) {
+    const b = Buffer.alloc(N * blocks * 16);
+    for (let j = 0; j < b.length; j++) b[j] = ((j + i * 7) * 2654435761) >>> 24;
+    const s = Buffer.alloc(N * blocks * 4);
+    for (let j = 0; j < N * blocks; j++) s.writeFloatLE(0.01 + 0.001 * ((j * 31) % 17), j * 4);
+    outs.push(g.op1('MatMulNBits', `mm${i}`, [x, weight(`B${i}`, DType.UINT8, [N, blocks, 16], b), weight(`S${i}`, DType.FLOAT, [N * blocks], s)],
+      { K, N, bits: 4, block_size: 32, accuracy_level: 4 }, 'com.microsoft'));
+  }
+  g.output(g.op1('Concat', 'cat', outs, { axis: 1 }), 'y', DType.FLOAT, ['m', N * COPIES]);
+  writeFileSync(join(dir, 'q4.data'), Buffer.concat(chunks));
+  writeFileSync(join(dir, 'q4.onnx'), g.encode('q4'));
+  return join(dir, 'q4.onnx');
+}
+
+if (o.child !== undefined) {
+  // A child: time one kernel, print {M: ms per projection} as JSON.
+  const session = NativeSession.create(join(o.dir!, 'q4.onnx'), { device: 'cpu', intraOpThreads: threads, int4Kernel: o.child === 'ort' ? 'ort' : 'gemma-serve' });
+  const out: Record<number, number> = {};
+  for (const m of ms) {
+    const x = new Float32Array(m * K).map((_, i) => Math.sin(i * 0.37) * (1 + (i % 5)));
+    const y = new Float32Array(m * N * COPIES);
+    const run = (): void => session.run([{ name: 'x', type: OnnxType.FLOAT, dims: [m, K], data: x }], [{ name: 'y', type: OnnxType.FLOAT, dims: [m, N * COPIES], data: y }]);
+    for (let i = 0; i < 2; i++) run();
+    const times: number[] = [];
+    for (let r = 0; r < (m >= 64 ? 3 : 9); r++) { const t0 = performance.now(); run(); times.push(performance.now() - t0); }
+    out[m] = median(times) / COPIES;
+  }
+  process.stdout.write(JSON.stringify({ kernel: o.child, swapped: session.int4Swapped, ms: out }));
+  session.release();
+} else {
+  const native = loadNativeOrt();
+  if ('error' in native) throw new Error(native.error);
+  const dir = mkdtempSync(join(tmpdir(), 'gs-q4-bench-'));
+  try {
+    build(dir);
+    const results: Record<string, Record<number, number[]>> = { ort: {}, 'gemma-serve': {} };
+    for (let r = 0; r < Number(o.rounds); r++) {
+      for (const kernel of ['ort', 'gemma-serve']) {
+        const args = [...process.execArgv, process.argv[1]!, '--child', kernel, '--dir', dir, '--k', o.k, '--n', o.n, '--copies', o.copies, '--m', o.m, '--threads', o.threads];
+        const res = JSON.parse(execFileSync(process.execPath, args, { encoding: 'utf8' })) as { ms: Record<number, number> };
+        for (const m of ms) (results[kernel]![m] ??= []).push(res.ms[m]!);
+      }
+    }
+    const gb = (N * Math.ceil(K / 32) * 20) / 1e9;
+    process.stdout.write(`[${K}, ${N}] int4 projections × ${COPIES} (${(gb * COPIES * 1000).toFixed(0)} MB), ${threads} threads, ${o.rounds} rounds; this CPU's kernel: ${native.addon.q4Kernel()}\n`);
+    process.stdout.write(formatTable(['M', 'MatMulNBits ms', 'MatMulQ4 ms', 'speed-up', 'MatMulQ4 GMAC/s'], ms.map((m) => {
+      const a = median(results.ort![m]!);
+      const b = median(results['gemma-serve']![m]!);
+      return [m, round(a, 3), round(b, 3), round(a / b, 2), round((m * N * K) / b / 1e6, 0)];
+    })));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,63 @@
+// gemma-serve's int4 matmul for the CPU: C[M, N] = A[M, K] · Wᵀ, with W stored as ONNX Runtime's
+// com.microsoft.MatMulNBits stores it (bits 4, block 32, no zero points: the implicit zero 8,
+// float32 scales) and the activations quantized to int8 per block of 32, as MatMulNBits does at
+// accuracy_level 4. Same inputs, same arithmetic; a kernel written for small M (decode batches)
+// on AVX-512 VNNI, where ONNX Runtime's spends most of a decode step.
+//
+//   C[m, n] = Σ_blocks sa[m, b] · sw[n, b] · Σ_{i<32} qa[m, b, i] · (qw[n, b, i] - 8)
+//   sa = max|a| / 127 over the block, qa = round-half-even(a · 127 / max|a|)
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace gsq4 {
+
+// A's rows quantized in the order the kernel reads them. Blocks go in groups of four (one
+// 64-byte weight load); the last group is zero-padded. Per group of a row:
+//   q:     128 int8: the even elements of the four blocks (16 each), then the odd ones
+//          (MatMulNBits packs element 2i in the low nibble of byte i and 2i+1 in the high one);
+//   corr:  16 int32, one per 32-bit lane of the dot product: -2 · Σ qa of the lane's block
+//          (four lanes a block, so together the -8 · Σ qa of the zero point);
+//   scale: 16 float, the block's sa in each of its four lanes.
+struct QuantizedRows {
+  int64_t rows = 0;
+  int64_t groups = 0;
+  std::vector<int8_t> q;
+  std::vector<int32_t> corr;
+  std::vector<float> scale;
+};
+
+// Quantizes rows [r0, r1) of A [M, K] into `out` (sized by Resize beforehand).
+void QuantizeRows(const float* a, int64_t k, int64_t blocks, int64_t r0, int64_t r1, QuantizedRows* out);
+void Resize(QuantizedRows* out, int64_t rows, int64_t blocks);
+
+// The weights rearranged for the AVX-512 kernel: panels of 4 columns, each a sequential stream of
+// groups, a group being the 4 columns' 64 bytes of nibbles then their 4 × 4 float scales
+// (zero-padded past N and past the last block). Made once, when the session builds the kernel.
+struct PackedWeights {
+  int64_t n = 0;
+  int64_t blocks = 0;
+  int64_t panels = 0;
+  uint8_t* data = nullptr;  // 64-byte aligned
+  PackedWeights() = default;
+  PackedWeights(const PackedWeights&) = delete;
+  PackedWeights& operator=(const PackedWeights&) = delete;
+  ~PackedWeights();
+};
+
+// Packs MatMulNBits' w [N, blocks, 16] uint8 and sw [N, blocks] float; false (nothing packed)
+// where the CPU has no AVX-512 VNNI.
+bool Pack(const uint8_t* w, const float* sw, int64_t n, int64_t blocks, PackedWeights* out);
+
+// Columns [n0, n1) of C [M, N] (ldc = N; n0 a multiple of 4) from the quantized rows: the
+// AVX-512 kernel over `packed` where there is one, else the scalar kernel over w and sw.
+void GemmColumns(const QuantizedRows& a, const uint8_t* w, const float* sw, const PackedWeights* packed,
+                 int64_t blocks, int64_t n0, int64_t n1, float* c, int64_t ldc);
+
+// The kernel GemmColumns uses: "avx512vnni" or "scalar" (plain C++, any CPU: the reference).
+const char* KernelName();
+// Forces the scalar kernel (true) or restores the CPU's best (false). For tests and benches.
+void ForceScalar(bool scalar);
+
+}  // namespace gsq4

@@ -1,0 +1,59 @@
+/**
+ * gemma-serve's int4 matmul kernel (native/q4gemm.cc, the custom operator
+ * `ai.gemma_serve.MatMulQ4` that the native runner registers in CPU sessions) takes the inputs
+ * and attributes of ONNX Runtime's `com.microsoft.MatMulNBits` for the case every int4 export
+ * has: bits 4, block 32, float32 activations and scales, no zero points, accuracy_level 4 (int8
+ * activations per block, the same arithmetic). On an AVX-512 VNNI CPU it is faster at batch
+ * sizes above 1 (prefill most of all: `bench/q4-kernel.ts`), so the CPU session loads the export's
+ * graph with those nodes swapped, in memory; the graph file and its weights stay as exported.
+ */
+import onnxProto from 'onnx-proto';
+import type { onnx as P } from 'onnx-proto';
+
+const { onnx } = onnxProto;
+
+export const Q4_DOMAIN = 'ai.gemma_serve';
+export const Q4_OP = 'MatMulQ4';
+const FLOAT = 1;
+
+/**
+ * Which kernel runs int4 matmuls on the CPU: `auto` (gemma-serve's where the CPU has AVX-512
+ * VNNI, else ONNX Runtime's), `ort` (MatMulNBits), or `gemma-serve` (always; on a CPU without
+ * AVX-512 VNNI that is its plain C++ reference kernel: slow, for checking it).
+ */
+export type Int4Kernel = 'auto' | 'ort' | 'gemma-serve';
+export const INT4_KERNELS: readonly Int4Kernel[] = ['auto', 'ort', 'gemma-serve'];
+
+const intAttr = (node: P.INodeProto, name: string): number | undefined => {
+  const a = node.attribute?.find((x) => x.name === name);
+  return a?.i === undefined || a.i === null ? undefined : Number(a.i);
+};
+
+/** Whether MatMulQ4 computes exactly what this MatMulNBits node does. */
+function swappable(node: P.INodeProto, floatInitializers: ReadonlySet<string>): boolean {
+  if (node.opType !== 'MatMulNBits' || node.domain !== 'com.microsoft') return false;
+  const inputs = (node.input ?? []).filter((_, i, all) => i < 3 || all.slice(i).some((x) => x !== ''));
+  if (inputs.length !== 3 || !floatInitializers.has(inputs[2]!)) return false;
+  return intAttr(node, 'bits') === 4 && intAttr(node, 'block_size') === 32 && (intAttr(node, 'accuracy_level') ?? 0) === 4
+    && intAttr(node, 'K') !== undefined && intAttr(node, 'N') !== undefined;
+}
+
+/** The graph with its eligible MatMulNBits nodes run by MatMulQ4, and how many were swapped (0: `bytes` returned as is). */
+export function withQ4Kernel(bytes: Uint8Array): { readonly bytes: Uint8Array; readonly swapped: number } {
+  const model = onnx.ModelProto.decode(bytes);
+  const graph = model.graph!;
+  const floatInitializers = new Set((graph.initializer ?? []).filter((t) => t.dataType === FLOAT).map((t) => t.name!));
+  let swapped = 0;
+  for (const node of graph.node ?? []) {
+    if (!swappable(node, floatInitializers)) continue;
+    node.opType = Q4_OP;
+    node.domain = Q4_DOMAIN;
+    node.input = node.input!.slice(0, 3);
+    swapped++;
+  }
+  if (swapped === 0) return { bytes, swapped };
+  if (!(model.opsetImport ?? []).some((o) => o.domain === Q4_DOMAIN)) {
+    model.opsetImport = [...(model.opsetImport ?? []), { domain: Q4_DOMAIN, version: 1 }];
+  }
+  return { bytes: onnx.ModelProto.encode(model).finish(), swapped };
+}

@@ -1,0 +1,162 @@
+// gemma-serve's int4 matmul (native/q4gemm.cc as the custom operator ai.gemma_serve.MatMulQ4):
+// it computes what ONNX Runtime's MatMulNBits computes at accuracy_level 4, on odd shapes (K not
+// a multiple of the 4-block group, N not a multiple of the 4-column panel, M across row tiles),
+// with the AVX-512 kernel where this CPU has it and with the scalar reference kernel everywhere;
+// the graph rewrite swaps exactly the nodes it can compute; an int4 export of a golden fixture
+// gives the same log-probabilities and greedy ids through either kernel.
+import t from 'tap';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import onnxProto from 'onnx-proto';
+import { DType, GraphBuilder } from '../../src/engine/export/onnx-builder.ts';
+import { exportCheckpoint } from '../../src/engine/export/export.ts';
+import { loadNativeOrt, NativeSession, OnnxType } from '../../src/engine/native/ort-native.ts';
+import { Q4_DOMAIN, Q4_OP, withQ4Kernel, type Int4Kernel } from '../../src/engine/native/q4-graph.ts';
+import { ModelRunner } from '../../src/engine/model-runner.ts';
+import { logSoftmax } from '../../src/engine/logprobs.ts';
+
+const native = loadNativeOrt();
+if ('error' in native) {
+  t.fail(`the native runner must be built for these tests: ${native.error}`);
+  process.exit(1);
+}
+const addon = native.addon;
+const fast = addon.q4Kernel(false);
+t.comment(`this CPU's MatMulQ4 kernel: ${fast}`);
+
+const root = mkdtempSync(join(tmpdir(), 'gs-q4-'));
+t.teardown(() => {
+  addon.q4Kernel(false);
+  rmSync(root, { recursive: true, force: true });
+});
+
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => (a = (Math.imul(a, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+}
+
+interface MatmulGraph {
+  readonly path: string;
+  readonly K: number;
+  readonly N: number;
+}
+
+/** x [m, K] → MatMulNBits (int4, block 32, float scales) → y [m, N], random weights. */
+function matmulGraph(name: string, K: number, N: number, seed: number, attrs: { bits?: number; accuracyLevel?: number } = {}): MatmulGraph {
+  const rand = prng(seed);
+  const bits = attrs.bits ?? 4;
+  const blocks = Math.ceil(K / 32);
+  const blob = (32 * bits) / 8;
+  const b = new Uint8Array(N * blocks * blob).map(() => Math.floor(rand() * 256));
+  const s = new Float32Array(N * blocks).map(() => 0.002 + 0.05 * rand());
+  const g = new GraphBuilder();
+  const x = g.input('x', DType.FLOAT, ['m', K]);
+  const bRef = g.externalInitializer('B', DType.UINT8, [N, blocks, blob], { location: `${name}.data`, offset: 0, length: b.length });
+  const sRef = g.externalInitializer('S', DType.FLOAT, [N * blocks], { location: `${name}.data`, offset: b.length, length: s.byteLength });
+  const y = g.op1('MatMulNBits', 'mm', [x, bRef, sRef], { K, N, bits, block_size: 32, accuracy_level: attrs.accuracyLevel ?? 4 }, 'com.microsoft');
+  g.output(y, 'y', DType.FLOAT, ['m', N]);
+  writeFileSync(join(root, `${name}.data`), Buffer.concat([b, Buffer.from(s.buffer)]));
+  const path = join(root, `${name}.onnx`);
+  writeFileSync(path, g.encode(name));
+  return { path, K, N };
+}
+
+function run(session: NativeSession, graph: MatmulGraph, x: Float32Array, m: number): Float32Array {
+  const y = new Float32Array(m * graph.N);
+  session.run([{ name: 'x', type: OnnxType.FLOAT, dims: [m, graph.K], data: x }], [{ name: 'y', type: OnnxType.FLOAT, dims: [m, graph.N], data: y }]);
+  return y;
+}
+
+const open = (graph: MatmulGraph, int4Kernel: Int4Kernel): NativeSession => NativeSession.create(graph.path, { device: 'cpu', intraOpThreads: 2, int4Kernel });
+
+t.test('MatMulQ4 computes what MatMulNBits computes at accuracy_level 4', async (t) => {
+  // K: 2 blocks (less than one group), 3 blocks, 5 blocks (a group and a part), 72 (the 2B hidden);
+  // a K that is not a multiple of the block; N below and across the 4-column panel.
+  const shapes = [[64, 6], [96, 13], [160, 40], [2304, 36], [100, 9]] as const;
+  for (const [K, N] of shapes) {
+    const graph = matmulGraph(`mm-${K}-${N}`, K, N, K * 31 + N);
+    const ort = open(graph, 'ort');
+    const q4 = open(graph, 'gemma-serve');
+    t.equal(ort.int4Swapped, 0, 'int4Kernel ort: MatMulNBits runs');
+    t.equal(q4.int4Swapped, 1, 'int4Kernel gemma-serve: the node is swapped');
+    for (const m of [1, 3, 4, 5, 9, 17]) {
+      const rand = prng(m * 7 + K);
+      // activations with an outlier per row, as transformer hidden states have
+      const x = new Float32Array(m * K).map((_, i) => (rand() - 0.5) * (i % K === 5 ? 40 : 2));
+      const want = run(ort, graph, x, m);
+      let scale = 0;
+      for (const v of want) scale = Math.max(scale, Math.abs(v));
+      for (const kernel of [fast, 'scalar']) {
+        t.equal(addon.q4Kernel(kernel === 'scalar'), kernel);
+        const got = run(q4, graph, x, m);
+        let worst = 0;
+        for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+        t.ok(worst <= 1e-5 * scale, `K ${K} N ${N} M ${m} ${kernel}: max |Δ| ${worst.toExponential(2)} of max |y| ${scale.toFixed(2)}`);
+      }
+      addon.q4Kernel(false);
+    }
+    ort.release();
+    q4.release();
+  }
+});
+
+t.test('the rewrite swaps only what MatMulQ4 computes exactly', async (t) => {
+  const cases = [
+    { name: 'int4-level4', bits: 4, accuracyLevel: 4, swapped: 1 },
+    { name: 'int4-level0', bits: 4, accuracyLevel: 0, swapped: 0 },
+    { name: 'int8-level4', bits: 8, accuracyLevel: 4, swapped: 0 },
+  ];
+  for (const c of cases) {
+    const graph = matmulGraph(c.name, 64, 8, 1, c);
+    const out = withQ4Kernel(readFileSync(graph.path));
+    t.equal(out.swapped, c.swapped, `${c.name}: ${c.swapped} swapped`);
+    const model = onnxProto.onnx.ModelProto.decode(out.bytes);
+    const ops = (model.graph?.node ?? []).map((n) => `${n.domain}.${n.opType}`);
+    t.equal(ops.includes(`${Q4_DOMAIN}.${Q4_OP}`), c.swapped > 0, `${c.name}: ops ${ops.join(', ')}`);
+    t.equal((model.opsetImport ?? []).some((o) => o.domain === Q4_DOMAIN), c.swapped > 0, 'the domain is imported where used');
+  }
+  // fp16 scales (an fp16-compute export) stay with MatMulNBits
+  const g = new GraphBuilder();
+  const x = g.input('x', DType.FLOAT16, [1, 64]);
+  const b = g.externalInitializer('B', DType.UINT8, [8, 2, 16], { location: 'h.data', offset: 0, length: 256 });
+  const s = g.externalInitializer('S', DType.FLOAT16, [16], { location: 'h.data', offset: 256, length: 32 });
+  g.output(g.op1('MatMulNBits', 'mm', [x, b, s], { K: 64, N: 8, bits: 4, block_size: 32, accuracy_level: 4 }, 'com.microsoft'), 'y', DType.FLOAT16, [1, 8]);
+  t.equal(withQ4Kernel(g.encode('h')).swapped, 0, 'fp16 scales: not swapped');
+});
+
+t.test('an int4 export of the golden fixture: the same log-probabilities through either kernel', async (t) => {
+  const ckpt = join(import.meta.dirname, '..', 'fixtures', 'tiny-gemma2');
+  const golden = JSON.parse(readFileSync(join(ckpt, 'golden.json'), 'utf8')) as { sequences: { input_ids: number[] }[] };
+  const dir = join(root, 'tiny-int4');
+  exportCheckpoint({ checkpointDir: ckpt, outDir: dir, weights: 'int4' });
+  const logprobs = async (int4Kernel: Int4Kernel): Promise<{ swapped: number; rows: Float64Array[] }> => {
+    const runner = await ModelRunner.load(dir, { blockSize: 4, kvCacheTokens: 64, int4Kernel, binder: 'native' });
+    try {
+      const rows: Float64Array[] = [];
+      for (const { input_ids: ids } of golden.sequences) {
+        const seq = runner.cache.newSequence();
+        runner.cache.reserve(seq, ids.length);
+        const r = await runner.step([{ seq, tokenIds: ids, logits: 'all' }]);
+        runner.cache.release(seq);
+        for (let i = 0; i < ids.length; i++) rows.push(logSoftmax(r.logits.subarray(i * r.vocabSize, (i + 1) * r.vocabSize)));
+      }
+      return { swapped: runner.int4Swapped, rows };
+    } finally {
+      await runner.release();
+    }
+  };
+  const ort = await logprobs('ort');
+  const q4 = await logprobs('gemma-serve');
+  t.equal(ort.swapped, 0);
+  t.equal(q4.swapped, 4 * 7 + 1, 'every projection of the 4 layers and the LM head');
+  let worst = 0;
+  let sameTop = 0;
+  const argmax = (a: Float64Array): number => a.reduce((best, v, i) => (v > a[best]! ? i : best), 0);
+  for (let r = 0; r < ort.rows.length; r++) {
+    for (let i = 0; i < ort.rows[r]!.length; i++) worst = Math.max(worst, Math.abs(ort.rows[r]![i]! - q4.rows[r]![i]!));
+    if (argmax(ort.rows[r]!) === argmax(q4.rows[r]!)) sameTop++;
+  }
+  t.ok(worst < 1e-3, `max |Δ logprob| ${worst.toExponential(2)} over ${ort.rows.length} positions`);
+  t.equal(sameTop, ort.rows.length, 'the same top-1 at every position');
+});
