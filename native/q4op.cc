@@ -5,8 +5,13 @@
 // Rows are quantized, then column chunks run on ONNX Runtime's intra-op threads.
 #include "q4op.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <climits>
+#include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -112,6 +117,36 @@ OrtStatusPtr Compute(void* state, OrtKernelContext* ctx) {
   return g_api->KernelContext_ParallelFor(ctx, ColumnsItem, items, 0, &work);
 }
 
+// After packing, the original weights are not read again by the AVX-512 kernel. Where ONNX
+// Runtime memory-mapped them from the external data file (a private, file-backed mapping it never
+// writes), their pages are handed back to the page cache; anything else (heap copies) is left
+// alone. A later read (the scalar kernel, or a node sharing the initializer, as the tied
+// embedding does) faults them in again from the file.
+void ReleaseMappedPages(const void* data, size_t bytes) {
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  const auto end = begin + bytes;
+  FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (maps == nullptr) return;
+  char line[4096];
+  bool file_backed = false;
+  while (std::fgets(line, sizeof line, maps) != nullptr) {
+    unsigned long lo = 0, hi = 0, inode = 0;
+    char perms[8] = {0};
+    char path[2048] = {0};
+    if (std::sscanf(line, "%lx-%lx %7s %*s %*s %lu %2047s", &lo, &hi, perms, &inode, path) < 4) continue;
+    if (begin >= lo && end <= hi) {
+      file_backed = inode != 0 && path[0] == '/' && perms[3] == 'p' && std::strchr(perms, 'x') == nullptr;
+      break;
+    }
+  }
+  std::fclose(maps);
+  if (!file_backed) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t from = (begin + page - 1) & ~(page - 1);
+  const uintptr_t to = end & ~(page - 1);
+  if (to > from) madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+}
+
 // Where B and the scales are initializers (they are in every export), rearranges them once for
 // the AVX-512 kernel. Checks their sizes against K and N either way.
 OrtStatusPtr PackConstants(const OrtApi* api, const OrtKernelInfo* info, Kernel* kernel) {
@@ -137,7 +172,10 @@ OrtStatusPtr PackConstants(const OrtApi* api, const OrtKernelInfo* info, Kernel*
     }
     RETURN_IF(api->GetTensorData(values[i], &data[i]));
   }
-  gsq4::Pack(static_cast<const uint8_t*>(data[0]), static_cast<const float*>(data[1]), kernel->n, blocks, &kernel->packed);
+  if (gsq4::Pack(static_cast<const uint8_t*>(data[0]), static_cast<const float*>(data[1]), kernel->n, blocks, &kernel->packed)) {
+    ReleaseMappedPages(data[0], want[0]);
+    ReleaseMappedPages(data[1], want[1] * sizeof(float));
+  }
   return nullptr;
 }
 
