@@ -135,3 +135,13 @@ t.test('serve: --threads beyond the cores is refused at start', async (t) => {
   t.equal(r.code, 1);
   t.match(r.stderr, /--threads \d+ exceeds this machine's \d+ cores/);
 });
+
+t.test('serve: --int4-kernel and GEMMA_SERVE_INT4_KERNEL take auto, ort or gemma-serve', async (t) => {
+  const flag = cli('serve', '--model', ckpt, '--int4-kernel', 'fastest');
+  t.equal(flag.code, 1);
+  t.match(flag.stderr, /--int4-kernel must be one of auto, ort, gemma-serve, got "fastest"/);
+  const env = spawnSync(process.execPath, [BIN, 'serve', '--model', ckpt, '--port', '0'],
+    { encoding: 'utf8', timeout: 60_000, env: { ...process.env, GEMMA_SERVE_INT4_KERNEL: 'mlas' } });
+  t.equal(env.status, 1);
+  t.match(env.stderr, /--int4-kernel must be one of auto, ort, gemma-serve, got "mlas"/);
+});
