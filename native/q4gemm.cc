@@ -63,69 +63,65 @@ void GemmColumnsScalar(const QuantizedRows& a, const uint8_t* w, const float* sw
   }
 }
 
-#ifndef GSQ4_PF
-#define GSQ4_PF 4
-#endif
 #ifdef GSQ4_X86
-// One tile of R rows × one panel (kPanel columns) of C, over all groups. The panel's weights are
-// one sequential stream (Pack); each column group is one 64-byte load, low and high nibbles as
-// two u8 vectors; each row's dot is two dpbusd started from the zero-point correction, then
-// scaled per lane by sa · sw and accumulated in float.
+// One tile of R rows × one panel (kPanel = 4 columns) of C, over all groups. The panel's weights
+// are one sequential stream (Pack); a column's group is one 64-byte load, low and high nibbles as
+// two u8 vectors, and each row's dot with it is two dpbusd started from the zero-point
+// correction: 16 int32 lanes, four per block. The four columns' dots are summed within each
+// block and transposed into one vector, lane 4·block + column, so the float work (convert, scale
+// by sa · sw, accumulate) is one vector per row and group instead of four.
 template <int R>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void Tile(
     const QuantizedRows& a, int64_t m0, const PackedWeights& w, int64_t panel, float* c, int64_t ldc) {
-  constexpr int C = kPanel;
   const int64_t groups = a.groups;
   const __m512i nibble = _mm512_set1_epi8(0x0F);
-  const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-  __m512 acc[R][C];
-#pragma GCC unroll 4
-  for (int r = 0; r < R; r++) {
-#pragma GCC unroll 4
-    for (int j = 0; j < C; j++) acc[r][j] = _mm512_setzero_ps();
-  }
+  __m512 acc[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
   const int8_t* q0 = a.q.data() + m0 * groups * kGroupQ;
   const int32_t* corr0 = a.corr.data() + m0 * groups * kLanes;
   const float* sa0 = a.scale.data() + m0 * groups * kLanes;
   const uint8_t* base = w.data + panel * groups * kPanelGroupBytes;
   for (int64_t g = 0; g < groups; g++, base += kPanelGroupBytes) {
-    __m512i lo[C], hi[C];
-    __m512 sb[C];
 #pragma GCC unroll 5
     for (int l = 0; l < kPanelGroupBytes / 64; l++) {
-      _mm_prefetch(reinterpret_cast<const char*>(base + GSQ4_PF * kPanelGroupBytes + l * 64), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(base + 4 * kPanelGroupBytes + l * 64), _MM_HINT_T0);
     }
+    __m512i lo[kPanel], hi[kPanel];
 #pragma GCC unroll 4
-    for (int j = 0; j < C; j++) {
+    for (int j = 0; j < kPanel; j++) {
       const __m512i raw = _mm512_load_si512(base + j * 64);
       lo[j] = _mm512_and_si512(raw, nibble);
       hi[j] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
-      const __m128 s4 = _mm_load_ps(reinterpret_cast<const float*>(base + C * 64 + j * 16));
-      sb[j] = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(s4));
     }
-#pragma GCC unroll 4
+    const __m512 sb = _mm512_load_ps(reinterpret_cast<const float*>(base + kPanel * 64));
+#pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
       const int8_t* q = q0 + (r * groups + g) * kGroupQ;
       const __m512i even = _mm512_loadu_si512(q);
       const __m512i odd = _mm512_loadu_si512(q + 64);
       const __m512i corr = _mm512_loadu_si512(corr0 + (r * groups + g) * kLanes);
-      const __m512 sa = _mm512_loadu_ps(sa0 + (r * groups + g) * kLanes);
+      __m512i d[kPanel];
 #pragma GCC unroll 4
-      for (int j = 0; j < C; j++) {
-        __m512i d = _mm512_dpbusd_epi32(corr, lo[j], even);
-        d = _mm512_dpbusd_epi32(d, hi[j], odd);
-        acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(sa, sb[j]), acc[r][j]);
-      }
+      for (int j = 0; j < kPanel; j++) d[j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(corr, lo[j], even), hi[j], odd);
+      // within each block (128-bit lane): [Σ d0, Σ d1, Σ d2, Σ d3]
+      const __m512i s01 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[0], d[1]), _mm512_unpackhi_epi32(d[0], d[1]));
+      const __m512i s23 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[2], d[3]), _mm512_unpackhi_epi32(d[2], d[3]));
+      const __m512i v = _mm512_add_epi32(_mm512_unpacklo_epi64(s01, s23), _mm512_unpackhi_epi64(s01, s23));
+      const __m512 sa = _mm512_loadu_ps(sa0 + (r * groups + g) * kLanes);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(sa, sb), acc[r]);
     }
   }
-  const int64_t n0 = panel * C;
-  const int cols = static_cast<int>(std::min<int64_t>(C, w.n - n0));
-#pragma GCC unroll 4
+  const int64_t n0 = panel * kPanel;
+  const int cols = static_cast<int>(std::min<int64_t>(kPanel, w.n - n0));
+#pragma GCC unroll 8
   for (int r = 0; r < R; r++) {
-#pragma GCC unroll 4
-    for (int j = 0; j < C; j++) {
-      if (j < cols) c[(m0 + r) * ldc + n0 + j] = _mm512_reduce_add_ps(acc[r][j]);
-    }
+    // column j: the sum over the four blocks' lanes 4·b + j
+    const __m128 sum = _mm_add_ps(_mm_add_ps(_mm512_extractf32x4_ps(acc[r], 0), _mm512_extractf32x4_ps(acc[r], 1)),
+                                  _mm_add_ps(_mm512_extractf32x4_ps(acc[r], 2), _mm512_extractf32x4_ps(acc[r], 3)));
+    alignas(16) float out[4];
+    _mm_store_ps(out, sum);
+    for (int j = 0; j < cols; j++) c[(m0 + r) * ldc + n0 + j] = out[j];
   }
 }
 
@@ -135,11 +131,15 @@ void GemmPanelsVnni(const QuantizedRows& a, const PackedWeights& w, int64_t p0, 
   for (int64_t c0 = p0; c0 < p1; c0 += chunk) {
     const int64_t c1 = std::min(p1, c0 + chunk);
     int64_t m = 0;
-    for (; m + 4 <= a.rows; m += 4) {
-      for (int64_t p = c0; p < c1; p++) Tile<4>(a, m, w, p, c, ldc);
+    for (; m + 8 <= a.rows; m += 8) {
+      for (int64_t p = c0; p < c1; p++) Tile<8>(a, m, w, p, c, ldc);
     }
     for (int64_t p = c0; p < c1; p++) {
       switch (a.rows - m) {
+        case 7: Tile<7>(a, m, w, p, c, ldc); break;
+        case 6: Tile<6>(a, m, w, p, c, ldc); break;
+        case 5: Tile<5>(a, m, w, p, c, ldc); break;
+        case 4: Tile<4>(a, m, w, p, c, ldc); break;
         case 3: Tile<3>(a, m, w, p, c, ldc); break;
         case 2: Tile<2>(a, m, w, p, c, ldc); break;
         case 1: Tile<1>(a, m, w, p, c, ldc); break;
@@ -213,7 +213,7 @@ bool Pack(const uint8_t* w, const float* sw, int64_t n, int64_t blocks, PackedWe
     for (int64_t b = 0; b < blocks; b++) {
       uint8_t* dst = data + (p * groups + b / kGroupBlocks) * kPanelGroupBytes;
       std::memcpy(dst + j * 64 + (b % kGroupBlocks) * 16, w + (col * blocks + b) * 16, 16);
-      std::memcpy(dst + kPanel * 64 + j * 16 + (b % kGroupBlocks) * 4, sw + col * blocks + b, 4);
+      std::memcpy(dst + kPanel * 64 + ((b % kGroupBlocks) * kPanel + j) * 4, sw + col * blocks + b, 4);
     }
   }
   std::free(out->data);

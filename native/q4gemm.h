@@ -33,8 +33,8 @@ void QuantizeRows(const float* a, int64_t k, int64_t blocks, int64_t r0, int64_t
 void Resize(QuantizedRows* out, int64_t rows, int64_t blocks);
 
 // The weights rearranged for the AVX-512 kernel: panels of 4 columns, each a sequential stream of
-// groups, a group being the 4 columns' 64 bytes of nibbles then their 4 × 4 float scales
-// (zero-padded past N and past the last block). Made once, when the session builds the kernel.
+// groups, a group being the 4 columns' 64 bytes of nibbles then their 4 × 4 float scales, block
+// by block (zero-padded past N and past the last block). Made once, when the session builds the kernel.
 struct PackedWeights {
   int64_t n = 0;
   int64_t blocks = 0;
