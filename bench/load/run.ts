@@ -46,6 +46,8 @@ export interface Quantiles {
   readonly p90?: number | null;
   readonly p99: number | null;
   readonly mean: number | null;
+  /** e2e only: the slowest request. */
+  readonly max?: number | null;
 }
 
 /** One level of the report (see README "Benchmarking" for the meaning of each field). */
@@ -183,7 +185,7 @@ export function summarizeLevel(results: readonly RequestResult[], wallMs: number
     output_tokens_per_s_per_stream: round(mean(ok.filter((r) => r.e2eMs > 0).map((r) => r.outputTokens / (r.e2eMs / 1000))), 2),
     ttft_ms: quantiles(ok.map((r) => r.ttftMs).filter(Number.isFinite), true),
     itl_ms: quantiles(ok.flatMap((r) => r.gapsMs), false),
-    e2e_ms: quantiles(ok.map((r) => r.e2eMs), false),
+    e2e_ms: { ...quantiles(ok.map((r) => r.e2eMs), false), max: ok.length > 0 ? round(Math.max(...ok.map((r) => r.e2eMs))) : null },
     usage_reported: ok.filter((r) => r.usage).length,
   };
 }

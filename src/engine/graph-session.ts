@@ -6,6 +6,7 @@
  */
 import { NativeSession, OnnxType, loadNativeOrt, type Binding } from './native/ort-native.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
+import { EngineError } from '../errors.ts';
 import { createSession, Tensor, type Device, type OrtSession, type OrtTensor } from './session.ts';
 
 export interface HostInput {
@@ -43,8 +44,12 @@ export interface GraphSessionOptions {
 }
 
 export async function openGraphSession(modelPath: string, opts: GraphSessionOptions): Promise<GraphSession> {
-  const binder = opts.binder ?? ('error' in loadNativeOrt() ? 'stock' : 'native');
+  const native = loadNativeOrt();
+  const binder = opts.binder ?? ('error' in native ? 'stock' : 'native');
   if (binder === 'native') return new NativeGraphSession(NativeSession.create(modelPath, opts));
+  if (opts.int4Kernel === 'gemma-serve') {
+    throw new EngineError(`int4 kernel 'gemma-serve' runs in the native runner, which ${'error' in native ? `is unavailable: ${native.error}` : 'this session was asked not to use'}`, 'native_runner_unavailable', 500);
+  }
   return new StockGraphSession(await createSession(modelPath, opts));
 }
 

@@ -47,14 +47,16 @@ function checkLevel(tt: Test, l: LevelReport): void {
   }
   for (const key of ['p50', 'p90', 'p99', 'mean'] as const) tt.ok(finite(l.ttft_ms[key]), `ttft_ms.${key}`);
   for (const key of ['p50', 'p99', 'mean'] as const) tt.ok(finite(l.itl_ms[key]), `itl_ms.${key}`);
-  for (const key of ['p50', 'p99', 'mean'] as const) tt.ok(finite(l.e2e_ms[key]), `e2e_ms.${key}`);
+  for (const key of ['p50', 'p99', 'mean', 'max'] as const) tt.ok(finite(l.e2e_ms[key]), `e2e_ms.${key}`);
   tt.equal(l.errors, 0, 'no errors');
   tt.same(l.error_messages, []);
   tt.ok(l.requests > 0 && l.output_tokens_per_s > 0 && l.requests_per_s > 0, 'requests completed, tokens/s > 0');
   tt.equal(l.usage_reported, l.requests, 'gemma-serve sends usage on every stream');
   tt.ok(l.ttft_ms.p50! <= l.ttft_ms.p90! && l.ttft_ms.p90! <= l.ttft_ms.p99!, 'TTFT percentiles ordered');
   tt.ok(l.itl_ms.p50! <= l.itl_ms.p99!, 'ITL percentiles ordered');
-  tt.ok(l.ttft_ms.p99! <= l.e2e_ms.p99!, 'TTFT within the request time');
+  // TTFT counts only requests that streamed content (a 2-token completion can decode to no text),
+  // e2e every request: their p99s are over different sets, so the bound is the slowest request.
+  tt.ok(l.ttft_ms.p99! <= l.e2e_ms.max!, 'TTFT within the request time');
 }
 
 t.test('percentile: linear interpolation between closest ranks', async (tt) => {

@@ -14,6 +14,7 @@ import { exportCheckpoint } from '../../src/engine/export/export.ts';
 import { loadNativeOrt, NativeSession, OnnxType } from '../../src/engine/native/ort-native.ts';
 import { Q4_DOMAIN, Q4_OP, withQ4Kernel, type Int4Kernel } from '../../src/engine/native/q4-graph.ts';
 import { ModelRunner } from '../../src/engine/model-runner.ts';
+import { openGraphSession } from '../../src/engine/graph-session.ts';
 import { logSoftmax } from '../../src/engine/logprobs.ts';
 
 const native = loadNativeOrt();
@@ -123,6 +124,14 @@ t.test('the rewrite swaps only what MatMulQ4 computes exactly', async (t) => {
   const s = g.externalInitializer('S', DType.FLOAT16, [16], { location: 'h.data', offset: 256, length: 32 });
   g.output(g.op1('MatMulNBits', 'mm', [x, b, s], { K: 64, N: 8, bits: 4, block_size: 32, accuracy_level: 4 }, 'com.microsoft'), 'y', DType.FLOAT16, [1, 8]);
   t.equal(withQ4Kernel(g.encode('h')).swapped, 0, 'fp16 scales: not swapped');
+});
+
+t.test("int4Kernel 'gemma-serve' on the stock binding is refused, not ignored", async (t) => {
+  const graph = matmulGraph('stock', 64, 8, 2);
+  await t.rejects(openGraphSession(graph.path, { device: 'cpu', binder: 'stock', int4Kernel: 'gemma-serve' }), { code: 'native_runner_unavailable', message: /native runner/ });
+  const stock = await openGraphSession(graph.path, { device: 'cpu', binder: 'stock', int4Kernel: 'auto' });
+  t.equal(stock.int4Swapped, 0, "'auto' on the stock binding: ONNX Runtime's kernel");
+  await stock.release();
 });
 
 t.test('an int4 export of the golden fixture: the same log-probabilities through either kernel', async (t) => {
