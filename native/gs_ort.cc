@@ -20,6 +20,7 @@
 //     the int4 matmul CPU sessions register (q4op.cc, q4gemm.cc)
 #include <node_api.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -48,6 +49,7 @@ struct Session {
   OrtAllocator* device_allocator = nullptr;
   OrtRunOptions* run_options = nullptr;
   bool cuda = false;
+  bool profiling = false;
   std::vector<Buffer> buffers;
 };
 
@@ -134,6 +136,14 @@ void ReleaseSession(Session* s) {
     if (b.ptr != nullptr) s->device_allocator->Free(s->device_allocator, b.ptr);
   }
   s->buffers.clear();
+  if (s->profiling) {
+    OrtAllocator* alloc = nullptr;
+    char* file = nullptr;
+    OrtStatus* st = g_ort->GetAllocatorWithDefaultOptions(&alloc);
+    if (st == nullptr) st = g_ort->SessionEndProfiling(s->session, alloc, &file);
+    if (st != nullptr) g_ort->ReleaseStatus(st);
+    if (file != nullptr) alloc->Free(alloc, file);
+  }
   if (s->binding) g_ort->ReleaseIoBinding(s->binding);
   if (s->run_options) g_ort->ReleaseRunOptions(s->run_options);
   if (s->device_allocator) g_ort->ReleaseAllocator(s->device_allocator);
@@ -195,6 +205,12 @@ napi_value CreateSession(napi_env env, napi_callback_info info) {
     try {
       Check(g_ort->SetIntraOpNumThreads(opts, threads));
       Check(g_ort->SetSessionGraphOptimizationLevel(opts, ORT_ENABLE_ALL));
+      // GEMMA_SERVE_ORT_PROFILE=PREFIX: ONNX Runtime's per-node profile, written when the session
+      // is released (PREFIX_<date>.json; for bench/native-profile.ts).
+      if (const char* prefix = std::getenv("GEMMA_SERVE_ORT_PROFILE"); prefix != nullptr && *prefix != '\0') {
+        Check(g_ort->EnableProfiling(opts, prefix));
+        session->profiling = true;
+      }
       if (device == "cpu") {
         // ai.gemma_serve.MatMulQ4 (q4op.cc), for the graphs that use it
         OrtCustomOpDomain* domain = nullptr;
