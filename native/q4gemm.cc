@@ -223,8 +223,6 @@ bool Pack(const uint8_t* w, const float* sw, int64_t n, int64_t blocks, PackedWe
   std::free(out->data);
   out->data = data;
   out->n = n;
-  out->blocks = blocks;
-  out->panels = panels;
   return true;
 }
 

@@ -36,9 +36,7 @@ void Resize(QuantizedRows* out, int64_t rows, int64_t blocks);
 // groups, a group being the 4 columns' 64 bytes of nibbles then their 4 × 4 float scales, block
 // by block (zero-padded past N and past the last block). Made once, when the session builds the kernel.
 struct PackedWeights {
-  int64_t n = 0;
-  int64_t blocks = 0;
-  int64_t panels = 0;
+  int64_t n = 0;    // columns (the last panel is zero-padded past them)
   uint8_t* data = nullptr;  // 64-byte aligned
   PackedWeights() = default;
   PackedWeights(const PackedWeights&) = delete;

@@ -122,29 +122,34 @@ OrtStatusPtr Compute(void* state, OrtKernelContext* ctx) {
 // writes), their pages are handed back to the page cache; anything else (heap copies) is left
 // alone. A later read (the scalar kernel, or a node sharing the initializer, as the tied
 // embedding does) faults them in again from the file.
-void ReleaseMappedPages(const void* data, size_t bytes) {
-  const auto begin = reinterpret_cast<uintptr_t>(data);
-  const auto end = begin + bytes;
+struct Range {
+  uintptr_t begin;
+  uintptr_t end;
+  bool file_backed;
+};
+
+void ReleaseMappedPages(Range* ranges, size_t count) {
   FILE* maps = std::fopen("/proc/self/maps", "r");
   if (maps == nullptr) return;
   char line[4096];
-  bool file_backed = false;
   while (std::fgets(line, sizeof line, maps) != nullptr) {
     unsigned long lo = 0, hi = 0, inode = 0;
     char perms[8] = {0};
     char path[2048] = {0};
     if (std::sscanf(line, "%lx-%lx %7s %*s %*s %lu %2047s", &lo, &hi, perms, &inode, path) < 4) continue;
-    if (begin >= lo && end <= hi) {
-      file_backed = inode != 0 && path[0] == '/' && perms[3] == 'p' && std::strchr(perms, 'x') == nullptr;
-      break;
+    const bool file_backed = inode != 0 && path[0] == '/' && perms[3] == 'p' && std::strchr(perms, 'x') == nullptr;
+    for (size_t i = 0; i < count; i++) {
+      if (ranges[i].begin >= lo && ranges[i].end <= hi) ranges[i].file_backed = file_backed;
     }
   }
   std::fclose(maps);
-  if (!file_backed) return;
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t from = (begin + page - 1) & ~(page - 1);
-  const uintptr_t to = end & ~(page - 1);
-  if (to > from) madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+  for (size_t i = 0; i < count; i++) {
+    if (!ranges[i].file_backed) continue;
+    const uintptr_t from = (ranges[i].begin + page - 1) & ~(page - 1);
+    const uintptr_t to = ranges[i].end & ~(page - 1);
+    if (to > from) madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+  }
 }
 
 // Where B and the scales are initializers (they are in every export), rearranges them once for
@@ -173,8 +178,10 @@ OrtStatusPtr PackConstants(const OrtApi* api, const OrtKernelInfo* info, Kernel*
     RETURN_IF(api->GetTensorData(values[i], &data[i]));
   }
   if (gsq4::Pack(static_cast<const uint8_t*>(data[0]), static_cast<const float*>(data[1]), kernel->n, blocks, &kernel->packed)) {
-    ReleaseMappedPages(data[0], want[0]);
-    ReleaseMappedPages(data[1], want[1] * sizeof(float));
+    const auto at = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
+    Range ranges[2] = {{at(data[0]), at(data[0]) + want[0], false},
+                       {at(data[1]), at(data[1]) + want[1] * sizeof(float), false}};
+    ReleaseMappedPages(ranges, 2);
   }
   return nullptr;
 }

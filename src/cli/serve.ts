@@ -5,7 +5,7 @@
  * before anything loads. With no model configured, a random-weight tiny model is generated
  * once into the data dir.
  */
-import { INT4_KERNELS, type Int4Kernel } from '../engine/native/q4-graph.ts';
+import { INT4_KERNELS } from '../engine/native/q4-graph.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -70,11 +70,7 @@ export async function serve(argv: string[]): Promise<number> {
   if (threads !== undefined && threads > availableParallelism()) {
     throw new ConfigError(`serve: --threads ${threads} exceeds this machine's ${availableParallelism()} cores (oversubscribing slows every step)`, 'threads');
   }
-  const int4KernelText = values['int4-kernel'] ?? env['GEMMA_SERVE_INT4_KERNEL'] ?? 'auto';
-  if (!(INT4_KERNELS as readonly string[]).includes(int4KernelText)) {
-    throw new ConfigError(`serve: --int4-kernel must be one of ${INT4_KERNELS.join(', ')}, got ${JSON.stringify(int4KernelText)}`, 'int4-kernel');
-  }
-  const int4Kernel = int4KernelText as Int4Kernel;
+  const int4Kernel = choiceFlag('int4-kernel', values['int4-kernel'] ?? env['GEMMA_SERVE_INT4_KERNEL'], INT4_KERNELS) ?? 'auto';
   const servedModelName = values['served-model-name'] ?? env['GEMMA_SERVE_SERVED_MODEL_NAME'];
   if (servedModelName !== undefined && !/^[\w.:/@+-]{1,128}$/.test(servedModelName)) {
     throw new ConfigError(`serve: --served-model-name must be 1-128 characters of letters, digits and . _ : / @ + -, got ${JSON.stringify(servedModelName)}`, 'served-model-name');
@@ -203,11 +199,14 @@ function resolveApiKeys(flagKeys: string[] | undefined, flagFile: string | undef
 
 /** --metrics-names / GEMMA_SERVE_METRICS_NAMES: gemma_serve (default) or vllm. */
 function resolveMetricsNames(text: string | undefined): MetricsNames {
-  if (text === undefined || text === '') return 'gemma_serve';
-  if (!(METRICS_NAMES as readonly string[]).includes(text)) {
-    throw new ConfigError(`serve: --metrics-names must be one of ${METRICS_NAMES.join(', ')}, got ${JSON.stringify(text)}`, 'metrics-names');
-  }
-  return text as MetricsNames;
+  return choiceFlag('metrics-names', text, METRICS_NAMES) ?? 'gemma_serve';
+}
+
+/** A flag (or its environment variable) that takes one of `allowed`; undefined when not given. */
+function choiceFlag<T extends string>(flag: string, text: string | undefined, allowed: readonly T[]): T | undefined {
+  if (text === undefined || text === '') return undefined;
+  if (!(allowed as readonly string[]).includes(text)) throw new ConfigError(`serve: --${flag} must be one of ${allowed.join(', ')}, got ${JSON.stringify(text)}`, flag);
+  return text as T;
 }
 
 /** A boolean environment variable: 1/true/yes/on or 0/false/no/off (or empty). */
@@ -239,9 +238,7 @@ function positiveBytes(flag: string, text: string | undefined): number | undefin
 
 /** `--kv-dtype` / GEMMA_SERVE_KV_DTYPE: fp16 or fp32; undefined when not given (the export's own, fp32 for a checkpoint). */
 export function resolveKvDtype(text: string | undefined): KvDtype | undefined {
-  if (text === undefined || text === '') return undefined;
-  if (!KV_DTYPES.includes(text as KvDtype)) throw new ConfigError(`serve: --kv-dtype must be one of ${KV_DTYPES.join(', ')}, got ${JSON.stringify(text)}`, 'kv-dtype');
-  return text as KvDtype;
+  return choiceFlag('kv-dtype', text, KV_DTYPES);
 }
 
 /** An integer flag (or its environment variable) of at least `min`; undefined when not given. */

@@ -32,8 +32,9 @@ const intAttr = (node: P.INodeProto, name: string): number | undefined => {
 /** Whether MatMulQ4 computes exactly what this MatMulNBits node does. */
 function swappable(node: P.INodeProto, floatInitializers: ReadonlySet<string>): boolean {
   if (node.opType !== 'MatMulNBits' || node.domain !== 'com.microsoft') return false;
-  const inputs = (node.input ?? []).filter((_, i, all) => i < 3 || all.slice(i).some((x) => x !== ''));
-  if (inputs.length !== 3 || !floatInitializers.has(inputs[2]!)) return false;
+  // A, B, scales; zero_points, g_idx and bias absent (or given as empty names)
+  const inputs = node.input ?? [];
+  if (inputs.length < 3 || inputs.slice(3).some((x) => x !== '') || !floatInitializers.has(inputs[2]!)) return false;
   return intAttr(node, 'bits') === 4 && intAttr(node, 'block_size') === 32 && (intAttr(node, 'accuracy_level') ?? 0) === 4
     && intAttr(node, 'K') !== undefined && intAttr(node, 'N') !== undefined;
 }
