@@ -10,6 +10,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #define GSQ4_X86 1
+#define GSQ4_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 #endif
 
 namespace gsq4 {
@@ -17,15 +18,12 @@ namespace gsq4 {
 namespace {
 
 constexpr int kBlock = 32;
-constexpr int kGroupBlocks = 4;
-constexpr int kGroupQ = kGroupBlocks * kBlock;  // int8 of one group of one row
-constexpr int kLanes = 16;                      // int32/float lanes of one group of one row
-constexpr int kPanel = 4;                       // columns a packed panel interleaves
-constexpr int kPanelGroupBytes = kPanel * 64 + kPanel * 16;  // weights, then scales, of a group
-// How far ahead in its panel the kernel asks for weights, into L2 (16 groups: 5 KB). Without it
-// the loads stall on DRAM between bursts of arithmetic; with it, bench/q4-kernel.ts measured
-// M = 4 and 8 about 1.2-1.6x faster (distances 4-96 and hints T0/T1/T2 tried).
-constexpr int kPrefetchGroups = 16;
+constexpr int kSteps = 4;                                   // 64-byte nibble loads per panel block
+constexpr int kPanelBlockBytes = kSteps * 64 + kPanelColumns * 4;  // nibbles, then scales
+// How far ahead in its panel the kernel asks for weights, into L2 (16 blocks: 5 KB). Without it
+// the loads stall on DRAM between bursts of arithmetic (bench/q4-kernel.ts measured M = 4 and 8
+// about 1.2-1.6x faster with it; distances 4-96 and hints T0/T1/T2 tried).
+constexpr int kPrefetchBlocks = 16;
 
 std::atomic<bool> g_force_scalar{false};
 
@@ -41,114 +39,165 @@ bool HasVnni() {
 
 bool UseVnni() { return HasVnni() && !g_force_scalar.load(std::memory_order_relaxed); }
 
+// Element i (< 32) of MatMulNBits' 16-byte block: byte i / 2, low nibble for even i.
+inline int Nibble(const uint8_t* block, int i) { return (block[i >> 1] >> ((i & 1) * 4)) & 0x0F; }
+
 // The scalar kernel: the definition, from the same quantized rows.
-void GemmColumnsScalar(const QuantizedRows& a, const uint8_t* w, const float* sw, int64_t blocks,
-                       int64_t n0, int64_t n1, float* c, int64_t ldc) {
+void GemmColumnsScalar(const QuantizedRows& a, const uint8_t* w, const float* sw, int64_t n0, int64_t n1, float* c,
+                       int64_t ldc) {
+  const int64_t blocks = a.blocks;
   for (int64_t m = 0; m < a.rows; m++) {
-    const int8_t* q = a.q.data() + m * a.groups * kGroupQ;
-    const float* sa = a.scale.data() + m * a.groups * kLanes;
+    const int8_t* q = a.q.data() + m * blocks * kBlock;
+    const float* sa = a.scale.data() + m * blocks;
     for (int64_t n = n0; n < n1; n++) {
       float acc = 0.f;
       for (int64_t b = 0; b < blocks; b++) {
-        const int64_t g = b / kGroupBlocks;
-        const int64_t j = b % kGroupBlocks;
-        const int8_t* even = q + g * kGroupQ + j * 16;
-        const int8_t* odd = even + 64;
-        const uint8_t* packed = w + (n * blocks + b) * 16;
+        const uint8_t* wb = w + (n * blocks + b) * 16;
         int32_t dot = 0;
-        for (int i = 0; i < 16; i++) {
-          dot += even[i] * ((packed[i] & 0x0F) - 8);
-          dot += odd[i] * ((packed[i] >> 4) - 8);
-        }
-        acc += static_cast<float>(dot) * (sa[g * kLanes + j * 4] * sw[n * blocks + b]);
+        for (int i = 0; i < kBlock; i++) dot += q[b * kBlock + i] * (Nibble(wb, i) - 8);
+        acc += static_cast<float>(dot) * (sa[b] * sw[n * blocks + b]);
       }
       c[m * ldc + n] = acc;
     }
   }
 }
 
-#ifdef GSQ4_X86
-// One tile of R rows × one panel (kPanel = 4 columns) of C, over all groups. The panel's weights
-// are one sequential stream (Pack); a column's group is one 64-byte load, low and high nibbles as
-// two u8 vectors, and each row's dot with it is two dpbusd started from the zero-point
-// correction: 16 int32 lanes, four per block. The four columns' dots are summed within each
-// block and transposed into one vector, lane 4·block + column, so the float work (convert, scale
-// by sa · sw, accumulate) is one vector per row and group instead of four.
-template <int R>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void Tile(
-    const QuantizedRows& a, int64_t m0, const PackedWeights& w, int64_t panel, float* c, int64_t ldc) {
-  const int64_t groups = a.groups;
-  const __m512i nibble = _mm512_set1_epi8(0x0F);
-  __m512 acc[R];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
-  const int8_t* q0 = a.q.data() + m0 * groups * kGroupQ;
-  const int32_t* corr0 = a.corr.data() + m0 * groups * kLanes;
-  const float* sa0 = a.scale.data() + m0 * groups * kLanes;
-  const uint8_t* base = w.data + panel * groups * kPanelGroupBytes;
-  for (int64_t g = 0; g < groups; g++, base += kPanelGroupBytes) {
-#pragma GCC unroll 5
-    for (int l = 0; l < kPanelGroupBytes / 64; l++) {
-      _mm_prefetch(reinterpret_cast<const char*>(base + kPrefetchGroups * kPanelGroupBytes + l * 64), _MM_HINT_T1);
-    }
-    __m512i lo[kPanel], hi[kPanel];
-#pragma GCC unroll 4
-    for (int j = 0; j < kPanel; j++) {
-      const __m512i raw = _mm512_load_si512(base + j * 64);
-      lo[j] = _mm512_and_si512(raw, nibble);
-      hi[j] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
-    }
-    const __m512 sb = _mm512_load_ps(reinterpret_cast<const float*>(base + kPanel * 64));
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-      const int8_t* q = q0 + (r * groups + g) * kGroupQ;
-      const __m512i even = _mm512_loadu_si512(q);
-      const __m512i odd = _mm512_loadu_si512(q + 64);
-      const __m512i corr = _mm512_loadu_si512(corr0 + (r * groups + g) * kLanes);
-      __m512i d[kPanel];
-#pragma GCC unroll 4
-      for (int j = 0; j < kPanel; j++) d[j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(corr, lo[j], even), hi[j], odd);
-      // within each block (128-bit lane): [Σ d0, Σ d1, Σ d2, Σ d3]
-      const __m512i s01 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[0], d[1]), _mm512_unpackhi_epi32(d[0], d[1]));
-      const __m512i s23 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[2], d[3]), _mm512_unpackhi_epi32(d[2], d[3]));
-      const __m512i v = _mm512_add_epi32(_mm512_unpacklo_epi64(s01, s23), _mm512_unpackhi_epi64(s01, s23));
-      const __m512 sa = _mm512_loadu_ps(sa0 + (r * groups + g) * kLanes);
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(sa, sb), acc[r]);
-    }
+void QuantizeBlockScalar(const float* x, int64_t n, int8_t* q, int32_t* corr, float* scale) {
+  float amax = 0.f;
+  for (int64_t i = 0; i < n; i++) amax = std::max(amax, std::fabs(x[i]));
+  const float inv = amax != 0.f ? 127.f / amax : 0.f;
+  int32_t sum = 0;
+  for (int64_t i = 0; i < kBlock; i++) {
+    int8_t qi = 0;
+    if (i < n) qi = static_cast<int8_t>(std::clamp(static_cast<int>(std::nearbyint(x[i] * inv)), -127, 127));
+    q[i] = qi;
+    sum += qi;
   }
-  const int64_t n0 = panel * kPanel;
-  const int cols = static_cast<int>(std::min<int64_t>(kPanel, w.n - n0));
+  *corr = -8 * sum;
+  *scale = amax / 127.f;
+}
+
+#ifdef GSQ4_X86
+// The same arithmetic as QuantizeBlockScalar (cvtps rounds half to even, as nearbyint does in the
+// default rounding mode), 32 elements at a time.
+GSQ4_AVX512 void QuantizeBlockVnni(const float* x, int64_t n, int8_t* q, int32_t* corr, float* scale) {
+  const __mmask16 m0 = n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1);
+  const __mmask16 m1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : static_cast<__mmask16>((1u << (n - 16)) - 1);
+  const __m512 x0 = _mm512_maskz_loadu_ps(m0, x);
+  const __m512 x1 = _mm512_maskz_loadu_ps(m1, x + 16);
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+  const __m512 inv = _mm512_set1_ps(amax != 0.f ? 127.f / amax : 0.f);
+  const __m512i lim = _mm512_set1_epi32(127);
+  const __m512i q0 = _mm512_max_epi32(_mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x0, inv)), lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+  const __m512i q1 = _mm512_max_epi32(_mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x1, inv)), lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtepi32_epi8(q0));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtepi32_epi8(q1));
+  *corr = -8 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+  *scale = amax / 127.f;
+}
+
+// One tile of R rows × C panels (16 columns each, one per lane) of C, over all blocks. Per block
+// and row, each panel's int32 lanes start from the row's zero-point correction and take 8 dpbusd
+// (4 bytes of the row broadcast against 4 nibbles of each column); then one convert and one FMA
+// by sa · sw accumulate the block in float. A panel's weights are one sequential stream (Pack).
+template <int R, int C>
+GSQ4_AVX512 void Tile(const QuantizedRows& a, int64_t m0, const PackedWeights& w, int64_t p0, float* c, int64_t ldc) {
+  const int64_t blocks = a.blocks;
+  const int64_t panel_bytes = blocks * kPanelBlockBytes;
+  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  __m512 acc[R][C];
 #pragma GCC unroll 8
   for (int r = 0; r < R; r++) {
-    // column j: the sum over the four blocks' lanes 4·b + j
-    const __m128 sum = _mm_add_ps(_mm_add_ps(_mm512_extractf32x4_ps(acc[r], 0), _mm512_extractf32x4_ps(acc[r], 1)),
-                                  _mm_add_ps(_mm512_extractf32x4_ps(acc[r], 2), _mm512_extractf32x4_ps(acc[r], 3)));
-    alignas(16) float out[4];
-    _mm_store_ps(out, sum);
-    for (int j = 0; j < cols; j++) c[(m0 + r) * ldc + n0 + j] = out[j];
+#pragma GCC unroll 4
+    for (int j = 0; j < C; j++) acc[r][j] = _mm512_setzero_ps();
   }
+  const int8_t* q = a.q.data() + m0 * blocks * kBlock;
+  const int32_t* corr = a.corr.data() + m0 * blocks;
+  const float* sa = a.scale.data() + m0 * blocks;
+  const uint8_t* base = w.data + p0 * panel_bytes;
+  for (int64_t b = 0; b < blocks; b++, base += kPanelBlockBytes) {
+#pragma GCC unroll 4
+    for (int j = 0; j < C; j++) {
+#pragma GCC unroll 5
+      for (int l = 0; l < kPanelBlockBytes / 64; l++) {
+        _mm_prefetch(reinterpret_cast<const char*>(base + j * panel_bytes + kPrefetchBlocks * kPanelBlockBytes + l * 64),
+                     _MM_HINT_T1);
+      }
+    }
+    __m512i d[R][C];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+      const __m512i z = _mm512_set1_epi32(corr[r * blocks + b]);
+#pragma GCC unroll 4
+      for (int j = 0; j < C; j++) d[r][j] = z;
+    }
+#pragma GCC unroll 4
+    for (int s = 0; s < kSteps; s++) {
+      __m512i lo[C], hi[C];
+#pragma GCC unroll 4
+      for (int j = 0; j < C; j++) {
+        const __m512i raw = _mm512_load_si512(base + j * panel_bytes + s * 64);
+        lo[j] = _mm512_and_si512(raw, nibble);
+        hi[j] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) {
+        const int8_t* qs = q + (r * blocks + b) * kBlock + s * 8;
+        int32_t x0, x1;
+        std::memcpy(&x0, qs, 4);
+        std::memcpy(&x1, qs + 4, 4);
+        const __m512i v0 = _mm512_set1_epi32(x0);
+        const __m512i v1 = _mm512_set1_epi32(x1);
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) d[r][j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(d[r][j], lo[j], v0), hi[j], v1);
+      }
+    }
+    __m512 sw[C];
+#pragma GCC unroll 4
+    for (int j = 0; j < C; j++) sw[j] = _mm512_load_ps(reinterpret_cast<const float*>(base + j * panel_bytes + kSteps * 64));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+      const __m512 s = _mm512_set1_ps(sa[r * blocks + b]);
+#pragma GCC unroll 4
+      for (int j = 0; j < C; j++) acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r][j]), _mm512_mul_ps(sw[j], s), acc[r][j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < C; j++) {
+    const int64_t n0 = (p0 + j) * kPanelColumns;
+    const int64_t cols = std::min<int64_t>(kPanelColumns, w.n - n0);
+    const __mmask16 mask = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) _mm512_mask_storeu_ps(c + (m0 + r) * ldc + n0, mask, acc[r][j]);
+  }
+}
+
+// R rows over panels [p0, p1): C panels a tile where R is small (independent dot chains and
+// fewer passes over the rows), then one at a time for the rest.
+template <int R, int C>
+void TileRow(const QuantizedRows& a, int64_t m0, const PackedWeights& w, int64_t p0, int64_t p1, float* c, int64_t ldc) {
+  int64_t p = p0;
+  for (; p + C <= p1; p += C) Tile<R, C>(a, m0, w, p, c, ldc);
+  for (; p < p1; p++) Tile<R, 1>(a, m0, w, p, c, ldc);
 }
 
 void GemmPanelsVnni(const QuantizedRows& a, const PackedWeights& w, int64_t p0, int64_t p1, float* c, int64_t ldc) {
   // Panels in chunks whose weights stay in L2 while every row tile passes over them.
-  const int64_t chunk = std::max<int64_t>(1, (128 * 1024) / (a.groups * kPanelGroupBytes));
+  const int64_t chunk =
+      a.rows <= 8 ? p1 - p0 : std::max<int64_t>(4, (256 * 1024) / (a.blocks * kPanelBlockBytes) / 4 * 4);
   for (int64_t c0 = p0; c0 < p1; c0 += chunk) {
     const int64_t c1 = std::min(p1, c0 + chunk);
     int64_t m = 0;
-    for (; m + 8 <= a.rows; m += 8) {
-      for (int64_t p = c0; p < c1; p++) Tile<8>(a, m, w, p, c, ldc);
-    }
-    for (int64_t p = c0; p < c1; p++) {
-      switch (a.rows - m) {
-        case 7: Tile<7>(a, m, w, p, c, ldc); break;
-        case 6: Tile<6>(a, m, w, p, c, ldc); break;
-        case 5: Tile<5>(a, m, w, p, c, ldc); break;
-        case 4: Tile<4>(a, m, w, p, c, ldc); break;
-        case 3: Tile<3>(a, m, w, p, c, ldc); break;
-        case 2: Tile<2>(a, m, w, p, c, ldc); break;
-        case 1: Tile<1>(a, m, w, p, c, ldc); break;
-        default: break;
-      }
+    for (; m + 8 <= a.rows; m += 8) TileRow<8, 1>(a, m, w, c0, c1, c, ldc);
+    switch (a.rows - m) {
+      case 7: TileRow<7, 1>(a, m, w, c0, c1, c, ldc); break;
+      case 6: TileRow<6, 1>(a, m, w, c0, c1, c, ldc); break;
+      case 5: TileRow<5, 1>(a, m, w, c0, c1, c, ldc); break;
+      case 4: TileRow<4, 2>(a, m, w, c0, c1, c, ldc); break;
+      case 3: TileRow<3, 2>(a, m, w, c0, c1, c, ldc); break;
+      case 2: TileRow<2, 4>(a, m, w, c0, c1, c, ldc); break;
+      case 1: TileRow<1, 4>(a, m, w, c0, c1, c, ldc); break;
+      default: break;
     }
   }
 }
@@ -158,45 +207,32 @@ void GemmPanelsVnni(const QuantizedRows& a, const PackedWeights& w, int64_t p0, 
 
 void Resize(QuantizedRows* out, int64_t rows, int64_t blocks) {
   out->rows = rows;
-  out->groups = (blocks + kGroupBlocks - 1) / kGroupBlocks;
-  const size_t g = static_cast<size_t>(rows * out->groups);
-  if (out->q.size() < g * kGroupQ) out->q.resize(g * kGroupQ);
-  if (out->corr.size() < g * kLanes) out->corr.resize(g * kLanes);
-  if (out->scale.size() < g * kLanes) out->scale.resize(g * kLanes);
+  out->blocks = blocks;
+  const size_t n = static_cast<size_t>(rows * blocks);
+  if (out->q.size() < n * kBlock) out->q.resize(n * kBlock);
+  if (out->corr.size() < n) out->corr.resize(n);
+  if (out->scale.size() < n) out->scale.resize(n);
 }
 
-void QuantizeRows(const float* a, int64_t k, int64_t blocks, int64_t r0, int64_t r1, QuantizedRows* out) {
-  const int64_t groups = out->groups;
+void QuantizeRows(const float* a, int64_t k, int64_t r0, int64_t r1, QuantizedRows* out) {
+  const int64_t blocks = out->blocks;
+#ifdef GSQ4_X86
+  const bool vnni = UseVnni();
+#endif
   for (int64_t m = r0; m < r1; m++) {
-    const float* row = a + m * k;
-    int8_t* q = out->q.data() + m * groups * kGroupQ;
-    int32_t* corr = out->corr.data() + m * groups * kLanes;
-    float* scale = out->scale.data() + m * groups * kLanes;
-    std::memset(q, 0, static_cast<size_t>(groups) * kGroupQ);
-    std::memset(corr, 0, static_cast<size_t>(groups) * kLanes * sizeof(int32_t));
-    std::memset(scale, 0, static_cast<size_t>(groups) * kLanes * sizeof(float));
     for (int64_t b = 0; b < blocks; b++) {
-      const int64_t k0 = b * kBlock;
-      const int64_t n = std::min<int64_t>(kBlock, k - k0);
-      float amax = 0.f;
-      for (int64_t i = 0; i < n; i++) amax = std::max(amax, std::fabs(row[k0 + i]));
-      const float sa = amax / 127.f;
-      const float inv = amax != 0.f ? 127.f / amax : 0.f;
-      const int64_t g = b / kGroupBlocks;
-      const int64_t j = b % kGroupBlocks;
-      int8_t* gq = q + g * kGroupQ;
-      int32_t sum = 0;
-      for (int64_t i = 0; i < n; i++) {
-        const int v = static_cast<int>(std::nearbyint(row[k0 + i] * inv));
-        const int8_t qi = static_cast<int8_t>(std::clamp(v, -127, 127));
-        sum += qi;
-        // element 2t goes with the low nibble of byte t, 2t+1 with its high nibble
-        gq[(i & 1) * 64 + j * 16 + (i >> 1)] = qi;
+      const float* x = a + m * k + b * kBlock;
+      const int64_t n = std::min<int64_t>(kBlock, k - b * kBlock);
+      int8_t* q = out->q.data() + (m * blocks + b) * kBlock;
+      int32_t* corr = out->corr.data() + m * blocks + b;
+      float* scale = out->scale.data() + m * blocks + b;
+#ifdef GSQ4_X86
+      if (vnni) {
+        QuantizeBlockVnni(x, n, q, corr, scale);
+        continue;
       }
-      for (int l = 0; l < 4; l++) {
-        corr[g * kLanes + j * 4 + l] = -2 * sum;
-        scale[g * kLanes + j * 4 + l] = sa;
-      }
+#endif
+      QuantizeBlockScalar(x, n, q, corr, scale);
     }
   }
 }
@@ -205,19 +241,22 @@ PackedWeights::~PackedWeights() { std::free(data); }
 
 bool Pack(const uint8_t* w, const float* sw, int64_t n, int64_t blocks, PackedWeights* out) {
   if (!HasVnni()) return false;
-  const int64_t groups = (blocks + kGroupBlocks - 1) / kGroupBlocks;
-  const int64_t panels = (n + kPanel - 1) / kPanel;
-  const size_t bytes = static_cast<size_t>(panels * groups * kPanelGroupBytes);
+  const int64_t panels = (n + kPanelColumns - 1) / kPanelColumns;
+  const size_t bytes = static_cast<size_t>(panels * blocks * kPanelBlockBytes);
   auto* data = static_cast<uint8_t*>(std::aligned_alloc(64, bytes));
   if (data == nullptr) return false;
   std::memset(data, 0, bytes);
   for (int64_t col = 0; col < n; col++) {
-    const int64_t p = col / kPanel;
-    const int64_t j = col % kPanel;
+    const int64_t lane = col % kPanelColumns;
     for (int64_t b = 0; b < blocks; b++) {
-      uint8_t* dst = data + (p * groups + b / kGroupBlocks) * kPanelGroupBytes;
-      std::memcpy(dst + j * 64 + (b % kGroupBlocks) * 16, w + (col * blocks + b) * 16, 16);
-      std::memcpy(dst + kPanel * 64 + ((b % kGroupBlocks) * kPanel + j) * 4, sw + col * blocks + b, 4);
+      uint8_t* dst = data + ((col / kPanelColumns) * blocks + b) * kPanelBlockBytes;
+      const uint8_t* src = w + (col * blocks + b) * 16;
+      for (int s = 0; s < kSteps; s++) {
+        for (int j = 0; j < 4; j++) {
+          dst[s * 64 + lane * 4 + j] = static_cast<uint8_t>(Nibble(src, 8 * s + j) | Nibble(src, 8 * s + 4 + j) << 4);
+        }
+      }
+      std::memcpy(dst + kSteps * 64 + lane * 4, sw + col * blocks + b, 4);
     }
   }
   std::free(out->data);
@@ -227,13 +266,13 @@ bool Pack(const uint8_t* w, const float* sw, int64_t n, int64_t blocks, PackedWe
 }
 
 void GemmColumns(const QuantizedRows& a, const uint8_t* w, const float* sw, const PackedWeights* packed,
-                 int64_t blocks, int64_t n0, int64_t n1, float* c, int64_t ldc) {
+                 int64_t n0, int64_t n1, float* c, int64_t ldc) {
 #ifdef GSQ4_X86
-  if (packed != nullptr && packed->data != nullptr && UseVnni() && n0 % kPanel == 0) {
-    return GemmPanelsVnni(a, *packed, n0 / kPanel, (n1 + kPanel - 1) / kPanel, c, ldc);
+  if (packed != nullptr && packed->data != nullptr && UseVnni() && n0 % kPanelColumns == 0) {
+    return GemmPanelsVnni(a, *packed, n0 / kPanelColumns, (n1 + kPanelColumns - 1) / kPanelColumns, c, ldc);
   }
 #endif
-  GemmColumnsScalar(a, w, sw, blocks, n0, n1, c, ldc);
+  GemmColumnsScalar(a, w, sw, n0, n1, c, ldc);
 }
 
 const char* KernelName() { return UseVnni() ? "avx512vnni" : "scalar"; }

@@ -13,28 +13,26 @@
 
 namespace gsq4 {
 
-// A's rows quantized in the order the kernel reads them. Blocks go in groups of four (one
-// 64-byte weight load); the last group is zero-padded. Per group of a row:
-//   q:     128 int8: the even elements of the four blocks (16 each), then the odd ones
-//          (MatMulNBits packs element 2i in the low nibble of byte i and 2i+1 in the high one);
-//   corr:  16 int32, one per 32-bit lane of the dot product: -2 · Σ qa of the lane's block
-//          (four lanes a block, so together the -8 · Σ qa of the zero point);
-//   scale: 16 float, the block's sa in each of its four lanes.
+// A's rows quantized, row by row, block by block (the last block zero-padded past K):
+//   q:     [rows, blocks · 32] int8, in A's order;
+//   corr:  [rows, blocks] int32, -8 · Σ qa over the block (the zero point's share of the dot);
+//   scale: [rows, blocks] float, the block's sa.
 struct QuantizedRows {
   int64_t rows = 0;
-  int64_t groups = 0;
+  int64_t blocks = 0;
   std::vector<int8_t> q;
   std::vector<int32_t> corr;
   std::vector<float> scale;
 };
 
 // Quantizes rows [r0, r1) of A [M, K] into `out` (sized by Resize beforehand).
-void QuantizeRows(const float* a, int64_t k, int64_t blocks, int64_t r0, int64_t r1, QuantizedRows* out);
+void QuantizeRows(const float* a, int64_t k, int64_t r0, int64_t r1, QuantizedRows* out);
 void Resize(QuantizedRows* out, int64_t rows, int64_t blocks);
 
-// The weights rearranged for the AVX-512 kernel: panels of 4 columns, each a sequential stream of
-// groups, a group being the 4 columns' 64 bytes of nibbles then their 4 × 4 float scales, block
-// by block (zero-padded past N and past the last block). Made once, when the session builds the kernel.
+// The weights rearranged for the AVX-512 kernel: panels of 16 columns, one per int32 lane, each
+// a sequential stream of blocks. A panel's block is 4 × 64 bytes of nibbles, step s holding in
+// lane c the bytes w[8s + j] | w[8s + 4 + j] << 4 (j < 4) of column c, then the 16 columns'
+// float scales (zero-padded past N). Made once, when the session builds the kernel.
 struct PackedWeights {
   int64_t n = 0;    // columns (the last panel is zero-padded past them)
   uint8_t* data = nullptr;  // 64-byte aligned
@@ -44,14 +42,17 @@ struct PackedWeights {
   ~PackedWeights();
 };
 
+// Columns a panel holds: GemmColumns' n0 must be a multiple of it.
+constexpr int64_t kPanelColumns = 16;
+
 // Packs MatMulNBits' w [N, blocks, 16] uint8 and sw [N, blocks] float; false (nothing packed)
 // where the CPU has no AVX-512 VNNI.
 bool Pack(const uint8_t* w, const float* sw, int64_t n, int64_t blocks, PackedWeights* out);
 
-// Columns [n0, n1) of C [M, N] (ldc = N; n0 a multiple of 4) from the quantized rows: the
-// AVX-512 kernel over `packed` where there is one, else the scalar kernel over w and sw.
+// Columns [n0, n1) of C [M, N] (ldc = N; n0 a multiple of kPanelColumns) from the quantized
+// rows: the AVX-512 kernel over `packed` where there is one, else the scalar kernel over w and sw.
 void GemmColumns(const QuantizedRows& a, const uint8_t* w, const float* sw, const PackedWeights* packed,
-                 int64_t blocks, int64_t n0, int64_t n1, float* c, int64_t ldc);
+                 int64_t n0, int64_t n1, float* c, int64_t ldc);
 
 // The kernel GemmColumns uses: "avx512vnni" or "scalar" (plain C++, any CPU: the reference).
 const char* KernelName();

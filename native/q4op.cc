@@ -40,7 +40,7 @@ struct Work {
   const float* sw;
   const gsq4::PackedWeights* packed;
   float* y;
-  int64_t k, n, blocks, chunk, rows_per_item;
+  int64_t k, n, chunk, rows_per_item;
   gsq4::QuantizedRows* rows;
 };
 
@@ -48,14 +48,14 @@ void QuantizeItem(void* p, size_t i) {
   auto* work = static_cast<Work*>(p);
   const int64_t r0 = static_cast<int64_t>(i) * work->rows_per_item;
   const int64_t r1 = std::min(work->rows->rows, r0 + work->rows_per_item);
-  gsq4::QuantizeRows(work->a, work->k, work->blocks, r0, r1, work->rows);
+  gsq4::QuantizeRows(work->a, work->k, r0, r1, work->rows);
 }
 
 void ColumnsItem(void* p, size_t i) {
   auto* work = static_cast<Work*>(p);
   const int64_t n0 = static_cast<int64_t>(i) * work->chunk;
   const int64_t n1 = std::min(work->n, n0 + work->chunk);
-  gsq4::GemmColumns(*work->rows, work->w, work->sw, work->packed, work->blocks, n0, n1, work->y, work->n);
+  gsq4::GemmColumns(*work->rows, work->w, work->sw, work->packed, n0, n1, work->y, work->n);
 }
 
 OrtStatusPtr Compute(void* state, OrtKernelContext* ctx) {
@@ -101,18 +101,19 @@ OrtStatusPtr Compute(void* state, OrtKernelContext* ctx) {
   work.y = static_cast<float*>(y);
   work.k = kernel->k;
   work.n = kernel->n;
-  work.blocks = (kernel->k + 31) / 32;
   work.rows = &rows;
-  gsq4::Resize(&rows, m, work.blocks);
-  work.rows_per_item = 8;
+  gsq4::Resize(&rows, m, (kernel->k + 31) / 32);
+  work.rows_per_item = 4;
   const size_t row_items = static_cast<size_t>((m + work.rows_per_item - 1) / work.rows_per_item);
   if (row_items > 1) {
     RETURN_IF(g_api->KernelContext_ParallelFor(ctx, QuantizeItem, row_items, 0, &work));
   } else {
     QuantizeItem(&work, 0);
   }
-  // Column chunks: at least 16 items so both decode (small M) and prefill spread over threads.
-  work.chunk = std::max<int64_t>(16, (kernel->n / 64 + 15) / 16 * 16);
+  // Column chunks of whole 4-panel tiles, at most 64 items (fewer where N is small), so both
+  // decode (small M) and prefill spread over the threads.
+  constexpr int64_t kTile = 4 * gsq4::kPanelColumns;
+  work.chunk = std::max<int64_t>(kTile, (kernel->n / 64 + kTile - 1) / kTile * kTile);
   const size_t items = static_cast<size_t>((kernel->n + work.chunk - 1) / work.chunk);
   return g_api->KernelContext_ParallelFor(ctx, ColumnsItem, items, 0, &work);
 }
