@@ -21,8 +21,9 @@ constexpr int kBlock = 32;
 constexpr int kSteps = 4;                                   // 64-byte nibble loads per panel block
 constexpr int kPanelBlockBytes = kSteps * 64 + kPanelColumns * 4;  // nibbles, then scales
 // How far ahead in its panel the kernel asks for weights, into L2 (16 blocks: 5 KB). Without it
-// the loads stall on DRAM between bursts of arithmetic (bench/q4-kernel.ts measured M = 4 and 8
-// about 1.2-1.6x faster with it; distances 4-96 and hints T0/T1/T2 tried).
+// the loads stall on DRAM between bursts of arithmetic: with the previous 4-column layout, whose
+// stream also came in 320-byte steps, bench/q4-kernel.ts measured M = 4 and 8 about 1.2-1.6x
+// faster with it (distances 4-96 and hints T0/T1/T2 tried); not re-tuned for this layout.
 constexpr int kPrefetchBlocks = 16;
 
 std::atomic<bool> g_force_scalar{false};

@@ -12,7 +12,6 @@
  * head is int4 too. Q4_0 and Q8_0 are quantized as ggml's reference quantizers do.
  */
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openCheckpoint } from '../../src/checkpoint/checkpoint.ts';
 import { forEachFloat32Chunk, type TensorEntry } from '../../src/checkpoint/safetensors.ts';
@@ -218,4 +217,4 @@ for (const x of outs) {
   if (n > 1e8) process.stderr.write(`  ${x.name} (${(performance.now() - started) / 1000 | 0} s)\n`);
 }
 closeSync(fd);
-console.log(`${o.out}: ${outs.length} tensors, ${o.type} matrices, ${((pad(header.length) + offset) / 1e9).toFixed(2)} GB (${join(o.checkpoint)})`);
+console.log(`${o.out}: ${outs.length} tensors, ${o.type} matrices, ${((pad(header.length) + offset) / 1e9).toFixed(2)} GB (${o.checkpoint})`);
