@@ -15,6 +15,7 @@ import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { openCheckpoint } from '../../src/checkpoint/checkpoint.ts';
 import { forEachFloat32Chunk, type TensorEntry } from '../../src/checkpoint/safetensors.ts';
+import { f32ToF16 } from '../../src/engine/export/weight-file.ts';
 
 const { values: o } = parseArgs({ options: { checkpoint: { type: 'string' }, out: { type: 'string' }, type: { type: 'string', default: 'q4_0' } } });
 if (o.checkpoint === undefined || o.out === undefined || !['q4_0', 'q8_0'].includes(o.type)) {
@@ -152,24 +153,6 @@ writeSync(fd, header);
 writeSync(fd, Buffer.alloc(pad(header.length) - header.length));
 
 // --- quantization (ggml's reference quantizers) ------------------------------------------------
-const f16 = new Uint16Array(1);
-const f32v = new Float32Array(1);
-const u32v = new Uint32Array(f32v.buffer);
-/** float32 → IEEE half, round to nearest even (the scales are normal-range). */
-function toHalf(x: number): number {
-  f32v[0] = x;
-  const b = u32v[0]!;
-  const sign = (b >>> 16) & 0x8000;
-  const e = ((b >>> 23) & 0xff) - 127 + 15;
-  if (e <= 0) return sign;
-  if (e >= 31) return sign | 0x7c00;
-  let m = b & 0x7fffff;
-  let h = (e << 10) | (m >>> 13);
-  m &= 0x1fff;
-  if (m > 0x1000 || (m === 0x1000 && (h & 1))) h++;
-  f16[0] = sign | h;
-  return f16[0]!;
-}
 function quantize(src: Float32Array, type: GgmlType, dst: Buffer): void {
   for (let b = 0; b < src.length / 32; b++) {
     const x = src.subarray(b * 32, b * 32 + 32);
@@ -179,7 +162,7 @@ function quantize(src: Float32Array, type: GgmlType, dst: Buffer): void {
       for (const v of x) if (Math.abs(v) > Math.abs(max)) max = v;
       const d = Math.fround(max / -8);
       const id = d !== 0 ? Math.fround(1 / d) : 0;
-      const h = toHalf(d);
+      const h = f32ToF16(d);
       dst.writeUInt16LE(h, o8);
       for (let j = 0; j < 16; j++) {
         const lo = Math.min(15, Math.trunc(x[j]! * id + 8.5));
@@ -191,7 +174,7 @@ function quantize(src: Float32Array, type: GgmlType, dst: Buffer): void {
       for (const v of x) amax = Math.max(amax, Math.abs(v));
       const d = Math.fround(amax / 127);
       const id = d !== 0 ? Math.fround(1 / d) : 0;
-      const h = toHalf(d);
+      const h = f32ToF16(d);
       dst.writeUInt16LE(h, o8);
       for (let j = 0; j < 32; j++) dst.writeInt8(Math.max(-127, Math.min(127, Math.round(x[j]! * id))), o8 + 2 + j);
     }
