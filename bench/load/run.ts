@@ -50,7 +50,7 @@ export interface Quantiles {
   readonly max?: number | null;
 }
 
-/** One level of the report (see README "Benchmarking" for the meaning of each field). */
+/** One level of the report (see docs/BENCHMARKS.md for the meaning of each field). */
 export interface LevelReport {
   readonly concurrency: number | null;
   readonly rate: number | null;

@@ -20,6 +20,8 @@ export interface TextTokenizer {
   /** The id of a token string, or null when it is not in the vocabulary. */
   tokenToId(token: string): number | null;
   isSpecial(id: number): boolean;
+  /** The strings of the special tokens (`<bos>`, `<start_of_turn>`, …): control tokens when written in text. */
+  specialTokens(): string[];
   /** The token's own bytes (a byte-fallback token `<0xE4>` is the one byte 0xE4). */
   tokenBytes(id: number): Uint8Array;
   readonly bosId: number;
@@ -89,6 +91,10 @@ class HfTextTokenizer implements TextTokenizer {
 
   isSpecial(id: number): boolean {
     return this.specialIds.has(id);
+  }
+
+  specialTokens(): string[] {
+    return [...this.specialIds].map((id) => this.tok.id_to_token(id)).filter((s): s is string => s !== undefined);
   }
 
   tokenBytes(id: number): Uint8Array {
