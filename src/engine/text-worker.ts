@@ -1,0 +1,44 @@
+/**
+ * A text worker: chat templating and tokenization off the HTTP event loop. Each worker loads
+ * the checkpoint's tokenizer and chat template once, then answers TextJob messages in order.
+ * Message content is protected by SpecialTextGuard unless `specialTokensInContent` is set.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { loadChatTemplate } from './chat-template.ts';
+import { SpecialTextGuard } from './special-text.ts';
+import { loadTokenizer } from './tokenizer.ts';
+import { GemmaServeError } from '../errors.ts';
+import type { TextJob, TextPoolInit, TextReply } from './text-pool.ts';
+
+const port = parentPort;
+if (port === null) throw new Error('text-worker.ts must run in a worker thread');
+const init = workerData as TextPoolInit;
+try {
+  const tokenizer = loadTokenizer(init.tokenizerJson, init.tokenizerConfig);
+  const template = loadChatTemplate(init.tokenizerConfig);
+  const guard = new SpecialTextGuard(tokenizer, tokenizer.specialTokens());
+  port.on('message', (job: TextJob) => {
+    let reply: TextReply;
+    try {
+      let ids: Int32Array;
+      if (job.type === 'encode') {
+        ids = tokenizer.encode(job.text);
+      } else {
+        const plain = !init.specialTokensInContent;
+        const messages = plain ? job.messages.map((m) => ({ ...m, content: guard.protect(m.content) })) : job.messages;
+        const text = template.renderChat(messages, { addGenerationPrompt: job.addGenerationPrompt });
+        ids = plain ? guard.encode(text) : tokenizer.encode(text);
+      }
+      reply = { id: job.id, ids };
+      port.postMessage(reply, [ids.buffer as ArrayBuffer]);
+    } catch (e) {
+      reply = e instanceof GemmaServeError
+        ? { id: job.id, error: { message: e.message, param: e.param, status: e.status } }
+        : { id: job.id, error: { message: e instanceof Error ? e.message : String(e), param: null, status: 500 } };
+      port.postMessage(reply);
+    }
+  });
+  port.postMessage({ id: -1, ids: new Int32Array(0) } satisfies TextReply);
+} catch (e) {
+  port.postMessage({ id: -1, error: { message: (e as Error).message, param: null, status: 500 } } satisfies TextReply);
+}
