@@ -3,7 +3,9 @@
  * server_draining), let in-flight generations finish for up to `timeoutMs`, then cut the rest
  * (state.cutOff()): a stream gets an error event `server_shutdown` then `data: [DONE]`, a JSON
  * request a 503 `server_shutdown` error; then close the server, which waits for those last
- * responses. No request is left without a response.
+ * responses, but for CLOSE_MARGIN_MS at most: a client that stopped reading would otherwise
+ * hold its response (and the process) open for as long as it keeps the socket, so past the
+ * margin the remaining connections are closed. Shutdown ends within timeout + margin.
  *
  * The routes take part through untilShutdown() / chunksUntilShutdown(), which turn the cut
  * into a ShutdownError and stop their generations.
@@ -14,6 +16,8 @@ import { UnavailableError } from '../errors.ts';
 import type { EngineState } from './engine-state.ts';
 
 export const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 30;
+/** How long the last responses may take to reach their clients once the grace period ended. */
+export const CLOSE_MARGIN_MS = 1000;
 
 export class ShutdownError extends UnavailableError {
   constructor() {
@@ -38,7 +42,12 @@ export async function drain(app: FastifyInstance, state: EngineState, timeoutMs:
   }
   const cut = engine?.inFlight ?? 0;
   if (cut > 0) state.cutOff();
-  await app.close();
+  const closing = app.close();
+  const late = await Promise.race([closing.then(() => false), sleep(CLOSE_MARGIN_MS).then(() => true)]);
+  if (late) {
+    app.server.closeAllConnections();
+    await closing;
+  }
   return { cut };
 }
 
