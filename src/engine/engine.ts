@@ -14,7 +14,7 @@ import { loadTokenizer, type TextTokenizer } from './tokenizer.ts';
 import type { Device } from './session.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
 import type { KvDtype } from './graph-io.ts';
-import type { FinishReason, FromWorker, TokenLogprobs, ToWorker, WorkerInit } from './worker.ts';
+import type { FinishReason, FromWorker, TokenLogprobs, ToWorker, WorkerInit } from './types.ts';
 import { DEFAULT_SAMPLING, type SamplingParams } from './sampling.ts';
 import { StopMatcher } from './stop-strings.ts';
 import type { SchedulerStats } from '../scheduler/types.ts';
