@@ -11,10 +11,12 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { logSoftmax, topLogprobs } from './logprobs.ts';
 import { jsSoftmaxWeights, processLogits, sampleProcessed, TokenHistory } from './sampling.ts';
 import { nativeSoftmaxWeights } from './native/softmax-weights.ts';
-import { loadRunner, type StepRunner } from './runner.ts';
+import { loadRunner } from './runner.ts';
 import { ScriptedRunner } from './scripted-runner.ts';
 import { Scheduler, DEFAULT_MAX_NUM_BATCHED_TOKENS } from '../scheduler/scheduler.ts';
-import type { PlannedRow, Sequence } from '../scheduler/types.ts';
+import { KvCacheManager } from '../scheduler/kv-cache-manager.ts';
+import type { Runner, StepOutput } from '../scheduler/runner-contract.ts';
+import type { PlannedRow, SchedulerStep, Sequence } from '../scheduler/types.ts';
 import type { FinishReason, FromWorker, SubmitMessage, TokenLogprobs, ToWorker, WorkerInit } from './types.ts';
 
 /** For importers of the boundary types from here before they moved to types.ts (src/server/routes/completions.ts). */
@@ -51,7 +53,7 @@ async function main(): Promise<void> {
   if (port === null) throw new Error('worker.ts must run in a worker thread');
   const init = workerData as WorkerInit;
   const send = (m: FromWorker): void => port.postMessage(m);
-  let runner: StepRunner;
+  let runner: Runner;
   try {
     runner = init.script !== undefined
       ? ScriptedRunner.load(init.exportDir, init.script, init.kvCacheBytes)
@@ -65,7 +67,7 @@ async function main(): Promise<void> {
   const maxNumBatchedTokens = Math.max(init.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS, init.maxNumSeqs);
   // A runner with fixed cache slots (the device-resident one) runs at most that many sequences at once.
   const maxNumSeqs = Math.min(init.maxNumSeqs, runner.maxRunning ?? Infinity);
-  const scheduler = new Scheduler(runner.cache, { maxNumSeqs, maxNumBatchedTokens });
+  const scheduler = new Scheduler(new KvCacheManager(runner.layout), { maxNumSeqs, maxNumBatchedTokens });
   const gens = new Map<number, Generation>();
   const aborted = new Set<number>();
   let closing = false;
@@ -103,24 +105,24 @@ async function main(): Promise<void> {
       else finish(seq, 'abort');
     }
   };
-  /** Samples the next token of a row that reached its last known token; false when it ended. */
-  const accept = (seq: Sequence, row: Float32Array): void => {
+  /** Samples the next token of a row that reached its last known token (the scheduler appends it in `update`). */
+  const sample = (seq: Sequence, row: Float32Array): { tokenId: number; logprobs?: TokenLogprobs } => {
     const g = gens.get(seq.spec.id)!;
     const r = g.req;
-    if (r.maxTokens === 0) { finish(seq, 'length'); return; } // prompt only (scored, when asked)
     if (seq.outputIds.length < r.minTokens) for (const id of r.stopIds) if (id >= 0 && id < row.length) row[id] = -Infinity;
     const logits = processLogits(row, r.sampling, g.history);
     const tokenId = sampleProcessed(logits, r.sampling, g.rand, weightsOf);
-    scheduler.appendToken(seq, tokenId);
     g.history.add(tokenId);
+    if (r.logprobs === null || g.stop.has(tokenId)) return { tokenId };
+    const lp = logSoftmax(logits);
+    return { tokenId, logprobs: { logprob: lp[tokenId]!, top: r.logprobs > 0 ? topLogprobs(lp, r.logprobs) : [] } };
+  };
+  /** After `update` appended a sampled token: sends it, or ends the sequence on a stop token or at max tokens. */
+  const emit = (seq: Sequence, tokenId: number, logprobs: TokenLogprobs | undefined): void => {
+    const g = gens.get(seq.spec.id)!;
     if (g.stop.has(tokenId)) { finish(seq, 'stop'); return; }
-    let logprobs: TokenLogprobs | undefined;
-    if (r.logprobs !== null) {
-      const lp = logSoftmax(logits);
-      logprobs = { logprob: lp[tokenId]!, top: r.logprobs > 0 ? topLogprobs(lp, r.logprobs) : [] };
-    }
-    send({ type: 'token', id: r.id, tokenId, ...(logprobs ? { logprobs } : {}) });
-    if (seq.outputIds.length >= r.maxTokens) finish(seq, 'length');
+    send({ type: 'token', id: seq.spec.id, tokenId, ...(logprobs ? { logprobs } : {}) });
+    if (seq.outputIds.length >= g.req.maxTokens) finish(seq, 'length');
   };
   /** Scores prompt positions of a row (promptLogprobs); sends them all once the prompt is done. */
   const score = (seq: Sequence, p: PlannedRow, logits: Float32Array, offset: number, V: number): void => {
@@ -139,32 +141,42 @@ async function main(): Promise<void> {
       g.scored = ids.length; // sent
     }
   };
-  const wantsAll = (p: PlannedRow): boolean => {
-    const g = gens.get(p.seq.spec.id)!;
+  const wantsAll = (seq: Sequence): boolean => {
+    const g = gens.get(seq.spec.id)!;
     return g.req.promptLogprobs !== null && g.scored < g.req.promptIds.length;
   };
 
-  /** Runs a group of rows in one forward pass, then scores and samples them. */
-  const runGroup = async (group: readonly PlannedRow[]): Promise<void> => {
+  /** Runs a step's plan in one call to the runner, scores and samples its rows, hands the samples to the scheduler. */
+  const runStep = async (step: SchedulerStep): Promise<void> => {
     const t0 = performance.now();
-    const out = await runner.step(group.map((p) => ({
-      seq: p.seq.cache,
-      tokenIds: Array.from({ length: p.count }, (_, i) => Scheduler.tokenAt(p.seq, p.start + i)),
-      logits: wantsAll(p) ? 'all' as const : 'last' as const,
-      sample: p.sample,
-    })));
-    forwardSeconds += (performance.now() - t0) / 1000;
-    group.forEach((p, i) => {
+    let out: StepOutput;
+    try {
+      out = await runner.execute(step.plan);
+    } catch (e) {
+      for (const p of step.rows) if (p.seq.status !== 'finished') end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: (e as Error).message });
+      return;
+    } finally {
+      forwardSeconds += (performance.now() - t0) / 1000;
+    }
+    const sampled = new Map<number, number>();
+    const emitted: { seq: Sequence; tokenId: number; logprobs: TokenLogprobs | undefined }[] = [];
+    step.rows.forEach((p, i) => {
       if (p.seq.status === 'finished') return;
       const first = out.offsets[i]!;
       const last = out.offsets[i + 1]! - 1;
-      if (wantsAll(p)) score(p.seq, p, out.logits, first, out.vocabSize);
+      if (step.plan.rows[i]!.logits === 'all') score(p.seq, p, out.logits, first, out.vocabSize);
       if (aborted.has(p.seq.spec.id)) { finish(p.seq, 'abort'); return; }
-      if (p.sample) accept(p.seq, out.logits.subarray(last * out.vocabSize, (last + 1) * out.vocabSize));
+      if (!p.sample) return;
+      if (gens.get(p.seq.spec.id)!.req.maxTokens === 0) { finish(p.seq, 'length'); return; } // prompt only (scored, when asked)
+      const { tokenId, logprobs } = sample(p.seq, out.logits.subarray(last * out.vocabSize, (last + 1) * out.vocabSize));
+      sampled.set(p.seq.spec.id, tokenId);
+      emitted.push({ seq: p.seq, tokenId, logprobs });
     });
+    scheduler.update(step, sampled);
+    for (const e of emitted) emit(e.seq, e.tokenId, e.logprobs);
   };
 
-  send({ type: 'ready', maxSequenceTokens: runner.cache.maxSequenceTokens(), maxRunning: maxNumSeqs, int4Swapped: runner.int4Swapped ?? 0 });
+  send({ type: 'ready', maxSequenceTokens: scheduler.cache.maxSequenceTokens(), maxRunning: maxNumSeqs, int4Swapped: runner.int4Swapped ?? 0 });
   while (!closing) {
     dropAborted();
     if (!scheduler.hasWork) {
@@ -173,7 +185,7 @@ async function main(): Promise<void> {
       wake = null;
       continue;
     }
-    const plan = scheduler.schedule();
+    const plan = scheduler.schedule(wantsAll);
     for (const seq of plan.unservable) {
       end(seq.spec.id, { type: 'error', id: seq.spec.id, message: `the sequence (${Scheduler.numTokens(seq)} tokens) does not fit the KV cache even alone; raise --kv-cache-memory` });
     }
@@ -186,15 +198,7 @@ async function main(): Promise<void> {
       if (plan.unservable.length === 0) await new Promise<void>((res) => setImmediate(res));
       continue;
     }
-    const decodes = plan.rows.filter((p) => p.count === 1);
-    const groups = [...(decodes.length > 0 ? [decodes] : []), ...plan.rows.filter((p) => p.count > 1).map((p) => [p])];
-    for (const group of groups) {
-      try {
-        await runGroup(group);
-      } catch (e) {
-        for (const p of group) if (p.seq.status !== 'finished') end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: (e as Error).message });
-      }
-    }
+    await runStep(plan);
     send({ type: 'forward', seconds: forwardSeconds });
     // Take in submits and aborts between steps even when the runner never yields (the scripted one).
     await new Promise<void>((res) => setImmediate(res));
