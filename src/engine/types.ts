@@ -58,17 +58,34 @@ export interface SubmitMessage {
 
 export type ToWorker = SubmitMessage | { readonly type: 'abort'; readonly id: number } | { readonly type: 'close' };
 
+/** What happened to one sequence during a step; a step's events are in the order they happened. */
+export type SequenceEvent =
+  /** Once, when the scheduler first admits the sequence; `at`: performance.timeOrigin + performance.now() in the worker. */
+  | { readonly type: 'scheduled'; readonly id: number; readonly at: number }
+  /** Once, before the first token, when promptLogprobs was asked: entries for prompt tokens 1..n-1. */
+  | { readonly type: 'prompt_logprobs'; readonly id: number; readonly logprobs: TokenLogprobs[] }
+  | { readonly type: 'token'; readonly id: number; readonly tokenId: number; readonly logprobs?: TokenLogprobs }
+  /** The sequence ended; its last event. */
+  | { readonly type: 'finish'; readonly id: number; readonly reason: FinishReason; readonly promptTokens: number; readonly completionTokens: number }
+  /** The sequence failed; its last event. */
+  | { readonly type: 'error'; readonly id: number; readonly message: string };
+
+/** Everything one step produced: the worker's only message while it runs (plus one per idle wait). */
+export interface StepReport {
+  readonly type: 'step';
+  /** [events of the step] every sequence's new tokens (with logprobs), scores, finishes, errors, admissions, in order. */
+  readonly events: readonly SequenceEvent[];
+  /** The scheduler's counters as planned for this step (observability hooks). */
+  readonly stats: SchedulerStats;
+  /** The step computed tokens (false: an idle report, or a step that could run nothing). */
+  readonly computed: boolean;
+  /** Cumulative seconds inside the runner's forward passes (inputs, ORT run, cache writes). */
+  readonly forwardSeconds: number;
+}
+
 export type FromWorker =
   /** Loaded; `maxSequenceTokens`: the longest sequence the KV cache can hold alone. */
-  | { type: 'ready'; maxSequenceTokens: number; maxRunning: number; int4Swapped: number }
-  | { type: 'token'; id: number; tokenId: number; logprobs?: TokenLogprobs }
-  /** Sent once before the first token when promptLogprobs was asked: entries for prompt tokens 1..n-1. */
-  | { type: 'prompt_logprobs'; id: number; logprobs: TokenLogprobs[] }
-  | { type: 'finish'; id: number; reason: FinishReason; promptTokens: number; completionTokens: number }
-  | { type: 'error'; id: number | null; message: string }
-  /** Once, when the scheduler first admits the sequence; `at`: performance.timeOrigin + performance.now(). */
-  | { type: 'scheduled'; id: number; at: number }
-  /** After every step: the scheduler's counters (observability hooks); `step`: the step computes tokens. */
-  | { type: 'stats'; stats: SchedulerStats; step?: boolean }
-  /** Cumulative seconds inside the runner's forward passes (inputs, ORT run, cache writes), after each step. */
-  | { type: 'forward'; seconds: number };
+  | { readonly type: 'ready'; readonly maxSequenceTokens: number; readonly maxRunning: number; readonly int4Swapped: number }
+  /** The model could not be loaded. */
+  | { readonly type: 'error'; readonly id: null; readonly message: string }
+  | StepReport;
