@@ -56,7 +56,7 @@ const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
 const kv = [100, 6000].map((len) => kvBytes(config, len));
 
 // Enough blocks of each kind for the largest level's sequences (plus one spare block each and
-// the null block), so nothing is preempted: fromBudget gives both pools floor(bytes / (g + s)).
+// the null block), so nothing is preempted: layoutFromBudget gives both pools floor(bytes / (g + s)).
 const maxLevel = Math.max(...levels);
 const seqLen = promptLen + newTokens;
 const blocksPerSeq = accounting.blocksNeeded('global', seqLen) + 1;

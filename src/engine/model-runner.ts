@@ -28,7 +28,7 @@ export interface ModelRunnerOptions {
   /** Alternatively: room for one sequence of this many tokens (the score command). */
   readonly kvCacheTokens?: number;
   readonly intraOpThreads?: number;
-  /** Sequences that run at once: caps the sliding-window pool (KvCache.fromBudget). */
+  /** Sequences that run at once: caps the sliding-window pool (KvCache.layoutFromBudget). */
   readonly maxNumSeqs?: number;
   /** How the paged graph is run: the native runner (default where built) or the stock binding. */
   readonly binder?: Binder;
