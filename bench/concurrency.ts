@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { Engine } from '../src/engine/engine.ts';
 import { readManifest } from '../src/engine/export/export.ts';
 import { KvCache } from '../src/engine/kv-cache.ts';
+import { KvCacheManager } from '../src/scheduler/kv-cache-manager.ts';
 import { resolveModel } from '../src/engine/resolve-model.ts';
 import type { Gemma2Config } from '../src/checkpoint/config.ts';
 import type { SchedulerStats } from '../src/scheduler/types.ts';
@@ -41,7 +42,7 @@ const BLOCK_SIZE = 16; // the engine's default
 // --- KV cache accounting (fp32, blockSize 16), from the config -------------------------------
 const exportDir = resolveModel(dir);
 const { config } = readManifest(exportDir);
-const accounting = new KvCache(config, { blockSize: BLOCK_SIZE, numBlocks: { global: 1, sliding: 1 } });
+const accounting = new KvCacheManager(KvCache.layout(config, BLOCK_SIZE, { global: 1, sliding: 1 }));
 const bytesPerBlockPerLayer = 2 * config.numKvHeads * BLOCK_SIZE * config.headDim * 4; // K and V, fp32
 const numGlobal = config.slidingLayers.filter((s) => !s).length;
 const numSliding = config.numLayers - numGlobal;
@@ -55,7 +56,7 @@ const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
 const kv = [100, 6000].map((len) => kvBytes(config, len));
 
 // Enough blocks of each kind for the largest level's sequences (plus one spare block each and
-// the null block), so nothing is preempted: fromBudget gives both pools floor(bytes / (g + s)).
+// the null block), so nothing is preempted: layoutFromBudget gives both pools floor(bytes / (g + s)).
 const maxLevel = Math.max(...levels);
 const seqLen = promptLen + newTokens;
 const blocksPerSeq = accounting.blocksNeeded('global', seqLen) + 1;

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadRunner } from '../src/engine/runner.ts';
+import { Stepper } from '../src/engine/stepper.ts';
 import { manifestAttention, manifestKvDtype, readManifest } from '../src/engine/export/export.ts';
 import { KvCache } from '../src/engine/kv-cache.ts';
 import type { Int4Kernel } from '../src/engine/native/q4-graph.ts';
@@ -33,14 +34,15 @@ const bytes = 2 * B * len * KvCache.bytesPerToken(config, manifestKvDtype(manife
 const sizing = manifestAttention(manifest) === 'gqa' ? { kvCacheTokens: len, kvCacheBytes: bytes } : { kvCacheBytes: bytes };
 const r = await loadRunner(dir, { ...sizing, maxNumSeqs: B, int4Kernel: o['int4-kernel'] as Int4Kernel, binder: 'native' });
 delete process.env.GEMMA_SERVE_ORT_PROFILE;
-const seqs = Array.from({ length: B }, () => r.cache.newSequence());
-for (const s of seqs) r.cache.reserve(s, ctx + steps + 1);
+const rs = new Stepper(r);
+const seqs = Array.from({ length: B }, () => rs.cache.newSequence());
+for (const s of seqs) rs.cache.reserve(s, ctx + steps + 1);
 let runs = 0;
-for (const s of seqs) { await r.step([{ seq: s, tokenIds: Array.from({ length: ctx }, (_, i) => 100 + i), logits: 'last' }]); runs++; }
+for (const s of seqs) { await rs.step([{ seq: s, tokenIds: Array.from({ length: ctx }, (_, i) => 100 + i), logits: 'last' }]); runs++; }
 const walls: number[] = [];
 for (let k = 0; k <= steps; k++) {
   const t0 = performance.now();
-  await r.step(seqs.map((seq) => ({ seq, tokenIds: [7], logits: 'last' as const })));
+  await rs.step(seqs.map((seq) => ({ seq, tokenIds: [7], logits: 'last' as const })));
   walls.push(performance.now() - t0);
 }
 await r.release();

@@ -4,8 +4,10 @@ import * as ort from 'onnxruntime-node';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ModelRunner } from '../src/engine/model-runner.ts';
+import { Stepper } from '../src/engine/stepper.ts';
 const dir = process.argv[2]!;
 const r = await ModelRunner.load(dir, { kvCacheTokens: 512, binder: 'stock' });
+const rs = new Stepper(r);
 /** The runner's stock graph session: `ort` is the onnxruntime-node session it runs. */
 const graph = (r as unknown as { session: { ort: Runs } }).session;
 type Runs = { run: (feeds: unknown) => Promise<unknown> };
@@ -17,19 +19,19 @@ const median = (a: number[]): number => [...a].sort((x, y) => x - y)[a.length >>
   const run = session.run.bind(session);
   let inRun = 0;
   session.run = async (feeds) => { const t0 = performance.now(); const out = await run(feeds); inRun += performance.now() - t0; return out; };
-  const seq = r.cache.newSequence();
-  r.cache.reserve(seq, 200);
-  await r.step([{ seq, tokenIds: Array.from({ length: 64 }, (_, i) => 100 + i), logits: 'last' }]);
+  const seq = rs.cache.newSequence();
+  rs.cache.reserve(seq, 200);
+  await rs.step([{ seq, tokenIds: Array.from({ length: 64 }, (_, i) => 100 + i), logits: 'last' }]);
   const walls: number[] = [];
   const runs: number[] = [];
   for (let k = 0; k < 12; k++) {
     inRun = 0;
     const t0 = performance.now();
-    await r.step([{ seq, tokenIds: [7], logits: 'last' }]);
+    await rs.step([{ seq, tokenIds: [7], logits: 'last' }]);
     walls.push(performance.now() - t0);
     runs.push(inRun);
   }
-  r.cache.release(seq);
+  await rs.free(seq);
   session.run = run;
   console.log(`decode step (B=1, 64 cached): ${median(walls).toFixed(1)} ms, of which session.run ${median(runs).toFixed(1)} ms, host ${(median(walls) - median(runs)).toFixed(1)} ms`);
 }
@@ -37,10 +39,10 @@ const median = (a: number[]): number => [...a].sort((x, y) => x - y)[a.length >>
 // 2. A second session with profiling on, swapped in: kernel time by op type.
 const prof = await ort.InferenceSession.create(join(dir, 'model.onnx'), { executionProviders: ['cpu'], graphOptimizationLevel: 'all', enableProfiling: true, profileFilePrefix: '/tmp/ortprof' });
 (graph as unknown as { ort: unknown }).ort = prof;
-const s = r.cache.newSequence();
-r.cache.reserve(s, 200);
-await r.step([{ seq: s, tokenIds: Array.from({ length: 64 }, (_, i) => 100 + i), logits: 'last' }]);
-for (let k = 0; k < 10; k++) await r.step([{ seq: s, tokenIds: [7], logits: 'last' }]);
+const s = rs.cache.newSequence();
+rs.cache.reserve(s, 200);
+await rs.step([{ seq: s, tokenIds: Array.from({ length: 64 }, (_, i) => 100 + i), logits: 'last' }]);
+for (let k = 0; k < 10; k++) await rs.step([{ seq: s, tokenIds: [7], logits: 'last' }]);
 prof.endProfiling();
 const file = readdirSync('/tmp').filter((f) => f.startsWith('ortprof')).map((f) => join('/tmp', f)).sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0]!;
 const events = JSON.parse(readFileSync(file, 'utf8')) as { cat: string; name: string; dur: number; args?: { op_name?: string } }[];

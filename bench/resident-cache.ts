@@ -17,6 +17,7 @@ import * as io from '../src/engine/graph-io.ts';
 import { createSession, Tensor, type Device, type OrtTensor } from '../src/engine/session.ts';
 import { KvCache } from '../src/engine/kv-cache.ts';
 import { SlotRunner } from '../src/engine/slot-runner.ts';
+import { Stepper } from '../src/engine/stepper.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -82,16 +83,17 @@ async function copied(B: number): Promise<number[]> {
 async function resident(B: number): Promise<number[]> {
   const runner = SlotRunner.load(dir!, { device, kvCacheTokens: cacheLen, kvCacheBytes: B * cacheLen * KvCache.bytesPerToken(config, manifestKvDtype(manifest)), intraOpThreads: threads, maxNumSeqs: B });
   if (runner.maxRunning < B || runner.slotLength < cacheLen) throw new Error(`slots: ${runner.maxRunning} x ${runner.slotLength}`);
+  const stepper = new Stepper(runner);
   const seqs = Array.from({ length: B }, () => {
-    const seq = runner.cache.newSequence();
-    runner.cache.reserve(seq, context + steps + 1);
+    const seq = stepper.cache.newSequence();
+    stepper.cache.reserve(seq, context + steps + 1);
     seq.numCached = context; // zeros stand for a prefilled context
     return seq;
   });
   const times: number[] = [];
   for (let s = 0; s < steps + 1; s++) {
     const t0 = performance.now();
-    await runner.step(seqs.map((seq, b) => ({ seq, tokenIds: [tokenAt(s * B + b)], logits: 'last' as const })));
+    await stepper.step(seqs.map((seq, b) => ({ seq, tokenIds: [tokenAt(s * B + b)], logits: 'last' as const })));
     if (s > 0) times.push(performance.now() - t0);
   }
   await runner.release();

@@ -6,6 +6,7 @@
  */
 import { resolveModel, defaultDataDir } from '../engine/resolve-model.ts';
 import { loadRunner } from '../engine/runner.ts';
+import { Stepper } from '../engine/stepper.ts';
 import { logSoftmax, topLogprobs } from '../engine/logprobs.ts';
 import { UsageError, parseFlags } from './usage.ts';
 import { InvalidRequestError } from '../errors.ts';
@@ -32,14 +33,15 @@ export async function score(argv: string[]): Promise<number> {
     const bad = ids.find((v) => v >= vocabSize);
     if (bad !== undefined) throw new InvalidRequestError(`token id ${bad} is outside the vocabulary (size ${vocabSize})`, 'ids');
     if (ids.length > maxPositions) throw new InvalidRequestError(`${ids.length} ids exceed the model's context of ${maxPositions} tokens`, 'ids');
-    const seq = runner.cache.newSequence();
+    const stepper = new Stepper(runner);
+    const seq = stepper.cache.newSequence();
     const positions: { top: { id: number; logprob: number }[] }[] = [];
     // Prefill in chunks so long inputs do not need one huge activation.
     const chunk = 512;
     for (let start = 0; start < ids.length; start += chunk) {
       const part = ids.slice(start, start + chunk);
-      if (!runner.cache.reserve(seq, start + part.length)) throw new InvalidRequestError('the input does not fit the KV cache', 'ids');
-      const out = await runner.step([{ seq, tokenIds: part, logits: 'all' }]);
+      if (!stepper.cache.reserve(seq, start + part.length)) throw new InvalidRequestError('the input does not fit the KV cache', 'ids');
+      const out = await stepper.step([{ seq, tokenIds: part, logits: 'all' }]);
       for (let i = 0; i < part.length; i++) {
         const lp = logSoftmax(out.logits.subarray(i * vocabSize, (i + 1) * vocabSize));
         positions.push({ top: topLogprobs(lp, top) });

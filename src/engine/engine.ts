@@ -1,7 +1,8 @@
 /**
  * The main-thread face of inference: tokenizer, chat template and model facts here; the
  * forward passes in a worker thread (worker.ts) so the HTTP server stays responsive while
- * a generation runs. `generate` streams token events with detokenized text deltas.
+ * a generation runs. The worker reports once per step (StepReport); `generate` streams each
+ * generation's token events, with detokenized text deltas.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
@@ -14,7 +15,7 @@ import { loadTokenizer, type TextTokenizer } from './tokenizer.ts';
 import type { Device } from './session.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
 import type { KvDtype } from './graph-io.ts';
-import type { FinishReason, FromWorker, TokenLogprobs, ToWorker, WorkerInit } from './worker.ts';
+import type { FinishReason, FromWorker, SequenceEvent, TokenLogprobs, ToWorker, WorkerInit } from './types.ts';
 import { DEFAULT_SAMPLING, type SamplingParams } from './sampling.ts';
 import { StopMatcher } from './stop-strings.ts';
 import type { SchedulerStats } from '../scheduler/types.ts';
@@ -98,7 +99,7 @@ export type TokenEvent =
   /** `text` is what the detokenizer still held back at the end (usually ''). */
   | { readonly type: 'finish'; readonly reason: FinishReason; readonly usage: Usage; readonly text: string };
 
-type Pending = { push(m: FromWorker): void; fail(e: Error): void };
+type Pending = { push(m: SequenceEvent): void; fail(e: Error): void };
 
 export class Engine {
   private nextId = 1;
@@ -130,18 +131,17 @@ export class Engine {
     readonly int4Swapped: number,
   ) {
     worker.on('message', (m: FromWorker) => {
-      if (m.type === 'ready') return;
-      if (m.type === 'forward') { this.forwardSeconds = m.seconds; return; }
-      if (m.type === 'stats') {
-        this.latestStats = m.stats;
-        if (m.step === true) for (const listener of this.stepListeners) listener(m.stats);
-        return;
+      if (m.type !== 'step') return; // 'ready' and load errors are Engine.start's
+      // Counters first, as the worker planned them, then the step's events in order.
+      this.latestStats = m.stats;
+      this.forwardSeconds = m.forwardSeconds;
+      if (m.computed) for (const listener of this.stepListeners) listener(m.stats);
+      for (const ev of m.events) {
+        this.requests.get(ev.id)?.push(ev);
+        // The last event of a generation: its queue holds it, so the entry can go even if
+        // the generation is never iterated (e.g. started, then abandoned before reading).
+        if (ev.type === 'finish' || ev.type === 'error') { this.live.delete(ev.id); this.requests.delete(ev.id); }
       }
-      if (m.id === null) return;
-      this.requests.get(m.id)?.push(m);
-      // The last message of a generation: its queue holds it, so the entry can go even if
-      // the generation is never iterated (e.g. started, then abandoned before reading).
-      if (m.type === 'finish' || m.type === 'error') { this.live.delete(m.id); this.requests.delete(m.id); }
     });
     const failAll = (e: Error): void => {
       for (const p of this.requests.values()) p.fail(e);
@@ -251,7 +251,7 @@ export class Engine {
     const { promptIds, maxTokens, minTokens } = req;
     this.ensureCapacity(1);
     const id = this.nextId++;
-    const queue: FromWorker[] = [];
+    const queue: SequenceEvent[] = [];
     let error: Error | null = null;
     let notify: (() => void) | null = null;
     this.requests.set(id, {

@@ -22,14 +22,16 @@
  * - `new.{l}.key|value` float32 [B, S, numKvHeads, headDim]: the K (rotated) / V rows of the
  *                                       new tokens, which the host writes into its pool
  */
+import type { LayerKind } from '../scheduler/runner-contract.ts';
+
 /** Element type of the cache pools (`--kv-dtype`; in 'gqa', the compute dtype); a property of the exported graph. */
 export type KvDtype = 'fp32' | 'fp16';
 export const KV_DTYPES: readonly KvDtype[] = ['fp32', 'fp16'];
 /** Bytes of one cache element. */
 export const kvDtypeBytes = (d: KvDtype): number => (d === 'fp16' ? 2 : 4);
 
-export type LayerKind = 'global' | 'sliding';
-export const LAYER_KINDS: readonly LayerKind[] = ['global', 'sliding'];
+// The layer kinds name graph inputs; they are defined with the runner contract, whose block tables are per kind.
+export { LAYER_KINDS, type LayerKind } from '../scheduler/runner-contract.ts';
 
 export const GRAPH_IO_VERSION = 1;
 export const INPUT_IDS = 'input_ids';

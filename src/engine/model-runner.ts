@@ -1,12 +1,17 @@
 /**
- * StepPlan → tensors → StepResult. Packs the rows of one forward pass (each row: a sequence,
- * the new tokens to run, which logits to return) into the graph's inputs, runs the session,
- * writes the new K/V rows into the paged cache, and hands back the requested logits.
- * Rows may be at different lengths and carry different numbers of new tokens (right-padded).
+ * StepPlan → tensors → StepOutput for an export with the 'paged' attention layout (a Runner,
+ * src/scheduler/runner-contract.ts). Packs the rows of each forward pass (each row: a
+ * sequence's new tokens, its positions and cache blocks, which logits to return) into the
+ * graph's inputs, runs the session, writes the new K/V rows into the host block pools
+ * (kv-cache.ts), and hands back the requested logits. Rows of a pass may be at different
+ * lengths and carry different numbers of new tokens (right-padded); a step is split into
+ * passes by step-groups.ts.
  */
 import { manifestKvDtype, readManifest, MODEL_FILE } from './export/export.ts';
 import * as io from './graph-io.ts';
-import { KvCache, type SequenceCache } from './kv-cache.ts';
+import { KvCache } from './kv-cache.ts';
+import { isContiguous, logitOffsets, scatterLogits, stepGroups } from './step-groups.ts';
+import { blocksNeeded, slotPosition, type CacheLayout, type PlanRow, type Runner, type StepOutput, type StepPlan } from '../scheduler/runner-contract.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
 import { openGraphSession, type Binder, type GraphSession, type HostInput } from './graph-session.ts';
 import type { Device } from './session.ts';
@@ -14,24 +19,6 @@ import type { Gemma2Config } from '../checkpoint/config.ts';
 import { join } from 'node:path';
 import { freemem } from 'node:os';
 import { EngineError } from '../errors.ts';
-
-/** One row of a step: run `tokenIds` at positions seq.numCached.. and keep their K/V. */
-export interface StepRow {
-  readonly seq: SequenceCache;
-  readonly tokenIds: ArrayLike<number>;
-  /** Return logits for every new token, or only the last. */
-  readonly logits: 'all' | 'last';
-  /** False when the caller will not sample from this row (a prefill chunk that is not the last). */
-  readonly sample?: boolean;
-}
-
-/** Logits of a step: row r's returned positions are rows [offsets[r], offsets[r+1]) of `logits`. */
-export interface StepLogits {
-  /** [numRows, vocabSize] */
-  readonly logits: Float32Array;
-  readonly offsets: readonly number[];
-  readonly vocabSize: number;
-}
 
 export interface ModelRunnerOptions {
   readonly device?: Device;
@@ -41,7 +28,7 @@ export interface ModelRunnerOptions {
   /** Alternatively: room for one sequence of this many tokens (the score command). */
   readonly kvCacheTokens?: number;
   readonly intraOpThreads?: number;
-  /** Sequences that run at once: caps the sliding-window pool (KvCache.fromBudget). */
+  /** Sequences that run at once: caps the sliding-window pool (KvCache.layoutFromBudget). */
   readonly maxNumSeqs?: number;
   /** How the paged graph is run: the native runner (default where built) or the stock binding. */
   readonly binder?: Binder;
@@ -59,12 +46,17 @@ export function defaultKvCacheBytes(config: Gemma2Config, blockSize: number, dty
   return Math.max(fullSequence, Math.min(0.25 * freemem(), 4 * fullSequence));
 }
 
-export class ModelRunner {
+export class ModelRunner implements Runner {
   private constructor(
     readonly config: Gemma2Config,
-    readonly cache: KvCache,
+    /** The host block pools the graph reads and the runner writes. */
+    readonly kv: KvCache,
     private readonly session: GraphSession,
   ) {}
+
+  get layout(): CacheLayout {
+    return this.kv.layout;
+  }
 
   /** Int4 matmuls run by gemma-serve's kernel (GraphSession.int4Swapped). */
   get int4Swapped(): number {
@@ -76,18 +68,31 @@ export class ModelRunner {
     const dtype = manifestKvDtype(manifest);
     const session = await openGraphSession(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads, binder: opts.binder, int4Kernel: opts.int4Kernel });
     const blockSize = opts.blockSize ?? 16;
-    const cache = opts.kvCacheTokens !== undefined
-      ? new KvCache(config, { blockSize, numBlocks: { global: Math.ceil(opts.kvCacheTokens / blockSize) + 1, sliding: Math.ceil(opts.kvCacheTokens / blockSize) + 1 }, dtype })
-      : KvCache.fromBudget(config, blockSize, opts.kvCacheBytes ?? defaultKvCacheBytes(config, blockSize, dtype), opts.maxNumSeqs, dtype);
-    return new ModelRunner(config, cache, session);
+    const layout = opts.kvCacheTokens !== undefined
+      ? KvCache.layout(config, blockSize, { global: Math.ceil(opts.kvCacheTokens / blockSize) + 1, sliding: Math.ceil(opts.kvCacheTokens / blockSize) + 1 })
+      : KvCache.layoutFromBudget(config, blockSize, opts.kvCacheBytes ?? defaultKvCacheBytes(config, blockSize, dtype), opts.maxNumSeqs, dtype);
+    return new ModelRunner(config, new KvCache(config, layout, dtype), session);
   }
 
-  /** Runs one forward pass. The caller has reserved cache room for every row's new tokens. */
-  async step(rows: readonly StepRow[]): Promise<StepLogits> {
+  /** Runs a step: its passes (step-groups.ts), logits in plan order. The host pools keep nothing per sequence, so ends free nothing here. */
+  async execute(plan: StepPlan): Promise<StepOutput> {
+    const V = this.config.vocabSize;
+    const groups = stepGroups(plan.rows);
+    if (groups.length === 0) return { logits: new Float32Array(0), offsets: [0], vocabSize: V };
+    if (groups.length === 1 && isContiguous(groups[0]!)) return { ...(await this.forward(plan.rows)), vocabSize: V };
+    const offsets = logitOffsets(plan.rows);
+    const logits = new Float32Array(offsets.at(-1)! * V);
+    for (const g of groups) scatterLogits(g, (await this.forward(g.map((i) => plan.rows[i]!))).logits, offsets, V, logits);
+    return { logits, offsets, vocabSize: V };
+  }
+
+  /** One forward pass over `rows`; cache room for every row's new tokens is reserved. */
+  private async forward(rows: readonly PlanRow[]): Promise<{ logits: Float32Array; offsets: number[] }> {
     const B = rows.length;
     if (B === 0) throw new EngineError('empty step');
     const S = Math.max(...rows.map((r) => r.tokenIds.length));
-    const c = this.cache;
+    const c = this.kv;
+    const { blockSize } = c.layout;
     const ids = new BigInt64Array(B * S).fill(BigInt(this.config.padTokenId));
     const positions = new BigInt64Array(B * S).fill(-1n);
     const logitRows: bigint[] = [];
@@ -96,11 +101,11 @@ export class ModelRunner {
       const n = r.tokenIds.length;
       for (let s = 0; s < n; s++) {
         ids[b * S + s] = BigInt(r.tokenIds[s]!);
-        positions[b * S + s] = BigInt(r.seq.numCached + s);
+        positions[b * S + s] = BigInt(r.start + s);
       }
-      if (r.seq.numCached + n > this.config.maxPositions) throw new EngineError(`position ${r.seq.numCached + n} exceeds the context (${this.config.maxPositions})`);
+      if (r.start + n > this.config.maxPositions) throw new EngineError(`position ${r.start + n} exceeds the context (${this.config.maxPositions})`);
       for (const k of io.LAYER_KINDS) {
-        if (r.seq.blocks[k].length < c.blocksNeeded(k, r.seq.numCached + n)) throw new EngineError('cache room was not reserved for a step row');
+        if (r.blocks[k].length < blocksNeeded(c.layout, k, r.start + n)) throw new EngineError('cache room was not reserved for a step row');
       }
       for (let s = r.logits === 'all' ? 0 : n - 1; s < n; s++) logitRows.push(BigInt(b * S + s));
       offsets.push(logitRows.length);
@@ -111,20 +116,20 @@ export class ModelRunner {
       { name: io.LOGIT_ROWS, type: 'int64', dims: [logitRows.length], data: BigInt64Array.from(logitRows) },
     ];
     for (const k of io.LAYER_KINDS) {
-      const M = Math.max(1, ...rows.map((r) => r.seq.blocks[k].length));
+      const M = Math.max(1, ...rows.map((r) => r.blocks[k].length));
       const table = new BigInt64Array(B * M); // padding: null block 0
-      const slots = new BigInt64Array(B * M * c.blockSize).fill(-1n);
+      const slots = new BigInt64Array(B * M * blockSize).fill(-1n);
       rows.forEach((r, b) => {
-        r.seq.blocks[k].forEach((blk, j) => { table[b * M + j] = BigInt(blk); });
-        const width = r.seq.blocks[k].length * c.blockSize;
-        for (let i = 0; i < width; i++) slots[b * M * c.blockSize + i] = BigInt(c.slotPosition(k, r.seq.numCached, i));
+        r.blocks[k].forEach((blk, j) => { table[b * M + j] = BigInt(blk); });
+        const width = r.blocks[k].length * blockSize;
+        for (let i = 0; i < width; i++) slots[b * M * blockSize + i] = BigInt(slotPosition(c.layout, k, r.start, i));
       });
       inputs.push({ name: io.blockTable(k), type: 'int64', dims: [B, M], data: table });
-      inputs.push({ name: io.slotPositions(k), type: 'int64', dims: [B, M * c.blockSize], data: slots });
+      inputs.push({ name: io.slotPositions(k), type: 'int64', dims: [B, M * blockSize], data: slots });
     }
     const { numKvHeads: nkv, headDim: D } = this.config;
     c.pools.forEach(([kp, vp], l) => {
-      const dims = [nkv, c.numBlocks[c.layerKinds[l]!], c.blockSize, D];
+      const dims = [nkv, c.layout.numBlocks[c.layerKinds[l]!], blockSize, D];
       // An fp16 pool is a Uint16Array of float16 bits, which ORT takes as 'float16' data.
       inputs.push({ name: io.cacheKey(l), type: kp instanceof Float32Array ? 'float32' : 'float16', dims, data: kp });
       inputs.push({ name: io.cacheValue(l), type: vp instanceof Float32Array ? 'float32' : 'float16', dims, data: vp });
@@ -138,11 +143,10 @@ export class ModelRunner {
       const keys = out[io.newKey(l)]!; // [B, S, nkv, D]
       const values = out[io.newValue(l)]!;
       rows.forEach((r, b) => {
-        for (let s = 0; s < r.tokenIds.length; s++) c.write(l, r.seq, r.seq.numCached + s, keys, values, (b * S + s) * nkv * D);
+        for (let s = 0; s < r.tokenIds.length; s++) c.write(l, r.blocks, r.start + s, keys, values, (b * S + s) * nkv * D);
       });
     }
-    for (const r of rows) r.seq.numCached += r.tokenIds.length;
-    return { logits: out[io.LOGITS]!, offsets, vocabSize: this.config.vocabSize };
+    return { logits: out[io.LOGITS]!, offsets };
   }
 
   async release(): Promise<void> {

@@ -1,20 +1,20 @@
 /**
  * Picks the runner for an export: the stock-binding ModelRunner for the 'paged' layout (host
  * block pools, CPU), the native SlotRunner for the 'gqa' layout (KV cache resident in the
- * session's device memory). Both turn StepRow[] into StepLogits over the same KvCache
- * accounting, so the worker and the scheduler do not know which one runs.
+ * session's device memory). Both implement the Runner contract (src/scheduler/runner-contract.ts),
+ * so the worker and the scheduler do not know which one runs.
  */
 import { manifestAttention, readManifest } from './export/export.ts';
 import { ModelRunner, type ModelRunnerOptions } from './model-runner.ts';
 import { SlotRunner } from './slot-runner.ts';
+import type { Runner } from '../scheduler/runner-contract.ts';
+import type { Gemma2Config } from '../checkpoint/config.ts';
 import { EngineError } from '../errors.ts';
 
-/** What the worker drives (a model runner or a scripted one). `maxRunning`: sequences it can hold at once, where it has such a limit. */
-export type StepRunner = Pick<ModelRunner, 'cache' | 'step' | 'release'> & { readonly maxRunning?: number; readonly int4Swapped?: number };
-/** A runner over a real model. */
-export type Runner = StepRunner & Pick<ModelRunner, 'config'>;
+/** A runner over a real model (its config known). */
+export type ModelBackedRunner = Runner & { readonly config: Gemma2Config };
 
-export async function loadRunner(exportDir: string, opts: ModelRunnerOptions = {}): Promise<Runner> {
+export async function loadRunner(exportDir: string, opts: ModelRunnerOptions = {}): Promise<ModelBackedRunner> {
   const attention = manifestAttention(readManifest(exportDir).manifest);
   if (attention === 'gqa') return SlotRunner.load(exportDir, opts);
   if (opts.device === 'cuda') {

@@ -1,6 +1,6 @@
 /**
- * StepRow[] → StepLogits for an export with the 'gqa' attention layout, through the native
- * runner: the KV cache stays in the session's device memory (GPU memory under --device cuda)
+ * StepPlan → StepOutput (a Runner, src/scheduler/runner-contract.ts) for an export with the
+ * 'gqa' attention layout, through the native runner: the KV cache stays in the session's device memory (GPU memory under --device cuda)
  * and is updated in place by GroupQueryAttention; per step only token ids, positions, sequence
  * lengths and the selected logits cross between host and device.
  *
@@ -9,28 +9,36 @@
  * as past_key/present_key (one memory: ORT's past_present_share_buffer). A decode run covers
  * the slots from the lowest to the highest of its rows; a slot in between that is not in the
  * step runs a throw-away token at its own next position (overwritten before it is ever read),
- * so nothing has to be moved. Slots are taken lowest first and given back when the scheduler
- * releases the sequence (KvCache onRelease).
+ * so nothing has to be moved. Slots are taken lowest first (a sequence's first row) and given
+ * back when a plan says the sequence finished or was preempted.
  *
- * The host KvCache keeps the scheduler's block accounting (no host pools): it is sized so it
- * admits exactly what the slots hold. Sliding layers keep all L positions here (GQA masks the
+ * The plan's block tables are not read: the layout this runner reports (one slot's worth of
+ * blocks per slot, capped at L positions per sequence) only makes the scheduler's accounting
+ * admit exactly what the slots hold. Sliding layers keep all L positions here (GQA masks the
  * window with local_window_size; it has no ring layout), so the hybrid cache's saving is not
  * taken on this path.
  */
 import { manifestKvDtype, readManifest, MODEL_FILE } from './export/export.ts';
 import * as io from './graph-io.ts';
-import { KvCache, type SequenceCache } from './kv-cache.ts';
-import { defaultKvCacheBytes, type ModelRunnerOptions, type StepLogits, type StepRow } from './model-runner.ts';
+import { KvCache } from './kv-cache.ts';
+import { defaultKvCacheBytes, type ModelRunnerOptions } from './model-runner.ts';
+import { isContiguous, logitOffsets, scatterLogits, stepGroups } from './step-groups.ts';
+import { blocksNeeded, type CacheLayout, type PlanRow, type Runner, type StepOutput, type StepPlan } from '../scheduler/runner-contract.ts';
 import { NativeSession, OnnxType, type Binding } from './native/ort-native.ts';
 import type { Gemma2Config } from '../checkpoint/config.ts';
 import { EngineError } from '../errors.ts';
 import { join } from 'node:path';
 
-export class SlotRunner {
+export class SlotRunner implements Runner {
   /** Sequences that can run at once (one slot each): the worker caps --max-num-seqs at this. */
   readonly maxRunning: number;
-  private readonly slotOf = new Map<SequenceCache, number>();
-  private readonly occupant: (SequenceCache | undefined)[];
+  /** Sequence id → its slot. */
+  private readonly slotOf = new Map<number, number>();
+  /** Per slot: the sequence holding it (its id), if any. */
+  private readonly occupant: (number | undefined)[];
+  /** Per slot: positions stored. */
+  private readonly stored: number[];
+  private scratch = new Float32Array(0);
   private readonly kv: readonly { key: number; value: number }[];
   private readonly slotBytes: number;
   private readonly cacheType: typeof OnnxType.FLOAT | typeof OnnxType.FLOAT16;
@@ -38,7 +46,7 @@ export class SlotRunner {
 
   private constructor(
     readonly config: Gemma2Config,
-    readonly cache: KvCache,
+    readonly layout: CacheLayout,
     private readonly session: NativeSession,
     /** Positions one slot holds (the longest sequence). */
     readonly slotLength: number,
@@ -46,7 +54,8 @@ export class SlotRunner {
     kvDtype: io.KvDtype,
   ) {
     this.maxRunning = slots;
-    this.occupant = new Array<SequenceCache | undefined>(slots).fill(undefined);
+    this.occupant = new Array<number | undefined>(slots).fill(undefined);
+    this.stored = new Array<number>(slots).fill(0);
     this.cacheType = kvDtype === 'fp16' ? OnnxType.FLOAT16 : OnnxType.FLOAT;
     this.slotBytes = config.numKvHeads * slotLength * config.headDim * io.kvDtypeBytes(kvDtype);
     this.kv = Array.from({ length: config.numLayers }, () => ({
@@ -74,65 +83,59 @@ export class SlotRunner {
     const budget = opts.kvCacheBytes ?? (opts.kvCacheTokens !== undefined ? L * perToken : defaultKvCacheBytes(config, blockSize, dtype));
     const slots = Math.max(1, Math.min(opts.maxNumSeqs ?? Infinity, Math.floor(budget / (L * perToken))));
     const session = NativeSession.create(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads, int4Kernel: opts.int4Kernel });
-    let runner: SlotRunner | undefined;
     const perSeq = Math.ceil(L / blockSize);
-    const cache = new KvCache(config, {
-      blockSize,
-      numBlocks: { global: slots * perSeq + 1, sliding: slots * perSeq + 1 },
-      dtype,
-      allocatePools: false,
-      maxSequenceTokens: L,
-      onRelease: (seq) => runner?.freeSlot(seq),
-    });
+    const layout = KvCache.layout(config, blockSize, { global: slots * perSeq + 1, sliding: slots * perSeq + 1 }, L);
     try {
-      runner = new SlotRunner(config, cache, session, L, slots, dtype);
+      return new SlotRunner(config, layout, session, L, slots, dtype);
     } catch (e) {
       session.release();
       throw new EngineError(`cannot allocate the KV cache (${slots} × ${L} positions): ${(e as Error).message}; lower --kv-cache-memory or --max-num-seqs`, 'kv_cache_alloc_failed', 500, { cause: e });
     }
-    return runner;
   }
 
-  /** Runs one forward pass. The caller has reserved cache room for every row's new tokens. */
-  async step(rows: readonly StepRow[]): Promise<StepLogits> {
-    if (rows.length === 0) throw new EngineError('empty step');
+  /** Runs a step: frees the slots of ended and preempted sequences, then its passes (step-groups.ts), logits in plan order. */
+  async execute(plan: StepPlan): Promise<StepOutput> {
+    for (const id of plan.finishedSeqIds) this.freeSlot(id);
+    for (const id of plan.preemptedSeqIds) this.freeSlot(id);
     const V = this.config.vocabSize;
-    const offsets = [0];
+    const { rows } = plan;
     for (const r of rows) {
       const n = r.tokenIds.length;
       if (n === 0) throw new EngineError('a step row without tokens');
-      if (r.seq.numCached + n > this.slotLength) throw new EngineError(`position ${r.seq.numCached + n} exceeds the cache slot (${this.slotLength})`);
-      if (r.seq.blocks.global.length < this.cache.blocksNeeded('global', r.seq.numCached + n)) throw new EngineError('cache room was not reserved for a step row');
-      this.takeSlot(r.seq);
-      offsets.push(offsets.at(-1)! + (r.logits === 'all' ? n : 1));
+      if (r.start + n > this.slotLength) throw new EngineError(`position ${r.start + n} exceeds the cache slot (${this.slotLength})`);
+      if (r.blocks.global.length < blocksNeeded(this.layout, 'global', r.start + n)) throw new EngineError('cache room was not reserved for a step row');
+      this.takeSlot(r.seqId);
     }
+    const offsets = logitOffsets(rows);
     if (this.logits.length < offsets.at(-1)! * V) this.logits = new Float32Array(offsets.at(-1)! * V);
-    // Maximal runs of single-token rows go together; a multi-token row (a prefill chunk) runs alone.
-    for (let i = 0; i < rows.length;) {
-      let j = i + 1;
-      if (rows[i]!.tokenIds.length === 1) while (j < rows.length && rows[j]!.tokenIds.length === 1) j++;
-      const out = this.logits.subarray(offsets[i]! * V, offsets[j]! * V);
-      if (j - i === 1 && rows[i]!.tokenIds.length > 1) this.runChunk(rows[i]!, out);
-      else this.runDecode(rows.slice(i, j), out);
-      i = j;
+    for (const g of stepGroups(rows)) {
+      // A pass whose rows are consecutive in the plan writes its logits in place; else through scratch.
+      const direct = isContiguous(g);
+      const size = (offsets[g.at(-1)! + 1]! - offsets[g[0]!]!) * V;
+      if (!direct && this.scratch.length < size) this.scratch = new Float32Array(size);
+      const out = direct ? this.logits.subarray(offsets[g[0]!]! * V, offsets[g.at(-1)! + 1]! * V) : this.scratch;
+      const first = rows[g[0]!]!;
+      if (g.length === 1 && first.tokenIds.length > 1) this.runChunk(first, out);
+      else this.runDecode(g.map((i) => rows[i]!), out);
+      if (!direct) scatterLogits(g, this.scratch, offsets, V, this.logits);
+      for (const i of g) this.stored[this.slotOf.get(rows[i]!.seqId)!] = rows[i]!.start + rows[i]!.tokenIds.length;
     }
-    for (const r of rows) r.seq.numCached += r.tokenIds.length;
     return { logits: this.logits.subarray(0, offsets.at(-1)! * V), offsets, vocabSize: V };
   }
 
-  /** One row, n new tokens after its cached ones. */
-  private runChunk(r: StepRow, out: Float32Array): void {
+  /** One row, n new tokens after its stored ones. */
+  private runChunk(r: PlanRow, out: Float32Array): void {
     const n = r.tokenIds.length;
-    const p = r.seq.numCached;
-    const ids = BigInt64Array.from(r.tokenIds as ArrayLike<number>, (t) => BigInt(t));
+    const p = r.start;
+    const ids = BigInt64Array.from(r.tokenIds, (t) => BigInt(t));
     const positions = BigInt64Array.from({ length: n }, (_, s) => BigInt(p + s));
     const logitRows = r.logits === 'all' ? BigInt64Array.from({ length: n }, (_, s) => BigInt(s)) : BigInt64Array.of(BigInt(n - 1));
-    this.run(this.slotOf.get(r.seq)!, 1, n, ids, positions, logitRows, Int32Array.of(p + n - 1), out);
+    this.run(this.slotOf.get(r.seqId)!, 1, n, ids, positions, logitRows, Int32Array.of(p + n - 1), out);
   }
 
   /** Single-token rows: one run over the slot range they span. */
-  private runDecode(rows: readonly StepRow[], out: Float32Array): void {
-    const slots = rows.map((r) => this.slotOf.get(r.seq)!);
+  private runDecode(rows: readonly PlanRow[], out: Float32Array): void {
+    const slots = rows.map((r) => this.slotOf.get(r.seqId)!);
     const lo = Math.min(...slots);
     const B = Math.max(...slots) - lo + 1;
     const ids = new BigInt64Array(B).fill(BigInt(this.config.padTokenId));
@@ -142,15 +145,15 @@ export class SlotRunner {
       // A slot not in this step: a throw-away token at its own next position (never read before it is
       // overwritten). A running sequence never holds more than L - 1 positions (prompt + max_tokens <= L,
       // and the last sampled token is not fed), so the position is inside the slot.
-      const p = Math.min(this.occupant[lo + b]?.numCached ?? 0, this.slotLength - 1);
+      const p = Math.min(this.occupant[lo + b] !== undefined ? this.stored[lo + b]! : 0, this.slotLength - 1);
       positions[b] = BigInt(p);
       seqlens[b] = p;
     }
     rows.forEach((r, i) => {
       const b = slots[i]! - lo;
       ids[b] = BigInt(r.tokenIds[0]!);
-      positions[b] = BigInt(r.seq.numCached);
-      seqlens[b] = r.seq.numCached;
+      positions[b] = BigInt(r.start);
+      seqlens[b] = r.start;
     });
     const logitRows = BigInt64Array.from(slots, (s) => BigInt(s - lo));
     this.run(lo, B, 1, ids, positions, logitRows, seqlens, out);
@@ -177,19 +180,22 @@ export class SlotRunner {
     this.session.run(inputs, outputs);
   }
 
-  private takeSlot(seq: SequenceCache): void {
-    if (this.slotOf.has(seq)) return;
+  private takeSlot(seqId: number): void {
+    if (this.slotOf.has(seqId)) return;
     const free = this.occupant.indexOf(undefined);
     if (free < 0) throw new EngineError(`more running sequences than cache slots (${this.maxRunning})`);
-    this.occupant[free] = seq;
-    this.slotOf.set(seq, free);
+    this.occupant[free] = seqId;
+    this.stored[free] = 0;
+    this.slotOf.set(seqId, free);
   }
 
-  private freeSlot(seq: SequenceCache): void {
-    const slot = this.slotOf.get(seq);
+  /** Idempotent: a plan may name a sequence that holds no slot (never ran, or freed already). */
+  private freeSlot(seqId: number): void {
+    const slot = this.slotOf.get(seqId);
     if (slot === undefined) return;
     this.occupant[slot] = undefined;
-    this.slotOf.delete(seq);
+    this.stored[slot] = 0;
+    this.slotOf.delete(seqId);
   }
 
   async release(): Promise<void> {

@@ -1,112 +1,27 @@
 /**
- * The inference thread. Owns the runner (the ONNX model, or a scripted one) and drives the
- * scheduler (src/scheduler): each step it asks for a plan, runs it (all one-token decode rows
- * in one batched run, each prefill chunk in its own run so short rows are not padded to long
- * ones), samples for the rows that end at their last known token, and ends sequences that
- * stop. Sampling (sampling.ts) is greedy at temperature 0, else seeded (mulberry32): the
- * generator's state lives with the request, so a preempted and recomputed sequence draws the
- * same numbers and a seed fixes the output.
+ * The inference thread's entry: the message protocol only. It loads the runner (the ONNX model,
+ * or a scripted one) from workerData, feeds submits, aborts and close from the main thread to
+ * the step loop (step-loop.ts), and posts the loop's reports back, one message per step.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { logSoftmax, topLogprobs } from './logprobs.ts';
-import { jsSoftmaxWeights, processLogits, sampleProcessed, TokenHistory, type SamplingParams } from './sampling.ts';
+import { jsSoftmaxWeights } from './sampling.ts';
 import { nativeSoftmaxWeights } from './native/softmax-weights.ts';
-import { loadRunner, type StepRunner } from './runner.ts';
+import { loadRunner } from './runner.ts';
 import { ScriptedRunner } from './scripted-runner.ts';
-import { Scheduler, DEFAULT_MAX_NUM_BATCHED_TOKENS } from '../scheduler/scheduler.ts';
-import type { PlannedRow, Sequence, SchedulerStats } from '../scheduler/types.ts';
-import type { Device } from './session.ts';
-import type { Int4Kernel } from './native/q4-graph.ts';
+import { StepLoop } from './step-loop.ts';
+import { DEFAULT_MAX_NUM_BATCHED_TOKENS } from '../scheduler/scheduler.ts';
+import type { Runner } from '../scheduler/runner-contract.ts';
+import type { FromWorker, ToWorker, WorkerInit } from './types.ts';
 
-export interface WorkerInit {
-  readonly exportDir: string;
-  readonly device: Device;
-  readonly kvCacheBytes?: number;
-  /** At most this many sequences run together; later ones wait (priority, then arrival). */
-  readonly maxNumSeqs: number;
-  /** Most tokens one step computes (default DEFAULT_MAX_NUM_BATCHED_TOKENS). */
-  readonly maxNumBatchedTokens?: number;
-  /** ONNX Runtime intra-op threads (0 or absent: one per core). */
-  readonly threads?: number;
-  /** CPU int4 matmuls (ModelRunnerOptions.int4Kernel). */
-  readonly int4Kernel?: Int4Kernel;
-  /** Cache blocks of this many positions. */
-  readonly blockSize?: number;
-  /** Run a ScriptedRunner emitting these tokens instead of the ONNX model (tests, benchmarks). */
-  readonly script?: readonly number[];
-}
-
-export interface SubmitMessage {
-  readonly type: 'submit';
-  readonly id: number;
-  readonly promptIds: number[];
-  readonly maxTokens: number;
-  /** Lower runs sooner; equal priorities are first come, first served. */
-  readonly priority: number;
-  readonly sampling: SamplingParams;
-  readonly seed: number;
-  /** Token ids that end the sequence (empty with ignore_eos). */
-  readonly stopIds: number[];
-  /** Stop ids cannot be sampled before this many tokens are generated. */
-  readonly minTokens: number;
-  /** null: no logprobs; else how many top alternatives to send with each token. */
-  readonly logprobs: number | null;
-  /** null: none; else the logprob of every prompt token after the first, with this many alternatives. */
-  readonly promptLogprobs: number | null;
-}
-export interface TokenLogprobs {
-  readonly logprob: number;
-  readonly top: { id: number; logprob: number }[];
-}
-export type ToWorker = SubmitMessage | { readonly type: 'abort'; readonly id: number } | { readonly type: 'close' };
-export type FinishReason = 'stop' | 'length' | 'abort';
-export type FromWorker =
-  /** Loaded; `maxSequenceTokens`: the longest sequence the KV cache can hold alone. */
-  | { type: 'ready'; maxSequenceTokens: number; maxRunning: number; int4Swapped: number }
-  | { type: 'token'; id: number; tokenId: number; logprobs?: TokenLogprobs }
-  /** Sent once before the first token when promptLogprobs was asked: entries for prompt tokens 1..n-1. */
-  | { type: 'prompt_logprobs'; id: number; logprobs: TokenLogprobs[] }
-  | { type: 'finish'; id: number; reason: FinishReason; promptTokens: number; completionTokens: number }
-  | { type: 'error'; id: number | null; message: string }
-  /** Once, when the scheduler first admits the sequence; `at`: performance.timeOrigin + performance.now(). */
-  | { type: 'scheduled'; id: number; at: number }
-  /** After every step: the scheduler's counters (observability hooks); `step`: the step computes tokens. */
-  | { type: 'stats'; stats: SchedulerStats; step?: boolean }
-  /** Cumulative seconds inside the runner's forward passes (inputs, ORT run, cache writes), after each step. */
-  | { type: 'forward'; seconds: number };
-
-/** mulberry32: a tiny seeded PRNG returning floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-
-/** A request's sampling state, kept across preemptions. */
-interface Generation {
-  readonly req: SubmitMessage;
-  readonly rand: () => number;
-  readonly stop: ReadonlySet<number>;
-  readonly history: TokenHistory;
-  /** Prompt positions whose next-token logprobs were sent (promptLogprobs). */
-  scored: number;
-  readonly promptEntries: TokenLogprobs[];
-  /** The 'scheduled' message was sent. */
-  scheduled: boolean;
-}
+/** For importers of the boundary types from here before they moved to types.ts (src/server/routes/completions.ts). */
+export type { TokenLogprobs } from './types.ts';
 
 async function main(): Promise<void> {
   const port = parentPort;
   if (port === null) throw new Error('worker.ts must run in a worker thread');
   const init = workerData as WorkerInit;
   const send = (m: FromWorker): void => port.postMessage(m);
-  let runner: StepRunner;
+  let runner: Runner;
   try {
     runner = init.script !== undefined
       ? ScriptedRunner.load(init.exportDir, init.script, init.kvCacheBytes)
@@ -115,145 +30,18 @@ async function main(): Promise<void> {
     send({ type: 'error', id: null, message: (e as Error).message });
     return;
   }
-  // The sampler's softmax through ONNX Runtime's vectorized Exp where the native runner is built.
-  const weightsOf = nativeSoftmaxWeights() ?? jsSoftmaxWeights;
   const maxNumBatchedTokens = Math.max(init.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS, init.maxNumSeqs);
   // A runner with fixed cache slots (the device-resident one) runs at most that many sequences at once.
   const maxNumSeqs = Math.min(init.maxNumSeqs, runner.maxRunning ?? Infinity);
-  const scheduler = new Scheduler(runner.cache, { maxNumSeqs, maxNumBatchedTokens });
-  const gens = new Map<number, Generation>();
-  const aborted = new Set<number>();
-  let closing = false;
-  let forwardSeconds = 0;
-  let wake: (() => void) | null = null;
-
+  // The sampler's softmax through ONNX Runtime's vectorized Exp where the native runner is built.
+  const loop = new StepLoop(runner, { maxNumSeqs, maxNumBatchedTokens }, send, nativeSoftmaxWeights() ?? jsSoftmaxWeights);
   port.on('message', (m: ToWorker) => {
-    if (m.type === 'submit') {
-      gens.set(m.id, {
-        req: m, rand: mulberry32(m.seed), stop: new Set(m.stopIds), history: new TokenHistory(m.promptIds), scored: 0, promptEntries: [], scheduled: false,
-      });
-      scheduler.add({ id: m.id, promptIds: m.promptIds, maxTokens: m.maxTokens, priority: m.priority });
-    } else if (m.type === 'abort') {
-      aborted.add(m.id);
-    } else {
-      closing = true;
-    }
-    wake?.();
+    if (m.type === 'submit') loop.submit(m);
+    else if (m.type === 'abort') loop.abort(m.id);
+    else loop.close();
   });
-
-  /** Ends a sequence: frees its cache in this step and tells the main thread. */
-  const end = (id: number, m: FromWorker): void => {
-    scheduler.finish(id);
-    gens.delete(id);
-    aborted.delete(id);
-    send(m);
-  };
-  const finish = (seq: Sequence, reason: FinishReason): void => end(seq.spec.id, {
-    type: 'finish', id: seq.spec.id, reason, promptTokens: seq.spec.promptIds.length, completionTokens: seq.outputIds.length,
-  });
-  const dropAborted = (): void => {
-    for (const id of aborted) {
-      const seq = scheduler.get(id);
-      if (seq === undefined) aborted.delete(id); // ended already: a stale abort
-      else finish(seq, 'abort');
-    }
-  };
-  /** Samples the next token of a row that reached its last known token; false when it ended. */
-  const accept = (seq: Sequence, row: Float32Array): void => {
-    const g = gens.get(seq.spec.id)!;
-    const r = g.req;
-    if (r.maxTokens === 0) { finish(seq, 'length'); return; } // prompt only (scored, when asked)
-    if (seq.outputIds.length < r.minTokens) for (const id of r.stopIds) if (id >= 0 && id < row.length) row[id] = -Infinity;
-    const logits = processLogits(row, r.sampling, g.history);
-    const tokenId = sampleProcessed(logits, r.sampling, g.rand, weightsOf);
-    scheduler.appendToken(seq, tokenId);
-    g.history.add(tokenId);
-    if (g.stop.has(tokenId)) { finish(seq, 'stop'); return; }
-    let logprobs: TokenLogprobs | undefined;
-    if (r.logprobs !== null) {
-      const lp = logSoftmax(logits);
-      logprobs = { logprob: lp[tokenId]!, top: r.logprobs > 0 ? topLogprobs(lp, r.logprobs) : [] };
-    }
-    send({ type: 'token', id: r.id, tokenId, ...(logprobs ? { logprobs } : {}) });
-    if (seq.outputIds.length >= r.maxTokens) finish(seq, 'length');
-  };
-  /** Scores prompt positions of a row (promptLogprobs); sends them all once the prompt is done. */
-  const score = (seq: Sequence, p: PlannedRow, logits: Float32Array, offset: number, V: number): void => {
-    const g = gens.get(seq.spec.id)!;
-    const ids = g.req.promptIds;
-    const k = g.req.promptLogprobs ?? 0;
-    for (let s = 0; s < p.count; s++) {
-      const pos = p.start + s;
-      if (pos < g.scored || pos + 1 >= ids.length) continue; // already scored before a preemption; or not a prompt position
-      const lp = logSoftmax(logits.subarray((offset + s) * V, (offset + s + 1) * V));
-      g.promptEntries.push({ logprob: lp[ids[pos + 1]!]!, top: k > 0 ? topLogprobs(lp, k) : [] });
-      g.scored = pos + 1;
-    }
-    if (g.scored === ids.length - 1 && p.start + p.count >= ids.length) {
-      send({ type: 'prompt_logprobs', id: seq.spec.id, logprobs: g.promptEntries });
-      g.scored = ids.length; // sent
-    }
-  };
-  const wantsAll = (p: PlannedRow): boolean => {
-    const g = gens.get(p.seq.spec.id)!;
-    return g.req.promptLogprobs !== null && g.scored < g.req.promptIds.length;
-  };
-
-  /** Runs a group of rows in one forward pass, then scores and samples them. */
-  const runGroup = async (group: readonly PlannedRow[]): Promise<void> => {
-    const t0 = performance.now();
-    const out = await runner.step(group.map((p) => ({
-      seq: p.seq.cache,
-      tokenIds: Array.from({ length: p.count }, (_, i) => Scheduler.tokenAt(p.seq, p.start + i)),
-      logits: wantsAll(p) ? 'all' as const : 'last' as const,
-      sample: p.sample,
-    })));
-    forwardSeconds += (performance.now() - t0) / 1000;
-    group.forEach((p, i) => {
-      if (p.seq.status === 'finished') return;
-      const first = out.offsets[i]!;
-      const last = out.offsets[i + 1]! - 1;
-      if (wantsAll(p)) score(p.seq, p, out.logits, first, out.vocabSize);
-      if (aborted.has(p.seq.spec.id)) { finish(p.seq, 'abort'); return; }
-      if (p.sample) accept(p.seq, out.logits.subarray(last * out.vocabSize, (last + 1) * out.vocabSize));
-    });
-  };
-
-  send({ type: 'ready', maxSequenceTokens: runner.cache.maxSequenceTokens(), maxRunning: maxNumSeqs, int4Swapped: runner.int4Swapped ?? 0 });
-  while (!closing) {
-    dropAborted();
-    if (!scheduler.hasWork) {
-      send({ type: 'stats', stats: scheduler.stats() });
-      await new Promise<void>((res) => { wake = res; });
-      wake = null;
-      continue;
-    }
-    const plan = scheduler.schedule();
-    for (const seq of plan.unservable) {
-      end(seq.spec.id, { type: 'error', id: seq.spec.id, message: `the sequence (${Scheduler.numTokens(seq)} tokens) does not fit the KV cache even alone; raise --kv-cache-memory` });
-    }
-    for (const p of plan.rows) {
-      const g = gens.get(p.seq.spec.id);
-      if (g !== undefined && !g.scheduled) { g.scheduled = true; send({ type: 'scheduled', id: p.seq.spec.id, at: performance.timeOrigin + performance.now() }); }
-    }
-    send({ type: 'stats', stats: scheduler.stats(), step: plan.rows.length > 0 });
-    if (plan.rows.length === 0) {
-      if (plan.unservable.length === 0) await new Promise<void>((res) => setImmediate(res));
-      continue;
-    }
-    const decodes = plan.rows.filter((p) => p.count === 1);
-    const groups = [...(decodes.length > 0 ? [decodes] : []), ...plan.rows.filter((p) => p.count > 1).map((p) => [p])];
-    for (const group of groups) {
-      try {
-        await runGroup(group);
-      } catch (e) {
-        for (const p of group) if (p.seq.status !== 'finished') end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: (e as Error).message });
-      }
-    }
-    send({ type: 'forward', seconds: forwardSeconds });
-    // Take in submits and aborts between steps even when the runner never yields (the scripted one).
-    await new Promise<void>((res) => setImmediate(res));
-  }
+  send({ type: 'ready', maxSequenceTokens: loop.scheduler.cache.maxSequenceTokens(), maxRunning: maxNumSeqs, int4Swapped: runner.int4Swapped ?? 0 });
+  await loop.run();
   await runner.release();
   port.close();
 }

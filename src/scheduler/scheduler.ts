@@ -12,12 +12,16 @@
  * generated, so its output goes on unchanged. A sequence that cannot fit even an empty cache
  * is reported unservable instead of waiting forever.
  *
- * Pure bookkeeping: no tensors, no sampling, no clocks. The engine runs each plan, then calls
- * `appendToken` for rows that sample, and `finish` for sequences that end.
+ * Pure bookkeeping: no tensors, no sampling, no clocks. The engine hands each step's `plan` to
+ * the runner, samples, then calls `update` with the sampled tokens (the scheduler alone moves a
+ * sequence's progress), and `finish` for sequences that end. Ends and preemptions reach the
+ * runner in the next plan that is executed (finishedSeqIds, preemptedSeqIds).
  */
-import type { KvCache } from '../engine/kv-cache.ts';
-import type { KindUsage, PlannedRow, Sequence, SequenceSpec, SchedulerStats, StepPlan } from './types.ts';
-import { LAYER_KINDS, type LayerKind } from '../engine/graph-io.ts';
+import type { KvCacheManager } from './kv-cache-manager.ts';
+import type { KindUsage, PlannedRow, Sequence, SequenceSpec, SchedulerStats, SchedulerStep } from './types.ts';
+import { LAYER_KINDS, type LayerKind, type PlanRow } from './runner-contract.ts';
+
+export type { SchedulerStep } from './types.ts';
 
 export interface SchedulerConfig {
   /** Most sequences running (holding cache and computing) at once. */
@@ -27,11 +31,6 @@ export interface SchedulerConfig {
 }
 
 export const DEFAULT_MAX_NUM_BATCHED_TOKENS = 512;
-
-/** The plan plus sequences that can never fit the cache (the engine fails them). */
-export interface SchedulerStep extends StepPlan {
-  readonly unservable: readonly Sequence[];
-}
 
 export class Scheduler {
   /** Sorted by (priority, arrival). */
@@ -43,8 +42,11 @@ export class Scheduler {
   private admissions = 0;
   private preemptionsTotal = 0;
   private last = { batchSize: 0, numTokens: 0 };
+  /** Ended or preempted since the last plan a runner executed (`update` acknowledges them). */
+  private readonly unsentFinished: number[] = [];
+  private readonly unsentPreempted: number[] = [];
 
-  constructor(readonly cache: KvCache, readonly config: SchedulerConfig) {
+  constructor(readonly cache: KvCacheManager, readonly config: SchedulerConfig) {
     if (config.maxNumSeqs < 1) throw new RangeError('maxNumSeqs must be >= 1');
     if (config.maxNumBatchedTokens < config.maxNumSeqs) throw new RangeError('maxNumBatchedTokens must be >= maxNumSeqs');
   }
@@ -52,7 +54,7 @@ export class Scheduler {
   add(spec: SequenceSpec): Sequence {
     if (this.byId.has(spec.id)) throw new RangeError(`sequence ${spec.id} exists`);
     if (spec.promptIds.length === 0) throw new RangeError('empty prompt');
-    const seq: Sequence = { spec, outputIds: [], status: 'waiting', arrival: this.arrivals++, admitted: -1, cache: this.cache.newSequence(), preemptions: 0 };
+    const seq: Sequence = { spec, outputIds: [], status: 'waiting', arrival: this.arrivals++, admitted: -1, cache: this.cache.newSequence(spec.id), preemptions: 0 };
     this.byId.set(spec.id, seq);
     insertSorted(this.waiting, seq, waitingOrder);
     return seq;
@@ -71,12 +73,26 @@ export class Scheduler {
     remove(this.waiting, seq);
     this.cache.release(seq.cache);
     seq.status = 'finished';
+    this.unsentFinished.push(id);
     return seq;
   }
 
-  /** Records the token sampled for a row with `sample` set. */
-  appendToken(seq: Sequence, tokenId: number): void {
-    seq.outputIds.push(tokenId);
+  /**
+   * Takes the results of a step whose plan the runner executed (vLLM's update_from_output):
+   * every row's tokens are now stored (the sequence's numCached moves past the row), and the
+   * token sampled for a sampling row (`sampled`: sequence id → token id) is appended to its
+   * output. Rows of sequences that ended meanwhile are skipped. The plan's finished and
+   * preempted ids count as delivered.
+   */
+  update(step: SchedulerStep, sampled: ReadonlyMap<number, number>): void {
+    for (const r of step.rows) {
+      if (r.seq.status !== 'running') continue;
+      r.seq.cache.numCached = r.start + r.count;
+      const tokenId = sampled.get(r.seq.spec.id);
+      if (r.sample && tokenId !== undefined) r.seq.outputIds.push(tokenId);
+    }
+    this.unsentFinished.splice(0, step.plan.finishedSeqIds.length);
+    this.unsentPreempted.splice(0, step.plan.preemptedSeqIds.length);
   }
 
   /** Known tokens of a sequence: prompt then output. */
@@ -94,7 +110,11 @@ export class Scheduler {
     return this.running.length > 0 || this.waiting.length > 0;
   }
 
-  schedule(): SchedulerStep {
+  /**
+   * Plans the next step. `allLogits`: whether a sequence's row returns logits for every new
+   * token (prompt scoring) instead of the last one only.
+   */
+  schedule(allLogits: (seq: Sequence) => boolean = () => false): SchedulerStep {
     let budget = this.config.maxNumBatchedTokens;
     const rows = new Map<Sequence, PlannedRow>();
     const preempted: Sequence[] = [];
@@ -151,7 +171,10 @@ export class Scheduler {
     const planned = [...rows.values()];
     const numTokens = planned.reduce((n, r) => n + r.count, 0);
     this.last = { batchSize: planned.length, numTokens };
-    return { rows: planned, preempted, unservable, numTokens };
+    return {
+      rows: planned, preempted, unservable, numTokens,
+      plan: { rows: planned.map((r) => planRow(r, allLogits(r.seq))), finishedSeqIds: [...this.unsentFinished], preemptedSeqIds: [...this.unsentPreempted] },
+    };
   }
 
   stats(): SchedulerStats {
@@ -177,8 +200,16 @@ export class Scheduler {
     seq.status = 'waiting';
     seq.preemptions++;
     this.preemptionsTotal++;
+    this.unsentPreempted.push(seq.spec.id);
     insertSorted(this.waiting, seq, waitingOrder);
   }
+}
+
+/** A planned row as the runner sees it. */
+function planRow(r: PlannedRow, allLogits: boolean): PlanRow {
+  const tokenIds = new Int32Array(r.count);
+  for (let i = 0; i < r.count; i++) tokenIds[i] = Scheduler.tokenAt(r.seq, r.start + i);
+  return { seqId: r.seq.spec.id, start: r.start, tokenIds, blocks: r.seq.cache.blocks, logits: allLogits ? 'all' : 'last', sample: r.sample };
 }
 
 const waitingOrder = (a: Sequence, b: Sequence): number => a.spec.priority - b.spec.priority || a.arrival - b.arrival;

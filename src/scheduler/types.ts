@@ -1,11 +1,13 @@
 /**
  * The data that crosses the scheduler's boundary, step by step:
- *   request (SequenceSpec) → sequence state (Sequence) → step plan (StepPlan) → the engine runs
- *   the plan and samples → step result (tokens appended / sequences finished) → token events.
+ *   request (SequenceSpec) → sequence state (Sequence) → step (SchedulerStep, whose `plan` is
+ *   the runner's StepPlan) → the engine runs the plan and samples → the scheduler takes the
+ *   sampled tokens (Scheduler.update) → token events.
  * The scheduler owns sequences and the KV cache accounting; it never touches tensors, logits
  * or sampling, so it runs the same against the ONNX model, a scripted model, or nothing.
  */
-import type { SequenceCache } from '../engine/kv-cache.ts';
+import type { SequenceCache } from './kv-cache-manager.ts';
+import type { StepPlan } from './runner-contract.ts';
 
 /** What the scheduler needs to know of a request. */
 export interface SequenceSpec {
@@ -29,7 +31,7 @@ export interface Sequence {
   readonly arrival: number;
   /** Order of the latest admission (preemption takes the most recent first). */
   admitted: number;
-  /** The sequence's cache: positions [0, cache.numCached) of prompt ++ output are computed. */
+  /** The sequence's cache: positions [0, cache.numCached) of prompt ++ output are computed (advanced by Scheduler.update). */
   readonly cache: SequenceCache;
   /** Times its cache was taken back under memory pressure (recomputed afterwards). */
   preemptions: number;
@@ -44,13 +46,17 @@ export interface PlannedRow {
   readonly sample: boolean;
 }
 
-/** What one step computes. Cache room for every row is already reserved. */
-export interface StepPlan {
+/** What one step computes, in the scheduler's terms. Cache room for every row is already reserved. */
+export interface SchedulerStep {
   readonly rows: readonly PlannedRow[];
   /** Sequences whose cache was freed this step to make room (they wait to be recomputed). */
   readonly preempted: readonly Sequence[];
+  /** Sequences that can never fit the cache (the engine fails them). */
+  readonly unservable: readonly Sequence[];
   /** Sum of the rows' counts (≤ maxNumBatchedTokens). */
   readonly numTokens: number;
+  /** The same step as a runner sees it: plan.rows[i] is rows[i]. */
+  readonly plan: StepPlan;
 }
 
 /** Cache use of one layer kind, in blocks (the null block excluded). */

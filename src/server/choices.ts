@@ -5,7 +5,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import type { Engine, GenerateRequest, TokenEvent, Usage } from '../engine/engine.ts';
-import type { TokenLogprobs } from '../engine/worker.ts';
+import type { TokenLogprobs } from '../engine/types.ts';
 import { InvalidRequestError } from '../errors.ts';
 import type { GenerationParams } from './request-fields.ts';
 

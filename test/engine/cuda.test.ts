@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportCheckpoint } from '../../src/engine/export/export.ts';
 import { SlotRunner } from '../../src/engine/slot-runner.ts';
+import { Stepper } from '../../src/engine/stepper.ts';
 import { EngineError } from '../../src/errors.ts';
 import { describeDiff, hfInitModel } from '../reference/logprob-diff.ts';
 import { fp16ReferenceDiff } from './engine-run.ts';
@@ -34,6 +35,7 @@ if (runner === null) {
 } else {
   const r = runner;
   t.teardown(() => r.release());
+  const rs = new Stepper(r);
 
   t.test('fp16 on the GPU, cache resident: within the fp16 bound of the reference', async (t) => {
     const c = await fp16ReferenceDiff(r, checkpointDir, sequences[0]!);
@@ -44,28 +46,28 @@ if (runner === null) {
   t.test('a decode batch over GPU slots equals each row alone', async (t) => {
     const [a, b] = sequences as [number[], number[]];
     const alone = async (ids: number[], steps: number): Promise<Float32Array[]> => {
-      const seq = r.cache.newSequence();
-      r.cache.reserve(seq, ids.length - steps);
-      const rows = [(await r.step([{ seq, tokenIds: ids.slice(0, ids.length - steps), logits: 'last' }])).logits.slice()];
+      const seq = rs.cache.newSequence();
+      rs.cache.reserve(seq, ids.length - steps);
+      const rows = [(await rs.step([{ seq, tokenIds: ids.slice(0, ids.length - steps), logits: 'last' }])).logits.slice()];
       for (const id of ids.slice(ids.length - steps)) {
-        r.cache.reserve(seq, seq.numCached + 1);
-        rows.push((await r.step([{ seq, tokenIds: [id], logits: 'last' }])).logits.slice());
+        rs.cache.reserve(seq, seq.numCached + 1);
+        rows.push((await rs.step([{ seq, tokenIds: [id], logits: 'last' }])).logits.slice());
       }
-      r.cache.release(seq);
+      await rs.free(seq);
       return rows;
     };
     const wantA = await alone(a.slice(0, 30), 4);
     const wantB = await alone(b.slice(0, 15), 4);
-    const sa = r.cache.newSequence();
-    const sb = r.cache.newSequence();
-    r.cache.reserve(sa, 26);
-    r.cache.reserve(sb, 11);
-    const gotA = [(await r.step([{ seq: sa, tokenIds: a.slice(0, 26), logits: 'last' }])).logits.slice()];
-    const gotB = [(await r.step([{ seq: sb, tokenIds: b.slice(0, 11), logits: 'last' }])).logits.slice()];
+    const sa = rs.cache.newSequence();
+    const sb = rs.cache.newSequence();
+    rs.cache.reserve(sa, 26);
+    rs.cache.reserve(sb, 11);
+    const gotA = [(await rs.step([{ seq: sa, tokenIds: a.slice(0, 26), logits: 'last' }])).logits.slice()];
+    const gotB = [(await rs.step([{ seq: sb, tokenIds: b.slice(0, 11), logits: 'last' }])).logits.slice()];
     for (let k = 0; k < 4; k++) {
-      r.cache.reserve(sa, sa.numCached + 1);
-      r.cache.reserve(sb, sb.numCached + 1);
-      const o = await r.step([{ seq: sb, tokenIds: [b[11 + k]!], logits: 'last' }, { seq: sa, tokenIds: [a[26 + k]!], logits: 'last' }]);
+      rs.cache.reserve(sa, sa.numCached + 1);
+      rs.cache.reserve(sb, sb.numCached + 1);
+      const o = await rs.step([{ seq: sb, tokenIds: [b[11 + k]!], logits: 'last' }, { seq: sa, tokenIds: [a[26 + k]!], logits: 'last' }]);
       gotB.push(o.logits.slice(0, o.vocabSize));
       gotA.push(o.logits.slice(o.vocabSize, 2 * o.vocabSize));
     }

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportCheckpoint } from '../../src/engine/export/export.ts';
 import { ModelRunner } from '../../src/engine/model-runner.ts';
+import { Stepper } from '../../src/engine/stepper.ts';
 import { logSoftmax } from '../../src/engine/logprobs.ts';
 import { EngineError } from '../../src/errors.ts';
 import { Gemma2Reference } from '../reference/gemma2-reference.ts';
@@ -20,11 +21,12 @@ t.test('an fp16 export halves the weight file and matches the reference on fp16-
   t.ok(r16.dataBytes < 0.6 * r32.dataBytes, `${r16.dataBytes} vs ${r32.dataBytes} bytes`);
   t.equal(statSync(join(root, 'fp16', 'model.onnx.data')).size, r16.dataBytes);
   const runner = await ModelRunner.load(join(root, 'fp16'), { kvCacheTokens: 64 });
+  const stepper = new Stepper(runner);
   t.teardown(() => runner.release());
   const ids = [2, 32, 41, 369, 418, 7, 99, 250, 11, 480, 3, 64];
-  const seq = runner.cache.newSequence();
-  runner.cache.reserve(seq, ids.length);
-  const out = await runner.step([{ seq, tokenIds: ids, logits: 'all' }]);
+  const seq = stepper.cache.newSequence();
+  stepper.cache.reserve(seq, ids.length);
+  const out = await stepper.step([{ seq, tokenIds: ids, logits: 'all' }]);
   // Matrices are stored as fp16 (norm scales stay fp32): round the reference's the same way.
   const ref = Gemma2Reference.fromCheckpoint(fixture);
   ref.roundMatricesToF16();

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportCheckpoint } from '../../src/engine/export/export.ts';
 import { loadRunner } from '../../src/engine/runner.ts';
+import { Stepper } from '../../src/engine/stepper.ts';
 import { argmax, logSoftmax } from '../../src/engine/logprobs.ts';
 
 interface Golden {
@@ -28,13 +29,14 @@ for (const [name, attention, binder] of [['tiny-gemma2', 'paged', 'native'], ['t
     // gqa: slots of 64 positions, past both windows.
     const runner = await loadRunner(join(dir, 'model'), attention === 'paged' ? { blockSize: 4, kvCacheBytes: 4 * 2 ** 20, binder } : { kvCacheTokens: 64 });
     t.teardown(() => runner.release());
+    const stepper = new Stepper(runner);
 
     await t.test('every position within 5e-3 of golden, full vocabulary', async (t) => {
       for (const s of golden.sequences) {
-        const seq = runner.cache.newSequence();
-        t.ok(runner.cache.reserve(seq, s.input_ids.length));
-        const out = await runner.step([{ seq, tokenIds: s.input_ids, logits: 'all' }]);
-        runner.cache.release(seq);
+        const seq = stepper.cache.newSequence();
+        t.ok(stepper.cache.reserve(seq, s.input_ids.length));
+        const out = await stepper.step([{ seq, tokenIds: s.input_ids, logits: 'all' }]);
+        await stepper.free(seq);
         let maxDiff = 0;
         for (let i = 0; i < s.input_ids.length; i++) {
           const lp = logSoftmax(out.logits.subarray(i * out.vocabSize, (i + 1) * out.vocabSize));
@@ -47,32 +49,32 @@ for (const [name, attention, binder] of [['tiny-gemma2', 'paged', 'native'], ['t
 
     await t.test('prefill then token-by-token decode gives the golden greedy ids', async (t) => {
       const { prompt_ids: prompt, new_tokens: n, output_ids: expected } = golden.greedy;
-      const seq = runner.cache.newSequence();
-      runner.cache.reserve(seq, prompt.length);
-      let out = await runner.step([{ seq, tokenIds: prompt, logits: 'last' }]);
+      const seq = stepper.cache.newSequence();
+      stepper.cache.reserve(seq, prompt.length);
+      let out = await stepper.step([{ seq, tokenIds: prompt, logits: 'last' }]);
       const ids: number[] = [];
       for (let i = 0; i < n; i++) {
         const next = argmax(out.logits);
         ids.push(next);
         if (i === n - 1) break;
-        t.ok(runner.cache.reserve(seq, seq.numCached + 1));
-        out = await runner.step([{ seq, tokenIds: [next], logits: 'last' }]);
+        t.ok(stepper.cache.reserve(seq, seq.numCached + 1));
+        out = await stepper.step([{ seq, tokenIds: [next], logits: 'last' }]);
       }
-      runner.cache.release(seq);
+      await stepper.free(seq);
       t.same(ids, expected);
     });
 
     await t.test('a chunked prefill matches the one-shot prefill', async (t) => {
       const ids = golden.sequences[1]!.input_ids;
-      const seq = runner.cache.newSequence();
+      const seq = stepper.cache.newSequence();
       const rows: Float32Array[] = [];
       for (let start = 0; start < ids.length; start += 7) {
         const chunk = ids.slice(start, start + 7);
-        runner.cache.reserve(seq, start + chunk.length);
-        const out = await runner.step([{ seq, tokenIds: chunk, logits: 'all' }]);
+        stepper.cache.reserve(seq, start + chunk.length);
+        const out = await stepper.step([{ seq, tokenIds: chunk, logits: 'all' }]);
         for (let i = 0; i < chunk.length; i++) rows.push(out.logits.slice(i * out.vocabSize, (i + 1) * out.vocabSize));
       }
-      runner.cache.release(seq);
+      await stepper.free(seq);
       let maxDiff = 0;
       rows.forEach((row, i) => {
         const lp = logSoftmax(row);

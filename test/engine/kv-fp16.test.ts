@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportCheckpoint, readManifest, type Manifest } from '../../src/engine/export/export.ts';
 import { ModelRunner } from '../../src/engine/model-runner.ts';
+import { Stepper } from '../../src/engine/stepper.ts';
 import { KvCache } from '../../src/engine/kv-cache.ts';
 import { logSoftmax } from '../../src/engine/logprobs.ts';
 import { Engine } from '../../src/engine/engine.ts';
@@ -36,20 +37,21 @@ const PREFILL = 4;
  */
 async function decodeLogprobs(exportDir: string, ids: readonly number[], roundPools = false): Promise<Float64Array[]> {
   const runner = await ModelRunner.load(exportDir, { blockSize: 4, kvCacheTokens: Math.max(64, ids.length) });
+  const stepper = new Stepper(runner);
   try {
-    const seq = runner.cache.newSequence();
-    runner.cache.reserve(seq, ids.length);
+    const seq = stepper.cache.newSequence();
+    stepper.cache.reserve(seq, ids.length);
     const out: Float64Array[] = [];
     for (let at = 0; at < ids.length;) {
       const n = at === 0 ? Math.min(PREFILL, ids.length) : 1;
-      const r = await runner.step([{ seq, tokenIds: ids.slice(at, at + n), logits: 'all' }]);
+      const r = await stepper.step([{ seq, tokenIds: ids.slice(at, at + n), logits: 'all' }]);
       for (let i = 0; i < n; i++) out.push(logSoftmax(r.logits.subarray(i * r.vocabSize, (i + 1) * r.vocabSize)));
       if (roundPools) {
-        for (const pair of runner.cache.pools) for (const p of pair) for (let i = 0; i < p.length; i++) p[i] = f16ToF32(f32ToF16(p[i]!));
+        for (const pair of runner.kv.pools) for (const p of pair) for (let i = 0; i < p.length; i++) p[i] = f16ToF32(f32ToF16(p[i]!));
       }
       at += n;
     }
-    runner.cache.release(seq);
+    await stepper.free(seq);
     return out;
   } finally {
     await runner.release();
@@ -118,19 +120,19 @@ t.test('an fp16 pool takes half the bytes per block; the same budget holds twice
   const dir = join(root, 'tiny-gemma2', 'fp16');
   const runner = await ModelRunner.load(dir, { blockSize: 4, kvCacheTokens: 16 });
   try {
-    const [k] = runner.cache.pools[0]!;
+    const [k] = runner.kv.pools[0]!;
     t.ok(k instanceof Uint16Array, 'Uint16Array pools');
-    t.equal(runner.cache.dtype, 'fp16');
+    t.equal(runner.kv.dtype, 'fp16');
   } finally {
     await runner.release();
   }
   const { config } = readManifest(dir);
   t.equal(KvCache.bytesPerBlockPerLayer(config, 16, 'fp16') * 2, KvCache.bytesPerBlockPerLayer(config, 16, 'fp32'));
   const budget = 64 * config.numLayers * KvCache.bytesPerBlockPerLayer(config, 16, 'fp32');
-  const c32 = KvCache.fromBudget(config, 16, budget, undefined, 'fp32');
-  const c16 = KvCache.fromBudget(config, 16, budget, undefined, 'fp16');
-  t.equal(c32.numBlocks.global, 64);
-  t.equal(c16.numBlocks.global, 128, 'twice the blocks');
+  const c32 = new KvCache(config, KvCache.layoutFromBudget(config, 16, budget, undefined, 'fp32'), 'fp32');
+  const c16 = new KvCache(config, KvCache.layoutFromBudget(config, 16, budget, undefined, 'fp16'), 'fp16');
+  t.equal(c32.layout.numBlocks.global, 64);
+  t.equal(c16.layout.numBlocks.global, 128, 'twice the blocks');
   t.equal(c16.pools[0]![0].byteLength, c32.pools[0]![0].byteLength, 'in the same bytes');
 });
 

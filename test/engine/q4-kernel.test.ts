@@ -15,6 +15,7 @@ import { exportCheckpoint } from '../../src/engine/export/export.ts';
 import { loadNativeOrt, NativeSession, OnnxType } from '../../src/engine/native/ort-native.ts';
 import { Q4_DOMAIN, Q4_OP, withQ4Kernel, type Int4Kernel } from '../../src/engine/native/q4-graph.ts';
 import { ModelRunner } from '../../src/engine/model-runner.ts';
+import { Stepper } from '../../src/engine/stepper.ts';
 import { openGraphSession } from '../../src/engine/graph-session.ts';
 import { logSoftmax } from '../../src/engine/logprobs.ts';
 import { hfInitModel } from '../reference/logprob-diff.ts';
@@ -139,13 +140,14 @@ t.test("int4Kernel 'gemma-serve' on the stock binding is refused, not ignored", 
 /** Log-probabilities at every position of `sequences` of an export, through one int4 kernel. */
 async function logprobs(dir: string, sequences: readonly number[][], int4Kernel: Int4Kernel): Promise<{ swapped: number; rows: Float64Array[] }> {
   const runner = await ModelRunner.load(dir, { blockSize: 4, kvCacheTokens: 256, int4Kernel, binder: 'native' });
+  const stepper = new Stepper(runner);
   try {
     const rows: Float64Array[] = [];
     for (const ids of sequences) {
-      const seq = runner.cache.newSequence();
-      runner.cache.reserve(seq, ids.length);
-      const r = await runner.step([{ seq, tokenIds: ids, logits: 'all' }]);
-      runner.cache.release(seq);
+      const seq = stepper.cache.newSequence();
+      stepper.cache.reserve(seq, ids.length);
+      const r = await stepper.step([{ seq, tokenIds: ids, logits: 'all' }]);
+      await stepper.free(seq);
       for (let i = 0; i < ids.length; i++) rows.push(logSoftmax(r.logits.subarray(i * r.vocabSize, (i + 1) * r.vocabSize)));
     }
     return { swapped: runner.int4Swapped, rows };

@@ -13,6 +13,7 @@ import { exportCheckpoint, shapeOnlyExport, type Manifest, type WeightFormat } f
 import { DType, GraphBuilder } from '../../src/engine/export/onnx-builder.ts';
 import { dequantizeRows, quantLayout, quantizeRows, type QuantBits } from '../../src/engine/export/quantize.ts';
 import { ModelRunner } from '../../src/engine/model-runner.ts';
+import { Stepper } from '../../src/engine/stepper.ts';
 import { logSoftmax } from '../../src/engine/logprobs.ts';
 import { createSession, Tensor } from '../../src/engine/session.ts';
 import { Engine } from '../../src/engine/engine.ts';
@@ -35,13 +36,14 @@ function prng(seed: number): () => number {
 /** Log-probabilities at every position of every golden sequence: [sequence][position] -> [V]. */
 async function allLogprobs(exportDir: string, sequences: readonly number[][]): Promise<Float64Array[][]> {
   const runner = await ModelRunner.load(exportDir, { blockSize: 4, kvCacheTokens: 64 });
+  const stepper = new Stepper(runner);
   try {
     const out: Float64Array[][] = [];
     for (const ids of sequences) {
-      const seq = runner.cache.newSequence();
-      runner.cache.reserve(seq, ids.length);
-      const r = await runner.step([{ seq, tokenIds: ids, logits: 'all' }]);
-      runner.cache.release(seq);
+      const seq = stepper.cache.newSequence();
+      stepper.cache.reserve(seq, ids.length);
+      const r = await stepper.step([{ seq, tokenIds: ids, logits: 'all' }]);
+      await stepper.free(seq);
       out.push(ids.map((_, i) => logSoftmax(r.logits.subarray(i * r.vocabSize, (i + 1) * r.vocabSize))));
     }
     return out;

@@ -11,10 +11,12 @@ import { join } from 'node:path';
 import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
 import { Engine } from '../../src/engine/engine.ts';
 import { exportCheckpoint, manifestAttention, manifestKvDtype, readManifest } from '../../src/engine/export/export.ts';
-import { KvCache, type SequenceCache } from '../../src/engine/kv-cache.ts';
+import { KvCache } from '../../src/engine/kv-cache.ts';
+import type { SequenceCache } from '../../src/scheduler/kv-cache-manager.ts';
 import { resolveModel } from '../../src/engine/resolve-model.ts';
 import { loadRunner } from '../../src/engine/runner.ts';
 import { SlotRunner } from '../../src/engine/slot-runner.ts';
+import { Stepper } from '../../src/engine/stepper.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { describeDiff, hfInitModel } from '../reference/logprob-diff.ts';
 import { fp16ReferenceDiff, greedyIds } from './engine-run.ts';
@@ -33,14 +35,15 @@ const DECODE = [7, 19, 101, 5, 64, 33, 2, 250];
 /** A sequence's logits: after its prompt, then after each DECODE token (rows copied out). */
 async function solo(promptIds: readonly number[]): Promise<Float32Array[]> {
   const r = SlotRunner.load(model, { kvCacheBytes: slotsBudget(1) });
+  const rs = new Stepper(r);
   try {
-    const seq = r.cache.newSequence();
+    const seq = rs.cache.newSequence();
     const rows: Float32Array[] = [];
-    r.cache.reserve(seq, promptIds.length);
-    rows.push((await r.step([{ seq, tokenIds: promptIds, logits: 'last' }])).logits.slice());
+    rs.cache.reserve(seq, promptIds.length);
+    rows.push((await rs.step([{ seq, tokenIds: promptIds, logits: 'last' }])).logits.slice());
     for (const tok of DECODE) {
-      r.cache.reserve(seq, seq.numCached + 1);
-      rows.push((await r.step([{ seq, tokenIds: [tok], logits: 'last' }])).logits.slice());
+      rs.cache.reserve(seq, seq.numCached + 1);
+      rows.push((await rs.step([{ seq, tokenIds: [tok], logits: 'last' }])).logits.slice());
     }
     return rows;
   } finally {
@@ -56,34 +59,35 @@ t.test('decode batches over slots they do not all run give every row its solo lo
   const r = SlotRunner.load(model, { kvCacheBytes: slotsBudget(4), maxNumSeqs: 4 });
   t.teardown(() => r.release());
   t.equal(r.maxRunning, 4);
-  const [a, b, c, d] = prompts.slice(0, 4).map(() => r.cache.newSequence()) as [SequenceCache, SequenceCache, SequenceCache, SequenceCache];
+  const rs = new Stepper(r);
+  const [a, b, c, d] = prompts.slice(0, 4).map(() => rs.cache.newSequence()) as [SequenceCache, SequenceCache, SequenceCache, SequenceCache];
   const got = new Map<SequenceCache, Float32Array[]>([[a, []], [b, []], [c, []], [d, []]]);
   const prefill = async (seq: SequenceCache, ids: readonly number[]): Promise<void> => {
-    r.cache.reserve(seq, seq.numCached + ids.length);
-    const out = await r.step([{ seq, tokenIds: ids, logits: 'last' }]);
+    rs.cache.reserve(seq, seq.numCached + ids.length);
+    const out = await rs.step([{ seq, tokenIds: ids, logits: 'last' }]);
     got.get(seq)!.push(out.logits.slice());
   };
   /** One decode step of `seqs` together, each with its own next DECODE token. */
   const decode = async (...seqs: SequenceCache[]): Promise<void> => {
-    for (const s of seqs) r.cache.reserve(s, s.numCached + 1);
-    const out = await r.step(seqs.map((seq) => ({ seq, tokenIds: [DECODE[got.get(seq)!.length - 1]!], logits: 'last' as const })));
+    for (const s of seqs) rs.cache.reserve(s, s.numCached + 1);
+    const out = await rs.step(seqs.map((seq) => ({ seq, tokenIds: [DECODE[got.get(seq)!.length - 1]!], logits: 'last' as const })));
     seqs.forEach((s, i) => got.get(s)!.push(out.logits.slice(i * out.vocabSize, (i + 1) * out.vocabSize)));
   };
   await prefill(a, prompts[0]!); // slot 0
   // b (slot 1) prefills its first chunk only: it is mid-prefill while a, c, d decode around it.
-  r.cache.reserve(b, 11);
-  await r.step([{ seq: b, tokenIds: prompts[1]!.slice(0, 11), logits: 'last', sample: false }]);
+  rs.cache.reserve(b, 11);
+  await rs.step([{ seq: b, tokenIds: prompts[1]!.slice(0, 11), logits: 'last', sample: false }]);
   await prefill(c, prompts[2]!); // slot 2
   await prefill(d, prompts[3]!); // slot 3
   await decode(d, a, c); // rows out of slot order, over slots 0..3 with b not in the step
   await decode(a, c, d);
   await prefill(b, prompts[1]!.slice(11));
   await decode(a, b, c, d);
-  r.cache.release(c); // slot 2 is free now, inside the range of a and d
+  await rs.free(c); // slot 2 is free now, inside the range of a and d
   await decode(a, d);
   await decode(d, a);
   // e takes the freed slot 2 (lowest free) and decodes with a and d, then alone.
-  const e = r.cache.newSequence();
+  const e = rs.cache.newSequence();
   got.set(e, []);
   await prefill(e, prompts[4]!);
   for (let k = 0; k < 3; k++) await decode(a, e, d);

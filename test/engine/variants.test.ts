@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
 import { exportCheckpoint } from '../../src/engine/export/export.ts';
 import { ModelRunner } from '../../src/engine/model-runner.ts';
+import { Stepper } from '../../src/engine/stepper.ts';
 import { argmax, logSoftmax } from '../../src/engine/logprobs.ts';
 import { Gemma2Reference } from '../reference/gemma2-reference.ts';
 
@@ -25,16 +26,17 @@ async function model(name: string, set: Record<string, string>, dtype: 'f32' | '
 
 /** Logprobs of every position through a prefill of `split` tokens then one-token decode steps. */
 async function runLogprobs(runner: ModelRunner, ids: number[], split: number): Promise<Float64Array[]> {
-  const seq = runner.cache.newSequence();
+const stepper = new Stepper(runner);
+  const seq = stepper.cache.newSequence();
   const out: Float64Array[] = [];
   for (let start = 0; start < ids.length; ) {
     const chunk = ids.slice(start, start === 0 ? split : start + 1);
-    runner.cache.reserve(seq, start + chunk.length);
-    const r = await runner.step([{ seq, tokenIds: chunk, logits: 'all' }]);
+    stepper.cache.reserve(seq, start + chunk.length);
+    const r = await stepper.step([{ seq, tokenIds: chunk, logits: 'all' }]);
     for (let i = 0; i < chunk.length; i++) out.push(logSoftmax(r.logits.subarray(i * r.vocabSize, (i + 1) * r.vocabSize)));
     start += chunk.length;
   }
-  runner.cache.release(seq);
+  await stepper.free(seq);
   return out;
 }
 
@@ -81,35 +83,36 @@ t.test('window boundary: a key at distance exactly W is invisible, at W-1 visibl
 
 t.test('three sequences of different lengths decoded together = each alone', async (t) => {
   const { runner } = await model('gqa-batch', {});
+  const stepper = new Stepper(runner);
   const prompts = [[2, 50, 60], [2, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], Array.from({ length: 20 }, (_, i) => 100 + i)];
   const steps = 12;
   const alone = async (p: number[]): Promise<number[]> => {
-    const seq = runner.cache.newSequence();
-    runner.cache.reserve(seq, p.length);
-    let r = await runner.step([{ seq, tokenIds: p, logits: 'last' }]);
+    const seq = stepper.cache.newSequence();
+    stepper.cache.reserve(seq, p.length);
+    let r = await stepper.step([{ seq, tokenIds: p, logits: 'last' }]);
     const out: number[] = [];
     for (let i = 0; i < steps; i++) {
       out.push(argmax(r.logits));
-      runner.cache.reserve(seq, seq.numCached + 1);
-      r = await runner.step([{ seq, tokenIds: [out[i]!], logits: 'last' }]);
+      stepper.cache.reserve(seq, seq.numCached + 1);
+      r = await stepper.step([{ seq, tokenIds: [out[i]!], logits: 'last' }]);
     }
-    runner.cache.release(seq);
+    await stepper.free(seq);
     return out;
   };
   const expected = [];
   for (const p of prompts) expected.push(await alone(p));
 
-  const seqs = prompts.map(() => runner.cache.newSequence());
+  const seqs = prompts.map(() => stepper.cache.newSequence());
   const outs: number[][] = prompts.map(() => []);
   // prefill all three in one padded batch, then decode them together
-  seqs.forEach((s, i) => runner.cache.reserve(s, prompts[i]!.length));
-  let r = await runner.step(prompts.map((p, i) => ({ seq: seqs[i]!, tokenIds: p, logits: 'last' as const })));
+  seqs.forEach((s, i) => stepper.cache.reserve(s, prompts[i]!.length));
+  let r = await stepper.step(prompts.map((p, i) => ({ seq: seqs[i]!, tokenIds: p, logits: 'last' as const })));
   for (let step = 0; step < steps; step++) {
     seqs.forEach((_, i) => outs[i]!.push(argmax(r.logits.subarray(i * r.vocabSize, (i + 1) * r.vocabSize))));
-    seqs.forEach((s) => runner.cache.reserve(s, s.numCached + 1));
-    r = await runner.step(seqs.map((s, i) => ({ seq: s, tokenIds: [outs[i]![step]!], logits: 'last' as const })));
+    seqs.forEach((s) => stepper.cache.reserve(s, s.numCached + 1));
+    r = await stepper.step(seqs.map((s, i) => ({ seq: s, tokenIds: [outs[i]![step]!], logits: 'last' as const })));
   }
-  seqs.forEach((s) => runner.cache.release(s));
+  for (const s of seqs) await stepper.free(s);
   t.same(outs, expected);
-  t.equal(runner.cache.numFreeBlocks('global'), runner.cache.numBlocks.global - 1, 'all blocks returned');
+  t.equal(stepper.cache.numFreeBlocks('global'), stepper.cache.numBlocks.global - 1, 'all blocks returned');
 });

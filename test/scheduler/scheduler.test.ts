@@ -1,10 +1,12 @@
-// The continuous-batching scheduler on its own: a real KvCache (block accounting only) and a
-// simulated engine that computes each planned row (numCached += count, as the runner does),
-// samples a scripted token where a row samples, and ends sequences at their max tokens.
+// The continuous-batching scheduler on its own: a real KvCacheManager (block accounting) and a
+// simulated engine that runs each plan (a hand-built runner output: every row computed, a
+// scripted token sampled where a row samples, handed back through Scheduler.update), and ends
+// sequences at their max tokens.
 // Every step is checked against the plan's contract (room reserved, budget, rows, sampling).
 import t, { type Test } from 'tap';
 import { parseGemma2Config, SHAPES } from '../../src/checkpoint/config.ts';
 import { KvCache } from '../../src/engine/kv-cache.ts';
+import { KvCacheManager } from '../../src/scheduler/kv-cache-manager.ts';
 import { Scheduler, type SchedulerStep } from '../../src/scheduler/scheduler.ts';
 import type { Sequence, SequenceSpec } from '../../src/scheduler/types.ts';
 
@@ -27,7 +29,7 @@ interface SimOptions {
 }
 
 class Sim {
-  readonly cache: KvCache;
+  readonly cache: KvCacheManager;
   readonly sched: Scheduler;
   readonly steps: SchedulerStep[] = [];
   /** Outputs of sequences that ended at max tokens, by id. */
@@ -38,7 +40,7 @@ class Sim {
 
   constructor(private readonly t: Test, readonly opts: SimOptions) {
     const config = parseGemma2Config({ ...SHAPES.tiny, sliding_window: opts.slidingWindow ?? 4096, max_position_embeddings: 8192 }, 'test');
-    this.cache = new KvCache(config, { blockSize: opts.blockSize ?? 8, numBlocks: { global: opts.global, sliding: opts.sliding ?? opts.global } });
+    this.cache = new KvCacheManager(KvCache.layout(config, opts.blockSize ?? 8, { global: opts.global, sliding: opts.sliding ?? opts.global }));
     this.sched = new Scheduler(this.cache, { maxNumSeqs: opts.maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens });
   }
 
@@ -76,11 +78,13 @@ class Sim {
       this.unservable.push(s.spec.id);
       this.sched.finish(s.spec.id); // the engine fails it
     }
-    // The runner computes every row, then the engine samples.
+    // The runner computes every row, the engine samples, the scheduler takes the samples.
+    const sampled = new Map<number, number>();
+    for (const r of plan.rows) if (r.sample) sampled.set(r.seq.spec.id, tokenFor(r.seq.spec.id, r.seq.outputIds.length));
+    this.sched.update(plan, sampled);
     for (const r of plan.rows) {
-      r.seq.cache.numCached += r.count;
+      if (r.seq.cache.numCached !== r.start + r.count) t.fail(`update left ${r.seq.spec.id} at ${r.seq.cache.numCached}, not ${r.start + r.count}`);
       if (!r.sample) continue;
-      this.sched.appendToken(r.seq, tokenFor(r.seq.spec.id, r.seq.outputIds.length));
       if (r.seq.outputIds.length >= r.seq.spec.maxTokens) {
         this.done.set(r.seq.spec.id, [...r.seq.outputIds]);
         this.sched.finish(r.seq.spec.id);

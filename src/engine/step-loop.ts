@@ -1,0 +1,143 @@
+/**
+ * The worker's step loop, the one writer of scheduler state: each step it takes in aborts, asks
+ * the scheduler for a plan, hands the plan to the runner in one call, scores prompt rows and
+ * samples the rows that reached their last known token, gives the sampled tokens back to the
+ * scheduler (Scheduler.update), ends the sequences that stop, and sends everything the step
+ * produced as one StepReport. Requests come in through submit/abort/close between steps.
+ */
+import { Scheduler, type SchedulerConfig } from '../scheduler/scheduler.ts';
+import { KvCacheManager } from '../scheduler/kv-cache-manager.ts';
+import type { Runner, StepOutput } from '../scheduler/runner-contract.ts';
+import type { SchedulerStep, Sequence } from '../scheduler/types.ts';
+import { newGeneration, type Generation } from './generation.ts';
+import { scorePromptRow, wantsPromptLogits } from './prompt-scoring.ts';
+import type { SoftmaxWeights } from './sampling.ts';
+import { StepReportBuilder } from './step-report.ts';
+import { sampleRow, type SampledToken } from './step-sampling.ts';
+import type { FinishReason, SequenceEvent, StepReport, SubmitMessage } from './types.ts';
+
+export class StepLoop {
+  readonly scheduler: Scheduler;
+  private readonly gens = new Map<number, Generation>();
+  private readonly aborted = new Set<number>();
+  private readonly outbox = new StepReportBuilder();
+  private closing = false;
+  private wake: (() => void) | null = null;
+  private forwardSeconds = 0;
+
+  constructor(
+    private readonly runner: Runner,
+    config: SchedulerConfig,
+    /** Where each step's report goes (the worker posts it to the main thread). */
+    private readonly send: (report: StepReport) => void,
+    private readonly weightsOf: SoftmaxWeights,
+  ) {
+    this.scheduler = new Scheduler(new KvCacheManager(runner.layout), config);
+  }
+
+  submit(req: SubmitMessage): void {
+    this.gens.set(req.id, newGeneration(req));
+    this.scheduler.add({ id: req.id, promptIds: req.promptIds, maxTokens: req.maxTokens, priority: req.priority });
+    this.wake?.();
+  }
+
+  abort(id: number): void {
+    this.aborted.add(id);
+    this.wake?.();
+  }
+
+  /** Ends the loop after the current step. */
+  close(): void {
+    this.closing = true;
+    this.wake?.();
+  }
+
+  /** Steps until closed; idles (one report per wait) while there is no work. */
+  async run(): Promise<void> {
+    while (!this.closing) {
+      this.dropAborted();
+      if (!this.scheduler.hasWork) {
+        this.send(this.outbox.take(this.scheduler.stats(), false, this.forwardSeconds));
+        await new Promise<void>((res) => { this.wake = res; });
+        this.wake = null;
+        continue;
+      }
+      const step = this.scheduler.schedule((seq) => wantsPromptLogits(this.gens.get(seq.spec.id)!));
+      for (const seq of step.unservable) {
+        this.end(seq.spec.id, { type: 'error', id: seq.spec.id, message: `the sequence (${Scheduler.numTokens(seq)} tokens) does not fit the KV cache even alone; raise --kv-cache-memory` });
+      }
+      for (const p of step.rows) {
+        const g = this.gens.get(p.seq.spec.id);
+        if (g !== undefined && !g.scheduled) { g.scheduled = true; this.outbox.add({ type: 'scheduled', id: p.seq.spec.id, at: performance.timeOrigin + performance.now() }); }
+      }
+      // Counters as planned (lastStep is this step), taken before the step ends sequences.
+      const stats = this.scheduler.stats();
+      if (step.rows.length > 0) await this.runStep(step);
+      this.send(this.outbox.take(stats, step.rows.length > 0, this.forwardSeconds));
+      // Take in submits and aborts between steps even when the runner never yields (the scripted one).
+      if (step.rows.length > 0 || step.unservable.length === 0) await new Promise<void>((res) => setImmediate(res));
+    }
+  }
+
+  /** Runs a step's plan in one call to the runner, scores and samples its rows, hands the samples to the scheduler. */
+  private async runStep(step: SchedulerStep): Promise<void> {
+    const t0 = performance.now();
+    let out: StepOutput;
+    try {
+      out = await this.runner.execute(step.plan);
+    } catch (e) {
+      for (const p of step.rows) if (p.seq.status !== 'finished') this.end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: (e as Error).message });
+      return;
+    } finally {
+      this.forwardSeconds += (performance.now() - t0) / 1000;
+    }
+    const V = out.vocabSize;
+    const sampled = new Map<number, number>();
+    const emitted: { seq: Sequence; token: SampledToken }[] = [];
+    step.rows.forEach((p, i) => {
+      if (p.seq.status === 'finished') return;
+      const g = this.gens.get(p.seq.spec.id)!;
+      if (step.plan.rows[i]!.logits === 'all') {
+        const entries = scorePromptRow(g, p.start, p.count, out.logits, out.offsets[i]!, V);
+        if (entries !== null) this.outbox.add({ type: 'prompt_logprobs', id: p.seq.spec.id, logprobs: entries });
+      }
+      if (this.aborted.has(p.seq.spec.id)) { this.finish(p.seq, 'abort'); return; }
+      if (!p.sample) return;
+      if (g.req.maxTokens === 0) { this.finish(p.seq, 'length'); return; } // prompt only (scored, when asked)
+      const last = out.offsets[i + 1]! - 1;
+      const token = sampleRow(g, p.seq.outputIds.length, out.logits.subarray(last * V, (last + 1) * V), this.weightsOf);
+      sampled.set(p.seq.spec.id, token.tokenId);
+      emitted.push({ seq: p.seq, token });
+    });
+    this.scheduler.update(step, sampled);
+    for (const { seq, token } of emitted) this.emit(seq, token);
+  }
+
+  /** After the scheduler appended a sampled token: reports it, or ends the sequence on a stop token or at max tokens. */
+  private emit(seq: Sequence, { tokenId, logprobs }: SampledToken): void {
+    const g = this.gens.get(seq.spec.id)!;
+    if (g.stop.has(tokenId)) { this.finish(seq, 'stop'); return; }
+    this.outbox.add({ type: 'token', id: seq.spec.id, tokenId, ...(logprobs ? { logprobs } : {}) });
+    if (seq.outputIds.length >= g.req.maxTokens) this.finish(seq, 'length');
+  }
+
+  private dropAborted(): void {
+    for (const id of this.aborted) {
+      const seq = this.scheduler.get(id);
+      if (seq === undefined) this.aborted.delete(id); // ended already: a stale abort
+      else this.finish(seq, 'abort');
+    }
+  }
+
+  private finish(seq: Sequence, reason: FinishReason): void {
+    this.end(seq.spec.id, { type: 'finish', id: seq.spec.id, reason, promptTokens: seq.spec.promptIds.length, completionTokens: seq.outputIds.length });
+  }
+
+  /** Ends a sequence: its cache is free at once (the runner hears with the next plan); `event` is its last. */
+  private end(id: number, event: SequenceEvent): void {
+    this.scheduler.finish(id);
+    this.gens.delete(id);
+    this.aborted.delete(id);
+    this.outbox.add(event);
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * The contract between the scheduler side and a model runner, in the spirit of vLLM v1's
+ * SchedulerOutput → ModelRunnerOutput: each step the runner is handed one plain record
+ * (StepPlan: which sequences, which new tokens at which positions, which cache blocks, which
+ * logits are wanted, which sequences are gone) and returns the logits asked for (StepOutput).
+ * A runner keeps no sequence progress of its own: the scheduler alone advances it after the
+ * step. The cache geometry (CacheLayout) is the one thing a runner tells the scheduler side:
+ * its storage is sized by the runner (bytes, device), the block accounting mirrors it.
+ *
+ * Everything here is data and pure functions over it; it imports nothing, so both the
+ * scheduler and the runners (src/engine) depend on it and not on each other.
+ */
+
+/** Gemma 2's two attention kinds: global layers see every position, sliding ones a window. */
+export type LayerKind = 'global' | 'sliding';
+export const LAYER_KINDS: readonly LayerKind[] = ['global', 'sliding'];
+
+/**
+ * The geometry of a runner's KV storage. Positions are kept in blocks of `blockSize`; a
+ * sequence's global blocks cover positions 0..len-1 in order, its sliding blocks form a ring of
+ * `ringSlots` positions (position p at view slot p % ringSlots), so a sliding layer never holds
+ * more than the window rounded up to a block. Block 0 of each kind is the null block (padding).
+ */
+export interface CacheLayout {
+  /** Positions per block. */
+  readonly blockSize: number;
+  /** Blocks per kind, the null block 0 included: global and sliding pool sizes. */
+  readonly numBlocks: Readonly<Record<LayerKind, number>>;
+  /** Positions of a sliding layer's ring: a whole number of blocks >= the sliding window. */
+  readonly ringSlots: number;
+  /** A cap on one sequence's length below what the blocks hold (a runner with fixed-size slots); absent: none. */
+  readonly maxSequenceTokens?: number;
+}
+
+/** Blocks of `kind` a sequence of `len` positions holds. */
+export function blocksNeeded(layout: CacheLayout, kind: LayerKind, len: number): number {
+  const n = Math.ceil(len / layout.blockSize);
+  return kind === 'global' ? n : Math.min(n, layout.ringSlots / layout.blockSize);
+}
+
+/** Slot index within a sequence's gathered view (its blocks of `kind` end to end) where position `pos` lives. */
+export function viewSlot(layout: CacheLayout, kind: LayerKind, pos: number): number {
+  return kind === 'global' ? pos : pos % layout.ringSlots;
+}
+
+/** Absolute position held by view slot `i` of a sequence with `numCached` positions stored, or -1 (empty). */
+export function slotPosition(layout: CacheLayout, kind: LayerKind, numCached: number, i: number): number {
+  if (kind === 'global' || numCached <= layout.ringSlots) return i < numCached ? i : -1;
+  const last = numCached - 1;
+  return last - ((last - i) % layout.ringSlots + layout.ringSlots) % layout.ringSlots;
+}
+
+/** One row of a step: one sequence's new tokens. */
+export interface PlanRow {
+  /** The sequence (the engine's request id); stable across preemptions, never reused. */
+  readonly seqId: number;
+  /** Positions already stored for this sequence: the new tokens sit at start .. start + n - 1. */
+  readonly start: number;
+  /** [n] the new tokens' ids, n >= 1. */
+  readonly tokenIds: Int32Array;
+  /**
+   * Per kind, the sequence's block ids in view order ([ceil((start + n) / blockSize)] global;
+   * the ring's blocks, sliding), room for the new tokens included. Read during `execute` only:
+   * the arrays belong to the scheduler.
+   */
+  readonly blocks: Readonly<Record<LayerKind, readonly number[]>>;
+  /** 'all': logits of every new token (prompt scoring); 'last': of the last one only. */
+  readonly logits: 'all' | 'last';
+  /** The engine samples from this row's last logits (false: a prefill chunk short of the prompt's end). */
+  readonly sample: boolean;
+}
+
+/** What a runner computes in one step. Cache room for every row is already reserved. */
+export interface StepPlan {
+  /** [numRows] at most one row per sequence; may be empty (the step only frees). */
+  readonly rows: readonly PlanRow[];
+  /** Sequences ended (finished, aborted, failed) since the last plan: a runner drops what it keeps for them. */
+  readonly finishedSeqIds: readonly number[];
+  /**
+   * Sequences whose cache was taken back since the last plan (preempted): their stored
+   * positions are gone and they come back later with start 0; a runner frees their storage but
+   * may keep other per-sequence state.
+   */
+  readonly preemptedSeqIds: readonly number[];
+}
+
+/** The logits of a step: row r of the plan owns logits rows [offsets[r], offsets[r + 1]). */
+export interface StepOutput {
+  /** [offsets[numRows], vocabSize] float32: 'all' rows give n rows, 'last' rows one. Valid until the next `execute` (a runner may reuse it). */
+  readonly logits: Float32Array;
+  /** [numRows + 1] offsets[0] = 0, ascending. */
+  readonly offsets: readonly number[];
+  /** Logits per position (the model's vocabulary). */
+  readonly vocabSize: number;
+}
+
+/** A model runner: the ONNX paged runner, the device-resident slot runner, a scripted one. */
+export interface Runner {
+  /** Its KV storage's geometry; the scheduler's block accounting is built over it. */
+  readonly layout: CacheLayout;
+  /** Sequences it can hold at once, where it has such a limit (one cache slot each). */
+  readonly maxRunning?: number;
+  /** Int4 matmuls run by gemma-serve's kernel (0 or absent: none). */
+  readonly int4Swapped?: number;
+  /** Runs one step: frees what the plan says, computes its rows, returns their logits. */
+  execute(plan: StepPlan): Promise<StepOutput>;
+  /** Releases the model (and its storage); no step runs after. */
+  release(): Promise<void>;
+}
