@@ -15,7 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Engine } from '../src/engine/engine.ts';
-import { readManifest } from '../src/engine/export/export.ts';
+import { readManifest } from '../src/engine/manifest.ts';
 import { KvCache } from '../src/engine/kv-cache.ts';
 import { resolveModel } from '../src/engine/resolve-model.ts';
 import type { Gemma2Config } from '../src/checkpoint/config.ts';

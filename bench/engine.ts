@@ -25,7 +25,7 @@ import { parseArgs } from 'node:util';
 import { makeRandomCheckpoint } from '../src/checkpoint/make-random.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { KvCache } from '../src/engine/kv-cache.ts';
-import { readManifest } from '../src/engine/export/export.ts';
+import { readManifest } from '../src/engine/manifest.ts';
 import { resolveModel } from '../src/engine/resolve-model.ts';
 import { INT4_KERNELS, type Int4Kernel } from '../src/engine/native/q4-graph.ts';
 import { seededRandom } from './load/prompts.ts';

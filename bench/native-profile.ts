@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadRunner } from '../src/engine/runner.ts';
-import { manifestAttention, manifestKvDtype, readManifest } from '../src/engine/export/export.ts';
+import { manifestAttention, manifestKvDtype, readManifest } from '../src/engine/manifest.ts';
 import { KvCache } from '../src/engine/kv-cache.ts';
 import type { Int4Kernel } from '../src/engine/native/q4-graph.ts';
 

@@ -8,7 +8,7 @@ import { basename, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { loadChatTemplate, type ChatTemplate } from './chat-template.ts';
 import { Detokenizer } from './detokenizer.ts';
-import { readManifest } from './export/export.ts';
+import { readManifest } from './manifest.ts';
 import { resolveModel, defaultDataDir } from './resolve-model.ts';
 import { loadTokenizer, type TextTokenizer } from './tokenizer.ts';
 import type { Device } from './session.ts';

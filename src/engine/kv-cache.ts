@@ -8,7 +8,7 @@
  * window (rounded up to a block). Block 0 of each pool is the null block used as padding.
  */
 import type { Gemma2Config } from '../checkpoint/config.ts';
-import { f32ToF16 } from './export/weight-file.ts';
+import { f32ToF16 } from '../f16.ts';
 import { kvDtypeBytes, LAYER_KINDS, type KvDtype, type LayerKind } from './graph-io.ts';
 
 /** A pool: float32 values, or float16 bits. */

@@ -4,7 +4,7 @@
  * writes the new K/V rows into the paged cache, and hands back the requested logits.
  * Rows may be at different lengths and carry different numbers of new tokens (right-padded).
  */
-import { manifestKvDtype, readManifest, MODEL_FILE } from './export/export.ts';
+import { manifestKvDtype, readManifest, MODEL_FILE } from './manifest.ts';
 import * as io from './graph-io.ts';
 import { KvCache, type SequenceCache } from './kv-cache.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';

@@ -12,7 +12,8 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { isCheckpointDir } from '../checkpoint/checkpoint.ts';
 import { CheckpointError, ConfigError } from '../errors.ts';
-import { checkpointFingerprint, exportCheckpoint, manifestKvDtype, MANIFEST_FILE, readManifest } from './export/export.ts';
+import { exportCheckpoint } from './export/export.ts';
+import { checkpointFingerprint, manifestKvDtype, MANIFEST_FILE, readManifest } from './manifest.ts';
 import type { KvDtype } from './graph-io.ts';
 import type { Device } from './session.ts';
 

@@ -4,7 +4,7 @@
  * session's device memory). Both turn StepRow[] into StepLogits over the same KvCache
  * accounting, so the worker and the scheduler do not know which one runs.
  */
-import { manifestAttention, readManifest } from './export/export.ts';
+import { manifestAttention, readManifest } from './manifest.ts';
 import { ModelRunner, type ModelRunnerOptions } from './model-runner.ts';
 import { SlotRunner } from './slot-runner.ts';
 import { EngineError } from '../errors.ts';

@@ -7,7 +7,7 @@
  * everything around the forward pass (worker loop, detokenizer, stop handling, HTTP streaming,
  * cache accounting) runs for real with a known output. For tests and overhead benchmarks.
  */
-import { readManifest } from './export/export.ts';
+import { readManifest } from './manifest.ts';
 import { KvCache, type SequenceCache } from './kv-cache.ts';
 import type { StepLogits, StepRow } from './model-runner.ts';
 import { EngineError } from '../errors.ts';
