@@ -39,7 +39,7 @@ if (levels.some((c) => !Number.isInteger(c) || c < 1) || !(promptLen >= 1) || !(
 const BLOCK_SIZE = 16; // the engine's default
 
 // --- KV cache accounting (fp32, blockSize 16), from the config -------------------------------
-const exportDir = resolveModel(dir);
+const exportDir = await resolveModel(dir);
 const { config } = readManifest(exportDir);
 const accounting = new KvCache(config, { blockSize: BLOCK_SIZE, numBlocks: { global: 1, sliding: 1 } });
 const bytesPerBlockPerLayer = 2 * config.numKvHeads * BLOCK_SIZE * config.headDim * 4; // K and V, fp32
