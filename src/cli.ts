@@ -63,12 +63,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-// Run when executed (bin/gemma-serve.js imports this module); importing it from a test does not run it.
+// Run when executed (bin/gemma-serve.js imports this module, or `node dist/cli.js`); importing
+// it from a test does not run it.
 if (isEntry()) {
   process.exitCode = await main(process.argv.slice(2));
 }
 
 function isEntry(): boolean {
   const script = process.argv[1] ?? '';
-  return /(?:^|[\\/])gemma-serve(?:\.js)?$/.test(script) || /[\\/]src[\\/]cli\.ts$/.test(script);
+  return /(?:^|[\\/])gemma-serve(?:\.js)?$/.test(script) || /[\\/](?:src[\\/]cli\.ts|dist[\\/]cli\.js)$/.test(script);
 }
