@@ -19,7 +19,7 @@ import { EngineState } from '../server/engine-state.ts';
 import { createLogger } from '../server/logging.ts';
 import { Metrics, METRICS_NAMES, type MetricsNames } from '../server/metrics.ts';
 import { DEFAULT_STATS_INTERVAL_SECONDS, startStatsLog } from '../server/stats-log.ts';
-import { UsageError, parseFlags } from './usage.ts';
+import { parseFlags } from './usage.ts';
 
 export async function serve(argv: string[]): Promise<number> {
   const values = parseFlags('serve', argv, {

@@ -8,16 +8,16 @@
  * exports through manifest.ts only, and loads this module with a dynamic import() when a
  * Hugging Face checkpoint must be exported on first use (resolve-model.ts).
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openCheckpoint } from '../../checkpoint/checkpoint.ts';
-import { parseGemma2Config, parameterCount, type Gemma2Config, type RawGemma2Config } from '../../checkpoint/config.ts';
+import { parameterCount, type Gemma2Config, type RawGemma2Config } from '../../checkpoint/config.ts';
 import { CheckpointError, ConfigError } from '../../errors.ts';
-import { ATTENTION_LAYOUTS, GRAPH_IO_VERSION, KV_DTYPES, type AttentionLayout, type KvDtype } from '../graph-io.ts';
+import { ATTENTION_LAYOUTS, GRAPH_IO_VERSION, type AttentionLayout, type KvDtype } from '../graph-io.ts';
 import { QUANT_ACCURACY_LEVEL, type GraphWeights, type QuantizedWeight } from './gemma2-blocks.ts';
 import { buildGemma2Graph, computesInHalf, type GraphOptions } from './gemma2-graph.ts';
 import { DType, type DTypeValue, type ExternalRef, type GraphBuilder } from '../onnx-builder.ts';
-import { DATA_FILE, EXPORTER_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, MODEL_FILE, checkpointFingerprint, type Manifest, type QuantBits, type QuantizationInfo, type WeightDtype } from '../manifest.ts';
+import { DATA_FILE, EXPORTER_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, MODEL_FILE, checkpointFingerprint, type Manifest, type QuantBits, type WeightDtype } from '../manifest.ts';
 import { QUANT_BLOCK_SIZE, quantLayout, quantizedBytes, type QuantLayout } from './quantize.ts';
 import { WeightFile } from './weight-file.ts';
 
