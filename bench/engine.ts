@@ -28,8 +28,8 @@ import { KvCache } from '../src/engine/kv-cache.ts';
 import { readManifest } from '../src/engine/manifest.ts';
 import { resolveModel } from '../src/engine/resolve-model.ts';
 import { INT4_KERNELS, type Int4Kernel } from '../src/engine/native/q4-graph.ts';
-import { seededRandom } from '../src/bench/prompts.ts';
-import { formatTable, median, round } from '../src/bench/stats.ts';
+import { seededRandom } from '../src/cli/bench/prompts.ts';
+import { formatTable, median, round } from '../src/cli/bench/stats.ts';
 
 const { values: opts, positionals } = parseArgs({
   allowPositionals: true,

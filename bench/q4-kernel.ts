@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DType, GraphBuilder } from '../src/engine/onnx-builder.ts';
 import { NativeSession, OnnxType, loadNativeOrt } from '../src/engine/native/ort-native.ts';
-import { formatTable, median, round } from '../src/bench/stats.ts';
+import { formatTable, median, round } from '../src/cli/bench/stats.ts';
 
 const { values: o } = parseArgs({
   options: {

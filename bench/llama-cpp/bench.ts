@@ -15,7 +15,7 @@
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { formatTable, median, round } from '../../src/bench/stats.ts';
+import { formatTable, median, round } from '../../src/cli/bench/stats.ts';
 
 const { values: o, positionals } = parseArgs({
   allowPositionals: true,

@@ -7,10 +7,10 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { benchCommand, parseBenchArgs } from '../../src/bench/cli.ts';
-import { fitCalibration, parseRange, promptOfTokens, seededRandom } from '../../src/bench/prompts.ts';
-import type { BenchReport, LevelReport } from '../../src/bench/run.ts';
-import { percentile } from '../../src/bench/stats.ts';
+import { benchCommand, parseBenchArgs } from '../../src/cli/bench/cli.ts';
+import { fitCalibration, parseRange, promptOfTokens, seededRandom } from '../../src/cli/bench/prompts.ts';
+import type { BenchReport, LevelReport } from '../../src/cli/bench/run.ts';
+import { percentile } from '../../src/cli/bench/stats.ts';
 import { main } from '../../src/cli.ts';
 import { startTinyServer } from '../server/tiny-server.ts';
 
