@@ -6,9 +6,9 @@
 #   CUDA 12:        docker build --build-arg DEVICE=cuda -t gemma-serve:0.1.0-cuda .
 #
 # Run: docker run -p 8000:8000 -v /path/to/gemma-2-2b-it:/models:ro -v gemma-data:/data gemma-serve:0.1.0
-# (the CUDA image also needs `--gpus all`). The app runs its TypeScript through tsx (a
-# production dependency), so there is no build step: the image holds bin/, src/ and the
-# production node_modules only (`npm ci --omit=dev`).
+# (the CUDA image also needs `--gpus all`). The app runs compiled: the build stage compiles
+# src/ to dist/ with the devDependencies (TypeScript); the image holds bin/, dist/ and the
+# production node_modules only (`npm ci --omit=dev`), and runs them with plain node.
 
 # cpu or cuda: picks the runtime base (stage runtime-${DEVICE} below; any other value fails
 # at that FROM) and whether onnxruntime-node's CUDA 12 execution provider binaries are installed.
@@ -36,6 +36,15 @@ RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \
  && useradd --system --uid 10001 --gid gemma --home-dir /app --shell /usr/sbin/nologin gemma \
  && node --version
 
+# ---- build: src/ compiled to dist/ (needs the devDependencies; nothing of it ships but dist/) ----
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json .npmrc tsconfig.json tsconfig.build.json ./
+COPY scripts ./scripts
+COPY src ./src
+# --ignore-scripts: no native build here (the deps stage builds it on the runtime base).
+RUN npm ci --ignore-scripts --no-audit --no-fund && npm run build
+
 # ---- deps: production dependencies only, installed on the runtime base of the variant ----
 FROM runtime-${DEVICE} AS deps
 ARG DEVICE
@@ -45,6 +54,9 @@ COPY package.json package-lock.json .npmrc ./
 # headers and onnxruntime-node's libonnxruntime; --device cuda needs it (its KV cache stays on the
 # GPU through an IoBinding), so the CUDA image checks it built.
 COPY native ./native
+# npm ci runs `prepare` (scripts/build.mjs), which skips the build here: no TypeScript in a
+# production install (dist/ comes from the build stage).
+COPY scripts ./scripts
 RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 # .npmrc skips onnxruntime-node's download of the CUDA binaries (CPU binaries ship in the
 # package). For DEVICE=cuda, ONNXRUNTIME_NODE_INSTALL=cuda12 (which its install script reads
@@ -76,9 +88,9 @@ ENV NODE_ENV=production \
     GEMMA_SERVE_DEVICE=${DEVICE}
 COPY --from=deps --chown=root:root /app/node_modules ./node_modules
 COPY --from=deps --chown=root:root /app/build ./build
-COPY --chown=root:root package.json tsconfig.json ./
+COPY --chown=root:root package.json ./
 COPY --chown=root:root bin ./bin
-COPY --chown=root:root src ./src
+COPY --from=build --chown=root:root /app/dist ./dist
 # /models: the checkpoint or export to serve (mount it, read-only is fine).
 # /data: where checkpoints are exported to ONNX once and cached (must be writable).
 RUN mkdir -p /models /data && chown gemma:gemma /data

@@ -15,7 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Engine } from '../src/engine/engine.ts';
-import { readManifest } from '../src/engine/export/export.ts';
+import { readManifest } from '../src/engine/manifest.ts';
 import { KvCache } from '../src/engine/kv-cache.ts';
 import { KvCacheManager } from '../src/scheduler/kv-cache-manager.ts';
 import { resolveModel } from '../src/engine/resolve-model.ts';
@@ -40,7 +40,7 @@ if (levels.some((c) => !Number.isInteger(c) || c < 1) || !(promptLen >= 1) || !(
 const BLOCK_SIZE = 16; // the engine's default
 
 // --- KV cache accounting (fp32, blockSize 16), from the config -------------------------------
-const exportDir = resolveModel(dir);
+const exportDir = await resolveModel(dir);
 const { config } = readManifest(exportDir);
 const accounting = new KvCacheManager(KvCache.layout(config, BLOCK_SIZE, { global: 1, sliding: 1 }));
 const bytesPerBlockPerLayer = 2 * config.numKvHeads * BLOCK_SIZE * config.headDim * 4; // K and V, fp32

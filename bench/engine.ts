@@ -25,11 +25,11 @@ import { parseArgs } from 'node:util';
 import { makeRandomCheckpoint } from '../src/checkpoint/make-random.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { KvCache } from '../src/engine/kv-cache.ts';
-import { readManifest } from '../src/engine/export/export.ts';
+import { readManifest } from '../src/engine/manifest.ts';
 import { resolveModel } from '../src/engine/resolve-model.ts';
 import { INT4_KERNELS, type Int4Kernel } from '../src/engine/native/q4-graph.ts';
-import { seededRandom } from './load/prompts.ts';
-import { formatTable, median, round } from './load/stats.ts';
+import { seededRandom } from '../src/cli/bench/prompts.ts';
+import { formatTable, median, round } from '../src/cli/bench/stats.ts';
 
 const { values: opts, positionals } = parseArgs({
   allowPositionals: true,
@@ -57,7 +57,7 @@ if (modelDir === undefined) {
   modelDir = join(tmp, 'tiny');
   makeRandomCheckpoint({ shape: 'tiny', seed: 0, dtype: 'f32', out: modelDir });
 }
-const exportDir = resolveModel(modelDir, tmp);
+const exportDir = await resolveModel(modelDir, tmp);
 const { config } = readManifest(exportDir);
 
 const DECODE_PROMPT = 16;

@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { DType, GraphBuilder } from '../src/engine/export/onnx-builder.ts';
+import { DType, GraphBuilder } from '../src/engine/onnx-builder.ts';
 
 const K = 2304;
 const dir = mkdtempSync(join(tmpdir(), 'mmnbits-'));

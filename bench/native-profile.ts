@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadRunner } from '../src/engine/runner.ts';
 import { Stepper } from '../src/engine/stepper.ts';
-import { manifestAttention, manifestKvDtype, readManifest } from '../src/engine/export/export.ts';
+import { manifestAttention, manifestKvDtype, readManifest } from '../src/engine/manifest.ts';
 import { KvCache } from '../src/engine/kv-cache.ts';
 import type { Int4Kernel } from '../src/engine/native/q4-graph.ts';
 

@@ -15,9 +15,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DType, GraphBuilder } from '../src/engine/export/onnx-builder.ts';
+import { DType, GraphBuilder } from '../src/engine/onnx-builder.ts';
 import { NativeSession, OnnxType, loadNativeOrt } from '../src/engine/native/ort-native.ts';
-import { formatTable, median, round } from './load/stats.ts';
+import { formatTable, median, round } from '../src/cli/bench/stats.ts';
 
 const { values: o } = parseArgs({
   options: {

@@ -12,7 +12,7 @@
  */
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
-import { manifestAttention, manifestKvDtype, readManifest, MODEL_FILE } from '../src/engine/export/export.ts';
+import { manifestAttention, manifestKvDtype, readManifest, MODEL_FILE } from '../src/engine/manifest.ts';
 import * as io from '../src/engine/graph-io.ts';
 import { createSession, Tensor, type Device, type OrtTensor } from '../src/engine/session.ts';
 import { KvCache } from '../src/engine/kv-cache.ts';

@@ -33,9 +33,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import { f16ToF32 } from '../src/checkpoint/safetensors.ts';
-import { DType, GraphBuilder } from '../src/engine/export/onnx-builder.ts';
-import { MODEL_FILE, manifestAttention, manifestKvDtype, readManifest } from '../src/engine/export/export.ts';
+import { f16ToF32 } from '../src/f16.ts';
+import { DType, GraphBuilder } from '../src/engine/onnx-builder.ts';
+import { MODEL_FILE, manifestAttention, manifestKvDtype, readManifest } from '../src/engine/manifest.ts';
 import * as io from '../src/engine/graph-io.ts';
 
 const { values, positionals } = parseArgs({

@@ -1,6 +1,11 @@
 #!/usr/bin/env node
-// Entry point: registers tsx so the TypeScript sources run as they are (no build step).
-import { register } from 'tsx/esm/api';
+// Entry point: runs the compiled CLI (dist/, built by `npm run build`, which `npm ci` / `npm
+// install` in a clone run through `prepare`). Plain node, no TypeScript loader at run time.
+import { existsSync } from 'node:fs';
 
-register();
-await import('../src/cli.ts');
+const cli = new URL('../dist/cli.js', import.meta.url);
+if (!existsSync(cli)) {
+  process.stderr.write('gemma-serve: dist/cli.js is missing: run `npm run build` (npm ci runs it)\n');
+  process.exit(1);
+}
+await import(cli.href);

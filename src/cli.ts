@@ -6,26 +6,26 @@
  * 2 a bad command line (unknown command or flag; usage is printed).
  */
 import { GemmaServeError } from './errors.ts';
-import { bench } from './cli/bench.ts';
-import { chat } from './cli/chat.ts';
-import { exportCommand } from './cli/export.ts';
-import { makeRandom } from './cli/make-random.ts';
-import { serve } from './cli/serve.ts';
-import { score } from './cli/score.ts';
 import { UsageError, USAGE, type Command } from './cli/usage.ts';
 
+/** A command whose module is imported when it runs, so each command loads only what it uses. */
+function lazy(load: () => Promise<Command>): Command {
+  return async (argv) => (await load())(argv);
+}
+
 /**
- * Subcommands by name. REGISTRATION POINT: to add `score`, `serve` or `chat`, create
- * src/cli/<name>.ts exporting an `async (argv: string[]) => number` (exit code), import it
- * above, add it here, and add its line to USAGE in src/cli/usage.ts.
+ * Subcommands by name. REGISTRATION POINT: to add a command, create src/cli/<name>.ts
+ * exporting an `async (argv: string[]) => number` (exit code), add it here, and add its line
+ * to USAGE in src/cli/usage.ts. Dynamic imports: `serve` must not load the exporter, the
+ * checkpoint writer or the load generator (build-time code), and `--help` loads nothing.
  */
 export const commands: Readonly<Record<string, Command>> = {
-  'make-random': makeRandom,
-  export: exportCommand,
-  score,
-  serve,
-  chat,
-  bench,
+  'make-random': lazy(async () => (await import('./cli/make-random.ts')).makeRandom),
+  export: lazy(async () => (await import('./cli/export.ts')).exportCommand),
+  score: lazy(async () => (await import('./cli/score.ts')).score),
+  serve: lazy(async () => (await import('./cli/serve.ts')).serve),
+  chat: lazy(async () => (await import('./cli/chat.ts')).chat),
+  bench: lazy(async () => (await import('./cli/bench.ts')).bench),
 };
 
 /** Runs the CLI on argv (without node and script); resolves to the exit code. */
@@ -63,12 +63,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-// Run when executed (bin/gemma-serve.js imports this module); importing it from a test does not run it.
+// Run when executed (bin/gemma-serve.js imports this module, or `node dist/cli.js`); importing
+// it from a test does not run it.
 if (isEntry()) {
   process.exitCode = await main(process.argv.slice(2));
 }
 
 function isEntry(): boolean {
   const script = process.argv[1] ?? '';
-  return /(?:^|[\\/])gemma-serve(?:\.js)?$/.test(script) || /[\\/]src[\\/]cli\.ts$/.test(script);
+  return /(?:^|[\\/])gemma-serve(?:\.js)?$/.test(script) || /[\\/](?:src[\\/]cli\.ts|dist[\\/]cli\.js)$/.test(script);
 }

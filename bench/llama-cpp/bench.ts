@@ -15,7 +15,7 @@
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { formatTable, median, round } from '../load/stats.ts';
+import { formatTable, median, round } from '../../src/cli/bench/stats.ts';
 
 const { values: o, positionals } = parseArgs({
   allowPositionals: true,
@@ -32,7 +32,10 @@ const threads = Number(o.threads), promptLen = Number(o.prompt), steps = Number(
 const batches = o.batches.split(',').map(Number);
 
 // The package's ESM entry, from the folder it was installed into.
+// node-llama-cpp is not a dependency (loaded from a folder given on the command line), so it
+// has no types here: its objects are used untyped.
 const lib = (await import(pathToFileURL(join(o['node-llama-cpp'], 'node_modules', 'node-llama-cpp', 'dist', 'index.js')).href)) as {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- untyped, see above
   getLlama(opts: Record<string, unknown>): Promise<any>;
 };
 const llama = await lib.getLlama({ gpu: false, build: 'never', logLevel: 'warn' });
@@ -45,6 +48,7 @@ let seed = 12345;
 const randomIds = (n: number): number[] => Array.from({ length: n }, () => 3 + ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) % (vocab - 3)));
 
 /** One sequence's token generator, greedy. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- an untyped node-llama-cpp sequence
 const generate = (seq: any, ids: number[]): AsyncGenerator<number> => seq.evaluate(ids, { temperature: 0 });
 
 async function prefill(): Promise<number> {

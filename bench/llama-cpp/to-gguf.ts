@@ -15,7 +15,7 @@ import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { openCheckpoint } from '../../src/checkpoint/checkpoint.ts';
 import { forEachFloat32Chunk, type TensorEntry } from '../../src/checkpoint/safetensors.ts';
-import { f32ToF16 } from '../../src/engine/export/weight-file.ts';
+import { f32ToF16 } from '../../src/f16.ts';
 
 const { values: o } = parseArgs({ options: { checkpoint: { type: 'string' }, out: { type: 'string' }, type: { type: 'string', default: 'q4_0' } } });
 if (o.checkpoint === undefined || o.out === undefined || !['q4_0', 'q8_0'].includes(o.type)) {

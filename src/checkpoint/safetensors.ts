@@ -7,6 +7,7 @@
 import { closeSync, openSync, readSync, fstatSync } from 'node:fs';
 import { basename } from 'node:path';
 import { CheckpointError } from '../errors.ts';
+import { f16ToF32 } from '../f16.ts';
 
 export type TensorDtype = 'F32' | 'BF16' | 'F16';
 export const BYTES_PER_ELEMENT: Readonly<Record<TensorDtype, number>> = { F32: 4, BF16: 2, F16: 2 };
@@ -85,15 +86,6 @@ export function toFloat32(bytes: Uint8Array, dtype: TensorDtype, out: Float32Arr
     return;
   }
   for (let i = 0; i < n; i++) out[i] = f16ToF32(src[i]!);
-}
-
-export function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
 /**

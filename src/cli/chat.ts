@@ -189,7 +189,7 @@ async function startLocalServer(modelDirFlag: string | undefined, deviceFlag: st
   const device = resolveDevice('chat', deviceFlag);
   const dataDir = defaultDataDir();
   const note = (level: string) => (obj: { dir: string }, msg: string): void => { log.write(`${level}${msg} (${obj.dir})\n`); };
-  const modelDir = resolveModelDir('chat', 'model-dir', modelDirFlag, dataDir, { info: note(''), warn: note('warning: ') });
+  const modelDir = await resolveModelDir('chat', 'model-dir', modelDirFlag, dataDir, { info: note(''), warn: note('warning: ') });
   log.write(`loading ${modelDir} on ${device}...\n`);
   const t0 = performance.now();
   const engine = await Engine.start({ modelDir, device, dataDir });

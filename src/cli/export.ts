@@ -5,7 +5,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parameterCount, parseGemma2Config, SHAPES } from '../checkpoint/config.ts';
-import { exportCheckpoint, MODEL_FILE, shapeOnlyExport, WEIGHT_FORMATS, type WeightFormat } from '../engine/export/export.ts';
+import { exportCheckpoint, shapeOnlyExport, WEIGHT_FORMATS, type WeightFormat } from '../engine/export/export.ts';
+import { MODEL_FILE } from '../engine/manifest.ts';
 import { ATTENTION_LAYOUTS, KV_DTYPES, type AttentionLayout, type KvDtype } from '../engine/graph-io.ts';
 import { UsageError, parseFlags } from './usage.ts';
 

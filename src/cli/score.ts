@@ -26,7 +26,7 @@ export async function score(argv: string[]): Promise<number> {
   if (!Number.isInteger(top) || top < 0) throw new UsageError('score: --top must be a non-negative integer (0 = whole vocabulary)');
   if (values.device !== 'cpu' && values.device !== 'cuda') throw new UsageError('score: --device must be cpu or cuda');
 
-  const dir = resolveModel(values.model, defaultDataDir(), undefined, values.device);
+  const dir = await resolveModel(values.model, defaultDataDir(), undefined, values.device);
   const runner = await loadRunner(dir, { device: values.device, kvCacheTokens: ids.length });
   try {
     const { vocabSize, maxPositions } = runner.config;

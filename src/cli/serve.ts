@@ -9,7 +9,6 @@ import { INT4_KERNELS } from '../engine/native/q4-graph.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { makeRandomCheckpoint } from '../checkpoint/make-random.ts';
 import { DEFAULT_MAX_NUM_SEQS, DEFAULT_MAX_WAITING, Engine } from '../engine/engine.ts';
 import { defaultDataDir } from '../engine/resolve-model.ts';
 import { KV_DTYPES, type KvDtype } from '../engine/graph-io.ts';
@@ -20,7 +19,7 @@ import { EngineState } from '../server/engine-state.ts';
 import { createLogger } from '../server/logging.ts';
 import { Metrics, METRICS_NAMES, type MetricsNames } from '../server/metrics.ts';
 import { DEFAULT_STATS_INTERVAL_SECONDS, startStatsLog } from '../server/stats-log.ts';
-import { UsageError, parseFlags } from './usage.ts';
+import { parseFlags } from './usage.ts';
 
 export async function serve(argv: string[]): Promise<number> {
   const values = parseFlags('serve', argv, {
@@ -77,7 +76,7 @@ export async function serve(argv: string[]): Promise<number> {
   }
   const logger = createLogger();
   const dataDir = defaultDataDir();
-  const modelDir = resolveModelDir('serve', 'model', values.model, dataDir, logger);
+  const modelDir = await resolveModelDir('serve', 'model', values.model, dataDir, logger);
   // Listen first, load behind it: /health answers at once, /ready and the API say 503
   // (with Retry-After) until the model is in, so probes and clients see the truth.
   const t0 = performance.now();
@@ -147,8 +146,9 @@ export interface ModelDirLog {
  * The model directory to load: the flag's value, else GEMMA_SERVE_MODEL, else the default
  * random-weight tiny model (generated once into `<dataDir>/default-model`, with a warning).
  * A given directory that does not exist is a ConfigError naming `command` and `--flag`.
+ * The checkpoint writer is build-time code: it is loaded (dynamic import) only to generate.
  */
-export function resolveModelDir(command: string, flag: string, value: string | undefined, dataDir: string, log: ModelDirLog): string {
+export async function resolveModelDir(command: string, flag: string, value: string | undefined, dataDir: string, log: ModelDirLog): Promise<string> {
   const modelDir = value ?? process.env['GEMMA_SERVE_MODEL'];
   if (modelDir !== undefined && modelDir !== '') {
     if (!existsSync(modelDir)) throw new ConfigError(`${command}: model directory ${modelDir} does not exist`, flag);
@@ -157,6 +157,7 @@ export function resolveModelDir(command: string, flag: string, value: string | u
   const dir = join(dataDir, 'default-model');
   if (!existsSync(join(dir, 'config.json'))) {
     log.info({ dir }, 'no model configured: generating a random-weight tiny model');
+    const { makeRandomCheckpoint } = await import('../checkpoint/make-random.ts');
     makeRandomCheckpoint({ shape: 'tiny', seed: 0, dtype: 'f32', out: dir, set: {} });
   }
   log.warn({ dir },

@@ -9,7 +9,7 @@ import { basename, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { loadChatTemplate, type ChatTemplate } from './chat-template.ts';
 import { Detokenizer } from './detokenizer.ts';
-import { readManifest } from './export/export.ts';
+import { readManifest } from './manifest.ts';
 import { resolveModel, defaultDataDir } from './resolve-model.ts';
 import { loadTokenizer, type TextTokenizer } from './tokenizer.ts';
 import type { Device } from './session.ts';
@@ -153,7 +153,7 @@ export class Engine {
   }
 
   static async start(opts: EngineOptions): Promise<Engine> {
-    const exportDir = resolveModel(opts.modelDir, opts.dataDir ?? defaultDataDir(), opts.kvDtype, opts.device ?? 'cpu');
+    const exportDir = await resolveModel(opts.modelDir, opts.dataDir ?? defaultDataDir(), opts.kvDtype, opts.device ?? 'cpu');
     const { config } = readManifest(exportDir);
     const file = (name: string): string | null => (existsSync(join(exportDir, name)) ? join(exportDir, name) : null);
     const tokenizerJson = file('tokenizer.json');
@@ -165,9 +165,12 @@ export class Engine {
     const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
     const maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
     const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, ...(opts.script ? { script: [...opts.script] } : {}) };
-    // worker-boot.mjs registers tsx itself, so the worker runs the same under tsx's CLI,
-    // tap's loader or the bin's register(); execArgv is not inherited to avoid a second loader.
-    const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: init, execArgv: [] });
+    // Compiled (dist/, what the package runs) the worker is the plain worker.js beside this
+    // module. From source (.ts under tsx: tests, development) worker-boot.mjs registers tsx in
+    // the thread first, so it runs the same under tsx's CLI or tap's loader; execArgv is not
+    // inherited to avoid a second loader.
+    const workerFile = import.meta.url.endsWith('.ts') ? './worker-boot.mjs' : './worker.js';
+    const worker = new Worker(new URL(workerFile, import.meta.url), { workerData: init, execArgv: [] });
     const { maxSequenceTokens, maxRunning, int4Swapped } = await new Promise<{ maxSequenceTokens: number; maxRunning: number; int4Swapped: number }>((res, rej) => {
       const onMessage = (m: FromWorker): void => {
         if (m.type === 'ready') { cleanup(); res(m); }

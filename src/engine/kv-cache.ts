@@ -8,7 +8,7 @@
  * blocks over; the geometry both agree on is a CacheLayout (src/scheduler/runner-contract.ts).
  */
 import type { Gemma2Config } from '../checkpoint/config.ts';
-import { f32ToF16 } from './export/weight-file.ts';
+import { f32ToF16 } from '../f16.ts';
 import { kvDtypeBytes, type KvDtype } from './graph-io.ts';
 import { viewSlot, type CacheLayout, type LayerKind } from '../scheduler/runner-contract.ts';
 

@@ -7,7 +7,7 @@
  * lengths and carry different numbers of new tokens (right-padded); a step is split into
  * passes by step-groups.ts.
  */
-import { manifestKvDtype, readManifest, MODEL_FILE } from './export/export.ts';
+import { manifestKvDtype, readManifest, MODEL_FILE } from './manifest.ts';
 import * as io from './graph-io.ts';
 import { KvCache } from './kv-cache.ts';
 import { isContiguous, logitOffsets, scatterLogits, stepGroups } from './step-groups.ts';

@@ -6,13 +6,18 @@
  * are unchanged. The KV cache dtype is a property of an export: asking for another one than
  * an exported directory was made with is refused. For `--device cuda` a checkpoint is exported
  * in the 'gqa' layout with fp16 compute (`-gqa-fp16`): the graph whose KV cache stays on the GPU.
+ *
+ * The one serving-path module that reaches the exporter (build-time code, export/*): it loads
+ * it with a dynamic import() only when a checkpoint has to be exported, so serving an export
+ * (or a cached one) never loads the graph builders and the static import graph of the server
+ * stays free of them (see manifest.ts).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { isCheckpointDir } from '../checkpoint/checkpoint.ts';
 import { CheckpointError, ConfigError } from '../errors.ts';
-import { checkpointFingerprint, exportCheckpoint, manifestKvDtype, MANIFEST_FILE, readManifest } from './export/export.ts';
+import { checkpointFingerprint, manifestKvDtype, MANIFEST_FILE, readManifest } from './manifest.ts';
 import type { KvDtype } from './graph-io.ts';
 import type { Device } from './session.ts';
 
@@ -22,7 +27,7 @@ export function defaultDataDir(): string {
 }
 
 /** `kvDtype`: the KV cache dtype asked for (`--kv-dtype`); absent: an export's own, fp32 for a checkpoint. */
-export function resolveModel(dir: string, cacheRoot: string = defaultDataDir(), kvDtype?: KvDtype, device: Device = 'cpu'): string {
+export async function resolveModel(dir: string, cacheRoot: string = defaultDataDir(), kvDtype?: KvDtype, device: Device = 'cpu'): Promise<string> {
   if (!existsSync(dir)) throw new CheckpointError(`${dir}: no such directory`);
   if (existsSync(join(dir, MANIFEST_FILE))) {
     const has = manifestKvDtype(readManifest(dir).manifest);
@@ -45,6 +50,7 @@ export function resolveModel(dir: string, cacheRoot: string = defaultDataDir(), 
   const out = join(cacheRoot, 'exports', key + suffix);
   if (existsSync(join(out, MANIFEST_FILE))) return out;
   mkdirSync(join(cacheRoot, 'exports'), { recursive: true });
+  const { exportCheckpoint } = await import('./export/export.ts');
   exportCheckpoint({ checkpointDir: abs, outDir: out, ...options });
   return out;
 }

@@ -4,7 +4,7 @@
  * session's device memory). Both implement the Runner contract (src/scheduler/runner-contract.ts),
  * so the worker and the scheduler do not know which one runs.
  */
-import { manifestAttention, readManifest } from './export/export.ts';
+import { manifestAttention, readManifest } from './manifest.ts';
 import { ModelRunner, type ModelRunnerOptions } from './model-runner.ts';
 import { SlotRunner } from './slot-runner.ts';
 import type { Runner } from '../scheduler/runner-contract.ts';

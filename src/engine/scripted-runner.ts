@@ -8,7 +8,7 @@
  * handling, HTTP streaming, cache accounting) runs for real with a known output. For tests and
  * overhead benchmarks.
  */
-import { readManifest } from './export/export.ts';
+import { readManifest } from './manifest.ts';
 import { KvCache } from './kv-cache.ts';
 import type { CacheLayout, Runner, StepOutput, StepPlan } from '../scheduler/runner-contract.ts';
 import { EngineError } from '../errors.ts';

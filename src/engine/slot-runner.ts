@@ -18,7 +18,7 @@
  * window with local_window_size; it has no ring layout), so the hybrid cache's saving is not
  * taken on this path.
  */
-import { manifestKvDtype, readManifest, MODEL_FILE } from './export/export.ts';
+import { manifestKvDtype, readManifest, MODEL_FILE } from './manifest.ts';
 import * as io from './graph-io.ts';
 import { KvCache } from './kv-cache.ts';
 import { defaultKvCacheBytes, type ModelRunnerOptions } from './model-runner.ts';

@@ -4,7 +4,7 @@
  * Choice i of a prompt uses seed + i, so a seeded request is reproducible choice by choice.
  */
 import { setMaxListeners } from 'node:events';
-import type { Engine, GenerateRequest, TokenEvent, Usage } from '../engine/engine.ts';
+import type { Engine, TokenEvent, Usage } from '../engine/engine.ts';
 import type { TokenLogprobs } from '../engine/types.ts';
 import { InvalidRequestError } from '../errors.ts';
 import type { GenerationParams } from './request-fields.ts';

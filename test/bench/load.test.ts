@@ -7,10 +7,10 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { benchCommand, parseBenchArgs } from '../../bench/load/cli.ts';
-import { fitCalibration, parseRange, promptOfTokens, seededRandom } from '../../bench/load/prompts.ts';
-import type { BenchReport, LevelReport } from '../../bench/load/run.ts';
-import { percentile } from '../../bench/load/stats.ts';
+import { benchCommand, parseBenchArgs } from '../../src/cli/bench/cli.ts';
+import { fitCalibration, parseRange, promptOfTokens, seededRandom } from '../../src/cli/bench/prompts.ts';
+import type { BenchReport, LevelReport } from '../../src/cli/bench/run.ts';
+import { percentile } from '../../src/cli/bench/stats.ts';
 import { main } from '../../src/cli.ts';
 import { startTinyServer } from '../server/tiny-server.ts';
 

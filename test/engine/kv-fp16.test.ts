@@ -9,15 +9,15 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exportCheckpoint, readManifest, type Manifest } from '../../src/engine/export/export.ts';
+import { exportCheckpoint } from '../../src/engine/export/export.ts';
+import { readManifest, type Manifest } from '../../src/engine/manifest.ts';
 import { ModelRunner } from '../../src/engine/model-runner.ts';
 import { Stepper } from '../../src/engine/stepper.ts';
 import { KvCache } from '../../src/engine/kv-cache.ts';
 import { logSoftmax } from '../../src/engine/logprobs.ts';
 import { Engine } from '../../src/engine/engine.ts';
 import { resolveModel } from '../../src/engine/resolve-model.ts';
-import { f32ToF16 } from '../../src/engine/export/weight-file.ts';
-import { f16ToF32 } from '../../src/checkpoint/safetensors.ts';
+import { f16ToF32, f32ToF16 } from '../../src/f16.ts';
 import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { greedyIds } from './engine-run.ts';
@@ -155,20 +155,16 @@ t.test('an fp16-cache export generates through the Engine', async (t) => {
 t.test('serve --kv-dtype: checkpoint exports per kv dtype; a mismatched export is refused', async (t) => {
   const ckpt = join(root, 'tiny-ckpt');
   const data = join(root, 'data-resolve');
-  const e32 = resolveModel(ckpt, data);
-  const e16 = resolveModel(ckpt, data, 'fp16');
+  const e32 = await resolveModel(ckpt, data);
+  const e16 = await resolveModel(ckpt, data, 'fp16');
   t.not(e32, e16, 'fp32 and fp16 exports of one checkpoint coexist');
   t.equal(readManifest(e32).manifest.kvDtype, 'fp32');
   t.equal(readManifest(e16).manifest.kvDtype, 'fp16');
-  t.equal(resolveModel(ckpt, data, 'fp16'), e16, 'reused');
-  t.equal(resolveModel(e16, data, 'fp16'), e16, 'an export at the asked dtype is used as it is');
-  t.equal(resolveModel(e16, data), e16, 'no dtype asked: the export is used as it is');
-  t.throws(() => resolveModel(e32, data, 'fp16'), ConfigError, 'an fp32-cache export served with --kv-dtype fp16');
-  try {
-    resolveModel(e32, data, 'fp16');
-  } catch (e) {
-    t.match((e as Error).message, /KV cache is fp32.*--kv-dtype fp16.*export --kv-dtype fp16/);
-  }
+  t.equal(await resolveModel(ckpt, data, 'fp16'), e16, 'reused');
+  t.equal(await resolveModel(e16, data, 'fp16'), e16, 'an export at the asked dtype is used as it is');
+  t.equal(await resolveModel(e16, data), e16, 'no dtype asked: the export is used as it is');
+  await t.rejects(resolveModel(e32, data, 'fp16'), ConfigError, 'an fp32-cache export served with --kv-dtype fp16');
+  await t.rejects(resolveModel(e32, data, 'fp16'), { message: /KV cache is fp32.*--kv-dtype fp16.*export --kv-dtype fp16/ });
   await t.rejects(Engine.start({ modelDir: e16, dataDir: data, kvDtype: 'fp32' }), ConfigError);
 });
 

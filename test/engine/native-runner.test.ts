@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { DType, GraphBuilder } from '../../src/engine/export/onnx-builder.ts';
+import { DType, GraphBuilder } from '../../src/engine/onnx-builder.ts';
 import { loadNativeOrt, NativeSession, OnnxType } from '../../src/engine/native/ort-native.ts';
 import { EngineError } from '../../src/errors.ts';
 

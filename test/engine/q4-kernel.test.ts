@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
-import { DType, GraphBuilder } from '../../src/engine/export/onnx-builder.ts';
+import { DType, GraphBuilder } from '../../src/engine/onnx-builder.ts';
 import { exportCheckpoint } from '../../src/engine/export/export.ts';
 import { loadNativeOrt, NativeSession, OnnxType } from '../../src/engine/native/ort-native.ts';
 import { Q4_DOMAIN, Q4_OP, withQ4Kernel, type Int4Kernel } from '../../src/engine/native/q4-graph.ts';

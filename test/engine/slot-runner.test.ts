@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
 import { Engine } from '../../src/engine/engine.ts';
-import { exportCheckpoint, manifestAttention, manifestKvDtype, readManifest } from '../../src/engine/export/export.ts';
+import { exportCheckpoint } from '../../src/engine/export/export.ts';
+import { manifestAttention, manifestKvDtype, readManifest } from '../../src/engine/manifest.ts';
 import { KvCache } from '../../src/engine/kv-cache.ts';
 import type { SequenceCache } from '../../src/scheduler/kv-cache-manager.ts';
 import { resolveModel } from '../../src/engine/resolve-model.ts';
@@ -134,14 +135,14 @@ t.test('fp16 compute through the native runner: the in-place fp16 cache within t
 
 t.test('--device cuda: checkpoints export as gqa fp16, paged exports are refused, a missing provider is named', async (t) => {
   const data = join(dir, 'data-cuda');
-  const exported = resolveModel(ckpt, data, undefined, 'cuda');
+  const exported = await resolveModel(ckpt, data, undefined, 'cuda');
   const { manifest } = readManifest(exported);
   t.equal(manifestAttention(manifest), 'gqa');
   t.equal(manifestKvDtype(manifest), 'fp16');
-  t.equal(resolveModel(ckpt, data, undefined, 'cuda'), exported, 'reused');
-  t.not(resolveModel(ckpt, data), exported, 'the CPU export is another one');
-  t.throws(() => resolveModel(ckpt, data, 'fp32', 'cuda'), ConfigError);
-  await t.rejects(loadRunner(resolveModel(ckpt, data), { device: 'cuda' }), { code: 'export_not_for_cuda', message: /--attention gqa --dtype fp16/ });
+  t.equal(await resolveModel(ckpt, data, undefined, 'cuda'), exported, 'reused');
+  t.not(await resolveModel(ckpt, data), exported, 'the CPU export is another one');
+  await t.rejects(resolveModel(ckpt, data, 'fp32', 'cuda'), ConfigError);
+  await t.rejects(loadRunner(await resolveModel(ckpt, data), { device: 'cuda' }), { code: 'export_not_for_cuda', message: /--attention gqa --dtype fp16/ });
   const err = await loadRunner(exported, { device: 'cuda', kvCacheTokens: 64 }).then(async (r) => { await r.release(); return null; }, (e: unknown) => e);
   if (err === null) {
     t.pass('the CUDA provider loaded: this host has it');

@@ -173,7 +173,11 @@ t.test('production dependencies only; CUDA binaries installed for DEVICE=cuda', 
   const runs = df.stages.flatMap((s) => s.instructions.filter((i) => i.cmd === 'RUN').map((i) => ({ stage: s.name, args: i.args })));
   const installs = runs.filter((r) => /\bnpm\s+(ci|install|i)\b/.test(r.args));
   t.ok(installs.length > 0, 'npm installs the dependencies');
-  for (const r of installs) t.match(r.args, /npm ci --omit=dev\b/, `stage ${r.stage}: npm ci --omit=dev (${r.args})`);
+  // The build stage compiles with the devDependencies; the image takes only dist/ from it.
+  for (const r of installs.filter((x) => x.stage !== 'build')) t.match(r.args, /npm ci --omit=dev\b/, `stage ${r.stage}: npm ci --omit=dev (${r.args})`);
+  const fromBuild = runtime.instructions.filter((i) => i.cmd === 'COPY' && /--from=build\b/.test(i.args))
+    .map((i) => i.args.split(/\s+/).filter((p) => !p.startsWith('--')));
+  t.same(fromBuild, [['/app/dist', './dist']], 'only the compiled dist/ comes from the build stage');
   const deps = stage(df, 'deps');
   const depsRun = deps.instructions.filter((i) => i.cmd === 'RUN').map((i) => i.args).join('\n');
   t.match(depsRun, /"\$DEVICE" = cuda[^;]*;\s*then export ONNXRUNTIME_NODE_INSTALL=cuda12/, 'ONNXRUNTIME_NODE_INSTALL=cuda12 when DEVICE=cuda');
@@ -194,7 +198,8 @@ t.test('production dependencies only; CUDA binaries installed for DEVICE=cuda', 
   }
   // what the image runs must not need a devDependency
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
-  const files = [...walk(join(ROOT, 'src')), ...walk(join(ROOT, 'bin'))].filter((f) => /\.(ts|mts|js|mjs)$/.test(f));
+  // worker-boot.mjs (tsx in the worker thread) runs only from source; dist/ has no copy of it.
+  const files = [...walk(join(ROOT, 'src')), ...walk(join(ROOT, 'bin'))].filter((f) => /\.(ts|mts|js|mjs)$/.test(f) && !f.endsWith('worker-boot.mjs'));
   const builtins = new Set(builtinModules);
   const bare = new Set<string>();
   for (const f of files) {
@@ -206,7 +211,8 @@ t.test('production dependencies only; CUDA binaries installed for DEVICE=cuda', 
       bare.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!);
     }
   }
-  t.ok(bare.has('tsx'), 'bin/ imports tsx (the scanner sees the entry point)');
+  t.ok(bare.has('fastify') && bare.has('onnxruntime-node'), 'the scanner sees the imports of src/');
+  t.notOk(bare.has('tsx'), 'nothing the image runs imports tsx (compiled: plain node)');
   for (const name of [...bare].sort()) t.ok(name in pkg.dependencies, `${name} (imported by src/ or bin/) is a production dependency`);
 });
 

@@ -145,7 +145,7 @@ function run(): void {
     t.equal(c.securityContext.allowPrivilegeEscalation, false, 'no privilege escalation');
     t.same(c.securityContext.capabilities.drop, ['ALL'], 'drops all capabilities');
     if (c.securityContext.readOnlyRootFilesystem) {
-      t.ok((c.volumeMounts as Obj[]).some((m) => m.mountPath === '/tmp'), 'a writable /tmp (tsx cache) with a read-only root');
+      t.ok((c.volumeMounts as Obj[]).some((m) => m.mountPath === '/tmp'), 'a writable /tmp (the OS temp dir) with a read-only root');
     }
     // volumes: every mount has a volume; the data dir is mounted where the server writes
     const volumes = new Map((pod.spec.volumes as Obj[]).map((v) => [v.name as string, v]));

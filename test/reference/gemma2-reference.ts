@@ -13,8 +13,8 @@
  */
 import { openCheckpoint } from '../../src/checkpoint/checkpoint.ts';
 import type { Gemma2Config } from '../../src/checkpoint/config.ts';
-import { f16ToF32, readFloat32 } from '../../src/checkpoint/safetensors.ts';
-import { f32ToF16 } from '../../src/engine/export/weight-file.ts';
+import { readFloat32 } from '../../src/checkpoint/safetensors.ts';
+import { f16ToF32, f32ToF16 } from '../../src/f16.ts';
 import type { TensorEntry } from '../../src/checkpoint/safetensors.ts';
 
 interface LayerWeights {

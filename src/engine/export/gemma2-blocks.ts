@@ -5,7 +5,7 @@
  * Shapes as in gemma2-graph.ts: B rows, S new tokens per row, N = B*S, D head dim.
  */
 import type { Gemma2Config } from '../../checkpoint/config.ts';
-import { DType, type GraphBuilder } from './onnx-builder.ts';
+import { DType, type GraphBuilder } from '../onnx-builder.ts';
 import type { QuantLayout } from './quantize.ts';
 
 /** How the graph obtains each checkpoint tensor as an initializer. */

@@ -15,7 +15,7 @@ import type { Gemma2Config } from '../../checkpoint/config.ts';
 import * as io from '../graph-io.ts';
 import { castIf, linear, softcap, type AttentionBlock, type GraphWeights } from './gemma2-blocks.ts';
 import { gqaAttention } from './gqa-attention.ts';
-import { DType, GraphBuilder } from './onnx-builder.ts';
+import { DType, GraphBuilder } from '../onnx-builder.ts';
 import { pagedAttention } from './paged-attention.ts';
 
 export interface GraphOptions {

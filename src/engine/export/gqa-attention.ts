@@ -10,7 +10,7 @@
 import type { Gemma2Config } from '../../checkpoint/config.ts';
 import * as io from '../graph-io.ts';
 import { castIf, linear, projectHeads, rope, ropeTables, type AttentionBlock, type GraphWeights, type RopeTables } from './gemma2-blocks.ts';
-import { DType, type AttrValue, type GraphBuilder } from './onnx-builder.ts';
+import { DType, type AttrValue, type GraphBuilder } from '../onnx-builder.ts';
 
 /** Values computed once per step and shared by all layers. */
 interface StepValues {

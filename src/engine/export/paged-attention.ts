@@ -10,7 +10,7 @@
 import type { Gemma2Config } from '../../checkpoint/config.ts';
 import * as io from '../graph-io.ts';
 import { linear, projectHeads, rope, ropeTables, softcap, type AttentionBlock, type GraphWeights, type RopeTables } from './gemma2-blocks.ts';
-import { DType, type GraphBuilder } from './onnx-builder.ts';
+import { DType, type GraphBuilder } from '../onnx-builder.ts';
 
 const NEG = -1e9; // additive mask: finite, so a fully masked (padding) row stays NaN-free
 

@@ -15,8 +15,8 @@
  * Data of a row: kBlocks blobs of blockSize*bits/8 bytes; int4 packs two values a byte, the
  * first in the low nibble. A K that is not a multiple of the block is zero-padded (q = zero point).
  */
+import type { QuantBits } from '../manifest.ts';
 
-export type QuantBits = 4 | 8;
 export const QUANT_BLOCK_SIZE = 32;
 
 export interface QuantLayout {

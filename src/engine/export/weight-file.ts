@@ -4,14 +4,14 @@
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { basename } from 'node:path';
-import { f16ToF32, forEachFloat32Chunk, type TensorEntry } from '../../checkpoint/safetensors.ts';
-import type { ExternalRef } from './onnx-builder.ts';
+import { forEachFloat32Chunk, type TensorEntry } from '../../checkpoint/safetensors.ts';
+import { f32ToF16, roundToF16 } from '../../f16.ts';
+import type { WeightDtype } from '../manifest.ts';
+import type { ExternalRef } from '../onnx-builder.ts';
 import { quantizeRows, type QuantLayout } from './quantize.ts';
 
 const ALIGN = 4096; // page-aligned, so ONNX Runtime can map each tensor
 const CHUNK_ELEMENTS = 1 << 20;
-
-export type WeightDtype = 'fp32' | 'fp16';
 
 export class WeightFile {
   private readonly fd: number;
@@ -83,38 +83,4 @@ export class WeightFile {
   close(): void {
     closeSync(this.fd);
   }
-}
-
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** The float16 value nearest to `v` (round to nearest even), as a number. */
-export function roundToF16(v: number): number {
-  return f16ToF32(f32ToF16(v));
-}
-
-/** float32 -> IEEE half, round to nearest even (overflow to ±Inf). */
-export function f32ToF16(v: number): number {
-  f32[0] = v;
-  const x = u32[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let h = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const halfway = 1 << (shift - 1);
-    if (rem > halfway || (rem === halfway && (h & 1))) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
-  return sign | h;
 }

@@ -9,7 +9,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DType, GraphBuilder } from '../export/onnx-builder.ts';
+import { DType, GraphBuilder } from '../onnx-builder.ts';
 import type { SoftmaxWeights } from '../sampling.ts';
 import { loadNativeOrt, NativeSession, OnnxType } from './ort-native.ts';
 

@@ -4,7 +4,7 @@
  * calibration `tokens ≈ overhead + tokensPerWord × words` measured on the server's own
  * tokenizer when it has POST /tokenize, else estimated.
  */
-import { UsageError } from '../../src/cli/usage.ts';
+import { UsageError } from '../usage.ts';
 
 /** An inclusive integer range: `N` is {N, N}; `A:B` is sampled uniformly. */
 export interface Range {

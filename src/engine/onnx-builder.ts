@@ -2,7 +2,8 @@
  * A small, pure ONNX graph builder over the onnx-proto protobuf classes. Builders take input
  * names and return output names; node names follow the graph path
  * (`/model/layers.0/attn/q_proj`), as onnxruntime-genai's builder does. Large initializers
- * live in an external data file (see weight-file.ts); small constants are inlined.
+ * live in an external data file (see export/weight-file.ts); small constants are inlined.
+ * Outside export/ because the runtime builds small graphs with it too (native/softmax-weights.ts).
  */
 import onnxProto from 'onnx-proto';
 import type { onnx as P } from 'onnx-proto';

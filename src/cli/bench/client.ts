@@ -5,8 +5,8 @@
  * to gemma-serve.
  */
 import { Agent, request, type Dispatcher } from 'undici';
-import { sseEvents } from '../../src/cli/sse-client.ts';
-import { ConfigError } from '../../src/errors.ts';
+import { sseEvents } from '../sse-client.ts';
+import { ConfigError } from '../../errors.ts';
 import { ESTIMATE, fitCalibration, randomWords, type Calibration } from './prompts.ts';
 
 export type Endpoint = 'chat' | 'completions';

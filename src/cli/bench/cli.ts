@@ -5,7 +5,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
-import { UsageError, parseFlags } from '../../src/cli/usage.ts';
+import { UsageError, parseFlags } from '../usage.ts';
 import { renderChart } from './chart.ts';
 import { parseRange } from './prompts.ts';
 import { runBench, type BenchOptions, type BenchReport, type LoadMode } from './run.ts';

@@ -11,7 +11,7 @@
  * that refuses everything).
  */
 import type { Writable } from 'node:stream';
-import { ConfigError } from '../../src/errors.ts';
+import { ConfigError } from '../../errors.ts';
 import { streamRequest, Target, type Endpoint, type RequestResult } from './client.ts';
 import { ESTIMATE, promptOfTokens, sampleRange, seededRandom, type Calibration, type Range } from './prompts.ts';
 import { mean, percentile, round } from './stats.ts';
