@@ -36,9 +36,12 @@ export class InvalidRequestError extends GemmaServeError {
 
 /** The prompt (plus requested tokens) does not fit the model's context. */
 export class ContextLengthError extends GemmaServeError {
-  constructor(readonly numPromptTokens: number, readonly numRequested: number, readonly limit: number, param = 'messages') {
+  /** `atLeast`: numPromptTokens is a lower bound found without tokenizing (the prompt's characters). */
+  constructor(readonly numPromptTokens: number, readonly numRequested: number, readonly limit: number, param = 'messages', atLeast = false) {
     super(
-      numRequested > 0
+      atLeast
+        ? `This model's maximum context length is ${limit} tokens. However, your prompt has at least ${numPromptTokens} tokens. Please reduce the prompt length.`
+        : numRequested > 0
         ? `This model's maximum context length is ${limit} tokens. However, you requested ${numPromptTokens + numRequested} tokens (${numPromptTokens} in the prompt, ${numRequested} for the completion). Please reduce the prompt or the completion length.`
         : `This model's maximum context length is ${limit} tokens. However, your prompt has ${numPromptTokens} tokens. Please reduce the prompt length.`,
       'context_length_exceeded', 400, 'invalid_request_error', param,

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { loadChatTemplate, type ChatTemplate } from './chat-template.ts';
+import { loadChatTemplate, type ChatMessage, type ChatTemplate } from './chat-template.ts';
 import { Detokenizer } from './detokenizer.ts';
 import { readManifest } from './manifest.ts';
 import { resolveModel, defaultDataDir } from './resolve-model.ts';
@@ -18,6 +18,7 @@ import type { KvDtype } from './graph-io.ts';
 import type { FinishReason, FromWorker, SequenceEvent, TokenLogprobs, ToWorker, WorkerInit } from './types.ts';
 import { DEFAULT_SAMPLING, type SamplingParams } from './sampling.ts';
 import { StopMatcher } from './stop-strings.ts';
+import { TextPool } from './text-pool.ts';
 import type { SchedulerStats } from '../scheduler/types.ts';
 import { ContextLengthError, EngineError, InvalidRequestError, QueueFullError } from '../errors.ts';
 
@@ -43,6 +44,15 @@ export interface EngineOptions {
   readonly kvDtype?: KvDtype;
   /** Replace the model by a ScriptedRunner emitting these token ids (tests, benchmarks). */
   readonly script?: readonly number[];
+  /** Worker threads that template and tokenize prompts off the event loop (default 1). */
+  readonly textWorkers?: number;
+  /**
+   * The old behaviour: special-token strings written in message content (`<start_of_turn>`…)
+   * are control tokens. Default false: content is plain text (special-text.ts).
+   */
+  readonly specialTokensInContent?: boolean;
+  /** Aborting it stops loading (the export, the model, the text workers) and rejects start(). */
+  readonly signal?: AbortSignal;
 }
 
 export const DEFAULT_MAX_NUM_SEQS = 64;
@@ -113,6 +123,7 @@ export class Engine {
 
   private constructor(
     private readonly worker: Worker,
+    private readonly text: TextPool,
     readonly tokenizer: TextTokenizer,
     readonly chatTemplate: ChatTemplate,
     readonly modelId: string,
@@ -161,6 +172,8 @@ export class Engine {
     const tokenizer = loadTokenizer(tokenizerJson, file('tokenizer_config.json'));
     const chatTemplate = loadChatTemplate(file('tokenizer_config.json'));
     const stopIds = generationEos(file('generation_config.json')) ?? [...config.eosTokenIds];
+    const textPool = TextPool.start({ tokenizerJson, tokenizerConfig: file('tokenizer_config.json'), specialTokensInContent: opts.specialTokensInContent ?? false }, opts.textWorkers ?? 1);
+    textPool.catch(() => undefined); // awaited below
 
     const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
     const maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
@@ -171,7 +184,9 @@ export class Engine {
     // inherited to avoid a second loader.
     const workerFile = import.meta.url.endsWith('.ts') ? './worker-boot.mjs' : './worker.js';
     const worker = new Worker(new URL(workerFile, import.meta.url), { workerData: init, execArgv: [] });
-    const { maxSequenceTokens, maxRunning, int4Swapped } = await new Promise<{ maxSequenceTokens: number; maxRunning: number; int4Swapped: number }>((res, rej) => {
+    const onAbort = (): void => void worker.terminate();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const loaded = new Promise<{ maxSequenceTokens: number; maxRunning: number; int4Swapped: number }>((res, rej) => {
       const onMessage = (m: FromWorker): void => {
         if (m.type === 'ready') { cleanup(); res(m); }
         else if (m.type === 'error' && m.id === null) { cleanup(); rej(new EngineError(`cannot load the model: ${m.message}`)); }
@@ -183,8 +198,23 @@ export class Engine {
       worker.on('error', onError);
       worker.on('exit', onExit);
     });
+    let text: TextPool;
+    let facts: { maxSequenceTokens: number; maxRunning: number; int4Swapped: number };
+    try {
+      [facts, text] = await Promise.all([loaded, textPool]);
+    } catch (e) {
+      await Promise.all([worker.terminate(), textPool.then((p) => p.close(), () => undefined)]);
+      throw e;
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+    if (opts.signal?.aborted === true) {
+      await Promise.all([worker.terminate(), text.close()]);
+      throw new EngineError('loading was stopped', 'engine_closed', 503);
+    }
+    const { maxSequenceTokens, maxRunning, int4Swapped } = facts;
     const modelId = opts.modelId ?? basename(resolve(opts.modelDir));
-    return new Engine(worker, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped);
+    return new Engine(worker, text, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped);
   }
 
   /** The scheduler's counters after its latest step (null before the first). */
@@ -333,9 +363,33 @@ export class Engine {
     };
   }
 
+  /**
+   * A chat rendered by the template and tokenized, in a text worker (never on this thread).
+   * A prompt whose characters alone prove it longer than the context (no token covers more than
+   * `tokenizer.maxPieceChars` characters) is refused at once, before any tokenizing.
+   */
+  encodeChat(messages: readonly ChatMessage[], addGenerationPrompt: boolean, param = 'messages'): Promise<Int32Array> {
+    let chars = 0;
+    for (const m of messages) chars += m.content.length;
+    this.checkCharacters(chars, param);
+    return this.text.encodeChat(messages, addGenerationPrompt);
+  }
+
+  /** Plain text tokenized in a text worker (no BOS), with the same character bound as encodeChat. */
+  encodeText(text: string, param = 'prompt'): Promise<Int32Array> {
+    this.checkCharacters(text.length, param);
+    return this.text.encode(text);
+  }
+
+  private checkCharacters(chars: number, param: string): void {
+    const atLeast = Math.ceil(chars / this.tokenizer.maxPieceChars);
+    if (atLeast > this.contextLength) throw new ContextLengthError(atLeast, 0, this.contextLength, param, true);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.text.close();
     for (const p of this.requests.values()) p.fail(new EngineError('the engine is closed', 'engine_closed', 503));
     this.requests.clear();
     this.worker.postMessage({ type: 'close' } satisfies ToWorker);

@@ -32,6 +32,11 @@ export interface TextTokenizer {
   readonly eosIds: readonly number[];
   /** One past the largest id (the tokenizer's view; the model's vocab_size may be larger). */
   readonly vocabSize: number;
+  /**
+   * The most characters one token covers (31 for Gemma): `ceil(text.length / maxPieceChars)`
+   * is a lower bound on a text's token count, known without tokenizing.
+   */
+  readonly maxPieceChars: number;
 }
 
 /** Loads tokenizer.json (+ optional tokenizer_config.json); throws CheckpointError naming the file. */
@@ -51,6 +56,7 @@ class HfTextTokenizer implements TextTokenizer {
   readonly bosId: number;
   readonly eosIds: readonly number[];
   readonly vocabSize: number;
+  readonly maxPieceChars: number;
   private readonly specialIds: ReadonlySet<number>;
   private readonly cleanUpSpaces: boolean;
 
@@ -66,8 +72,13 @@ class HfTextTokenizer implements TextTokenizer {
     const endOfTurn = tok.token_to_id('<end_of_turn>');
     this.eosIds = Object.freeze(endOfTurn === undefined || endOfTurn === eos ? [eos] : [eos, endOfTurn]);
     let max = -1;
-    for (const v of tok.get_vocab(true).values()) if (v > max) max = v;
+    let longest = 1;
+    for (const [piece, v] of tok.get_vocab(true)) {
+      if (v > max) max = v;
+      if (piece.length > longest) longest = piece.length;
+    }
     this.vocabSize = max + 1;
+    this.maxPieceChars = longest;
     this.specialIds = new Set([...tok.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([i]) => i));
     // Gemma says false; the library defaults to true, which would rewrite " ." into ".".
     this.cleanUpSpaces = config['clean_up_tokenization_spaces'] === true;
