@@ -22,11 +22,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import { GemmaServeError, InvalidRequestError } from '../../errors.ts';
-import { errorBody } from '../app.ts';
+import { errorBody, publicErrorBody } from '../error-body.ts';
 import type { EngineState } from '../engine-state.ts';
 import { chunksUntilShutdown, ShutdownError } from '../drain.ts';
 import { FieldReader } from '../request-fields.ts';
-import { streamErrorBody } from '../sse.ts';
 import { chatChunks, startChat } from './chat-completions.ts';
 
 export const CHAT_WS_PATH = '/v1/chat/completions/ws';
@@ -53,7 +52,7 @@ export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): vo
     const sendError = (id: string | null, e: unknown): void => {
       const status = e instanceof GemmaServeError ? e.status : 500;
       if (status >= 500) request.log.error({ err: e }, 'websocket request failed');
-      send({ type: 'error', id, status, ...streamErrorBody(e) });
+      send({ type: 'error', id, status, ...publicErrorBody(e) });
     };
 
     const run = async (id: string, body: unknown): Promise<void> => {
