@@ -20,6 +20,7 @@ import { healthRoute } from './routes/health.ts';
 import { metricsRoute } from './routes/metrics.ts';
 import { modelsRoute } from './routes/models.ts';
 import { tokenizeRoutes } from './routes/tokenize.ts';
+import { AJV_OPTIONS, schemaError, type SchemaError } from './schema-errors.ts';
 
 export interface AppOptions {
   /** The engine, or its state while it loads (routes answer 503 until it is ready). */
@@ -44,7 +45,12 @@ export const DEFAULT_BODY_LIMIT_BYTES = 4 * 2 ** 20;
 export function buildApp(opts: AppOptions): FastifyInstance {
   const bodyLimit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
   // Fastify's own request lines are off: logging.ts writes one line per request instead.
-  const common = { bodyLimit, genReqId: requestId, logController: new LogController({ disableRequestLogging: true }) };
+  const common = {
+    bodyLimit, genReqId: requestId, logController: new LogController({ disableRequestLogging: true }),
+    // Request schemas validate as sent: unknown fields and wrong types are 400s naming them.
+    ajv: { customOptions: AJV_OPTIONS },
+    schemaErrorFormatter: (errors: readonly unknown[]) => schemaError(errors as SchemaError[]),
+  };
   const app: FastifyInstance = (opts.logger
     ? Fastify({ loggerInstance: opts.logger as unknown as FastifyBaseLogger, ...common })
     : Fastify({ logger: false, ...common })) as unknown as FastifyInstance;
@@ -62,13 +68,15 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     registerCors(root, opts.corsOrigins ?? []);
     registerAuth(root, opts.apiKeys ?? []);
   }));
-  healthRoute(app, state);
-  metricsRoute(app, metrics);
-  modelsRoute(app, state);
-  chatCompletionsRoute(app, state);
-  completionsRoute(app, state);
-  tokenizeRoutes(app, state);
-  void app.register(async (scoped) => chatWebSocketRoute(scoped, state));
+  void app.register(async (api) => {
+    healthRoute(api, state);
+    metricsRoute(api, metrics);
+    modelsRoute(api, state);
+    chatCompletionsRoute(api, state);
+    completionsRoute(api, state);
+    tokenizeRoutes(api, state);
+    chatWebSocketRoute(api, state);
+  });
   return app;
 }
 
