@@ -20,6 +20,7 @@ import { healthRoute } from './routes/health.ts';
 import { metricsRoute } from './routes/metrics.ts';
 import { modelsRoute } from './routes/models.ts';
 import { tokenizeRoutes } from './routes/tokenize.ts';
+import { openApiRoute, registerOpenApi } from './openapi.ts';
 import { AJV_OPTIONS, schemaError, type SchemaError } from './schema-errors.ts';
 
 export interface AppOptions {
@@ -68,7 +69,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     registerCors(root, opts.corsOrigins ?? []);
     registerAuth(root, opts.apiKeys ?? []);
   }));
+  // Before any route: it collects the routes' schemas as they are added.
+  registerOpenApi(app, (opts.apiKeys ?? []).length > 0);
   void app.register(async (api) => {
+    openApiRoute(api);
     healthRoute(api, state);
     metricsRoute(api, metrics);
     modelsRoute(api, state);
