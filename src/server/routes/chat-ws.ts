@@ -72,7 +72,9 @@ const schema = {
 };
 
 export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): void {
-  app.get(CHAT_WS_PATH, { websocket: true, preHandler: refuseCrossOrigin, schema }, (socket: WebSocket, request) => {
+  // @fastify/websocket marks its routes hidden from OpenAPI; this one is part of the API.
+  const config = { swaggerTransform: ({ url }: { url: string }) => ({ schema: { ...schema, hide: false }, url }) };
+  app.get(CHAT_WS_PATH, { websocket: true, preHandler: refuseCrossOrigin, schema, config }, (socket: WebSocket, request) => {
     // Fastify's compiler (the app's Ajv and options): the chat body's validator is the one the
     // HTTP endpoint compiled for the same schema object.
     const validMessage = request.compileValidationSchema(WsClientMessage) as Validator;
