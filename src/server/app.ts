@@ -1,16 +1,16 @@
 /**
- * The HTTP app (no listen): OpenAI-compatible routes over one Engine, and the one error
- * handler that turns every failure into OpenAI's error JSON. GemmaServeErrors keep their
- * status, type, code and param; anything else is a 500 whose details stay in the log.
+ * The HTTP app (no listen): composes the hooks, the error handler (error-handler.ts) and the
+ * OpenAI-compatible routes over one Engine. Nothing imports this module but the entry points
+ * and tests, so it may import everything.
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import fastifyWebsocket from '@fastify/websocket';
 import { Engine } from '../engine/engine.ts';
-import { GemmaServeError } from '../errors.ts';
 import { registerAuth } from './auth.ts';
 import { registerCors } from './cors.ts';
 import { EngineState } from './engine-state.ts';
+import { registerErrorHandler } from './error-handler.ts';
 import { chatCompletionsRoute } from './routes/chat-completions.ts';
 import { chatWebSocketRoute } from './routes/chat-ws.ts';
 import { completionsRoute } from './routes/completions.ts';
@@ -20,6 +20,8 @@ import { healthRoute } from './routes/health.ts';
 import { metricsRoute } from './routes/metrics.ts';
 import { modelsRoute } from './routes/models.ts';
 import { tokenizeRoutes } from './routes/tokenize.ts';
+import { openApiRoute, registerOpenApi } from './openapi.ts';
+import { AJV_OPTIONS, schemaError, type SchemaError } from './schema-errors.ts';
 
 export interface AppOptions {
   /** The engine, or its state while it loads (routes answer 503 until it is ready). */
@@ -41,18 +43,15 @@ export interface AppOptions {
 
 export const DEFAULT_BODY_LIMIT_BYTES = 4 * 2 ** 20;
 
-export interface OpenAiError {
-  readonly error: { readonly message: string; readonly type: string; readonly param: string | null; readonly code: string | null };
-}
-
-export function errorBody(message: string, type: string, param: string | null, code: string | null): OpenAiError {
-  return { error: { message, type, param, code } };
-}
-
 export function buildApp(opts: AppOptions): FastifyInstance {
   const bodyLimit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
   // Fastify's own request lines are off: logging.ts writes one line per request instead.
-  const common = { bodyLimit, genReqId: requestId, logController: new LogController({ disableRequestLogging: true }) };
+  const common = {
+    bodyLimit, genReqId: requestId, logController: new LogController({ disableRequestLogging: true }),
+    // Request schemas validate as sent: unknown fields and wrong types are 400s naming them.
+    ajv: { customOptions: AJV_OPTIONS },
+    schemaErrorFormatter: (errors: readonly unknown[]) => schemaError(errors as SchemaError[]),
+  };
   const app: FastifyInstance = (opts.logger
     ? Fastify({ loggerInstance: opts.logger as unknown as FastifyBaseLogger, ...common })
     : Fastify({ logger: false, ...common })) as unknown as FastifyInstance;
@@ -62,27 +61,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   if (opts.metrics === undefined) app.addHook('onClose', async () => { metrics.detach(); });
   // First, before auth: every request gets its id header, its log line and its HTTP metrics.
   registerRequestLog(app, { metrics, logPrompts: opts.logPrompts ?? false });
-  app.setErrorHandler((err: Error, request, reply) => {
-    if (err instanceof GemmaServeError) {
-      if (err.status >= 500) request.log.error({ err }, err.message);
-      const retryAfter = (err as { retryAfterSeconds?: number }).retryAfterSeconds;
-      if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter));
-      return reply.status(err.status).send(errorBody(err.message, err.type, err.param, err.code));
-    }
-    const status = (err as { statusCode?: number }).statusCode;
-    if ((err as { code?: string }).code === 'FST_ERR_CTP_BODY_TOO_LARGE' || status === 413) {
-      return reply.status(413).send(errorBody(`Request body too large: the limit is ${bodyLimit} bytes.`, 'invalid_request_error', null, 'request_too_large'));
-    }
-    if (typeof status === 'number' && status >= 400 && status < 500) {
-      // Fastify's own client errors: malformed JSON, wrong content type, body too large.
-      return reply.status(status).send(errorBody(err.message, 'invalid_request_error', null, (err as { code?: string }).code ?? null));
-    }
-    request.log.error({ err }, 'internal error');
-    return reply.status(500).send(errorBody('The server had an error while processing your request.', 'server_error', null, 'internal_error'));
-  });
-  app.setNotFoundHandler((request, reply) => {
-    reply.status(404).send(errorBody(`Unknown request URL: ${request.method} ${request.url}`, 'invalid_request_error', null, 'unknown_url'));
-  });
+  registerErrorHandler(app, bodyLimit);
   // The WebSocket plugin's hooks first: it must see every upgrade, including those the auth
   // and CORS hooks refuse, or a refused upgrade's socket is never destroyed.
   void app.register(fastifyWebsocket, { options: { maxPayload: bodyLimit } });
@@ -90,13 +69,18 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     registerCors(root, opts.corsOrigins ?? []);
     registerAuth(root, opts.apiKeys ?? []);
   }));
-  healthRoute(app, state);
-  metricsRoute(app, metrics);
-  modelsRoute(app, state);
-  chatCompletionsRoute(app, state);
-  completionsRoute(app, state);
-  tokenizeRoutes(app, state);
-  void app.register(async (scoped) => chatWebSocketRoute(scoped, state));
+  // Before any route: it collects the routes' schemas as they are added.
+  registerOpenApi(app, (opts.apiKeys ?? []).length > 0);
+  void app.register(async (api) => {
+    openApiRoute(api);
+    healthRoute(api, state);
+    metricsRoute(api, metrics);
+    modelsRoute(api, state);
+    chatCompletionsRoute(api, state);
+    completionsRoute(api, state);
+    tokenizeRoutes(api, state);
+    chatWebSocketRoute(api, state);
+  });
   return app;
 }
 

@@ -4,12 +4,13 @@
  * the content nor the length of a key leaks through timing). No keys configured = open.
  * A WebSocket upgrade may instead offer the key as the subprotocol `openai-insecure-api-key.KEY`
  * (browsers cannot set headers on a WebSocket; OpenAI's Realtime API takes keys the same way).
- * Every route except GET /health and GET /ready (probes) and GET /metrics (Prometheus scrapes,
- * as vLLM serves them: counts only, no request content) needs a key once keys are configured.
+ * Every route except GET /health and GET /ready (probes), GET /metrics (Prometheus scrapes,
+ * as vLLM serves them: counts only, no request content) and GET /openapi.json (the API's
+ * description, no data) needs a key once keys are configured.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { errorBody } from './app.ts';
+import { errorBody } from './error-body.ts';
 
 const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
 
@@ -40,12 +41,14 @@ export function subprotocolKey(header: string | string[] | undefined): string | 
   return hit === undefined ? undefined : hit.slice(WS_KEY_PROTOCOL_PREFIX.length);
 }
 
+const OPEN_PATHS = new Set(['/health', '/ready', '/metrics', '/openapi.json']);
+
 export function registerAuth(app: FastifyInstance, apiKeys: readonly string[]): void {
   if (apiKeys.length === 0) return;
   const keyDigests = apiKeys.map(digest);
   app.addHook('onRequest', async (request, reply) => {
     const path = request.url.split('?', 1)[0];
-    if (path === '/health' || path === '/ready' || path === '/metrics') return;
+    if (OPEN_PATHS.has(path ?? '')) return;
     const upgrade = request.headers.upgrade?.toLowerCase() === 'websocket';
     const token = bearerToken(request.headers.authorization) ?? (upgrade ? subprotocolKey(request.headers['sec-websocket-protocol']) : undefined);
     if (token === undefined || token === '') {

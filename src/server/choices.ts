@@ -8,6 +8,7 @@ import type { Engine, TokenEvent, Usage } from '../engine/engine.ts';
 import type { TokenLogprobs } from '../engine/types.ts';
 import { InvalidRequestError } from '../errors.ts';
 import type { GenerationParams } from './request-fields.ts';
+import type { ChatLogprobEntry } from './schemas/chat.ts';
 
 /** One event of one choice; `prompt` indexes the request's prompts. */
 export interface ChoiceEvent {
@@ -116,7 +117,7 @@ export class UsageCounter {
 }
 
 /** OpenAI's chat logprob entry for one token: text, bytes, logprob and alternatives. */
-export function chatLogprobEntry(engine: Engine, tokenId: number, lp: TokenLogprobs): object {
+export function chatLogprobEntry(engine: Engine, tokenId: number, lp: TokenLogprobs): ChatLogprobEntry {
   const tokenText = (id: number): { token: string; bytes: number[] } => ({ token: engine.tokenizer.decode([id]), bytes: [...engine.tokenizer.tokenBytes(id)] });
   return {
     ...tokenText(tokenId), logprob: lp.logprob,

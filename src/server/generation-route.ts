@@ -1,29 +1,59 @@
 /**
- * The shape both generation endpoints share: take the engine (503 if none), validate and
- * start (every 4xx before any byte), abort on client disconnect, then answer with one JSON
- * object or an SSE stream of chunks. The request's trace watches its generations (logs,
- * metrics); a drain's cut ends it with a server_shutdown error (drain.ts).
+ * The shape both generation endpoints share: the body validated by its schema (a 400 naming
+ * the parameter, schema-errors.ts), take the engine (503 if none), start (every other 4xx
+ * before any byte), abort on client disconnect, then answer with one JSON object (serialized
+ * by the response schema) or an SSE stream of chunks (written as they come; the chunk schema
+ * only documents them). The request's trace watches its generations (logs, metrics); a
+ * drain's cut ends it with a server_shutdown error (drain.ts).
  */
 import type { FastifyInstance } from 'fastify';
+import type { Static, TSchema } from 'typebox';
 import type { Engine } from '../engine/engine.ts';
 import type { ChoiceObserver } from './choices.ts';
 import { chunksUntilShutdown, untilShutdown } from './drain.ts';
 import type { EngineState } from './engine-state.ts';
+import { ErrorResponse } from './schemas/common.ts';
 import { sendSse } from './sse.ts';
 
-export interface GenerationEndpoint<T extends { readonly req: { readonly stream: boolean } }> {
-  start(engine: Engine, body: unknown, signal: AbortSignal, observer?: ChoiceObserver): T;
-  collect(engine: Engine, started: T): Promise<object>;
-  chunks(engine: Engine, started: T): AsyncIterable<object>;
+export interface GenerationSchemas<B extends TSchema, R extends TSchema, C extends TSchema> {
+  readonly body: B;
+  /** The whole response (stream false). */
+  readonly response: R;
+  /** One streamed chunk (stream true). */
+  readonly chunk: C;
+  readonly summary: string;
+  readonly tag: string;
 }
 
-export function postGeneration<T extends { readonly req: { readonly stream: boolean } }>(
-  app: FastifyInstance, path: string, state: EngineState, endpoint: GenerationEndpoint<T>,
+export interface GenerationEndpoint<B, R, C, T extends { readonly req: { readonly stream: boolean } }> {
+  start(engine: Engine, body: B, signal: AbortSignal, observer?: ChoiceObserver): T;
+  collect(engine: Engine, started: T): Promise<R>;
+  chunks(engine: Engine, started: T): AsyncIterable<C>;
+}
+
+export function postGeneration<B extends TSchema, R extends TSchema, C extends TSchema, T extends { readonly req: { readonly stream: boolean } }>(
+  app: FastifyInstance, path: string, state: EngineState, schemas: GenerationSchemas<B, R, C>,
+  endpoint: GenerationEndpoint<Static<B>, Static<R>, Static<C>, T>,
 ): void {
-  app.post(path, async (request, reply) => {
+  const schema = {
+    summary: schemas.summary,
+    tags: [schemas.tag],
+    body: schemas.body,
+    response: {
+      200: {
+        description: 'The completion (stream false), or server-sent events `data: <chunk>` ending with `data: [DONE]` (stream true).',
+        content: { 'application/json': { schema: schemas.response }, 'text/event-stream': { schema: schemas.chunk } },
+      },
+      '4xx': ErrorResponse,
+      '5xx': ErrorResponse,
+    },
+  };
+  // The body's type is the schema's (validated before the handler runs); the endpoint's types tie
+  // collect() and chunks() to the response and chunk schemas.
+  app.post(path, { schema }, async (request, reply) => {
     const engine = state.require();
     const controller = new AbortController();
-    const started = endpoint.start(engine, request.body, controller.signal, request.trace);
+    const started = endpoint.start(engine, request.body as Static<B>, controller.signal, request.trace);
     reply.raw.on('close', () => { if (!reply.raw.writableFinished) controller.abort(); });
     const stop = (): void => controller.abort();
     if (!started.req.stream) return untilShutdown(endpoint.collect(engine, started), state.shutdown, stop);

@@ -7,7 +7,7 @@
  */
 import type { FastifyBaseLogger, FastifyReply } from 'fastify';
 import { GemmaServeError } from '../errors.ts';
-import { errorBody } from './app.ts';
+import { publicErrorBody } from './error-body.ts';
 
 export const SSE_HEADERS = {
   'content-type': 'text/event-stream; charset=utf-8',
@@ -15,12 +15,6 @@ export const SSE_HEADERS = {
   connection: 'keep-alive',
   'x-accel-buffering': 'no',
 } as const;
-
-/** The OpenAI error body for a failure mid-stream (internals stay in the log). */
-export function streamErrorBody(e: unknown): object {
-  if (e instanceof GemmaServeError) return errorBody(e.message, e.type, e.param, e.code);
-  return errorBody('The server had an error while processing your request.', 'server_error', null, 'internal_error');
-}
 
 export async function sendSse(reply: FastifyReply, chunks: AsyncIterable<object>, log: FastifyBaseLogger): Promise<void> {
   reply.hijack();
@@ -46,7 +40,7 @@ export async function sendSse(reply: FastifyReply, chunks: AsyncIterable<object>
     }
   } catch (e) {
     if (!(e instanceof GemmaServeError) || (e.status >= 500 && e.code !== 'server_shutdown')) log.error({ err: e }, 'generation failed mid-stream');
-    await write(`data: ${JSON.stringify(streamErrorBody(e))}\n\n`);
+    await write(`data: ${JSON.stringify(publicErrorBody(e))}\n\n`);
   }
   if (!res.destroyed) res.end('data: [DONE]\n\n');
 }

@@ -12,6 +12,7 @@ import { chatLogprobEntry, startChoices, UsageCounter, type ChoiceEvent, type Ch
 import type { EngineState } from '../engine-state.ts';
 import { checkModel } from '../request-fields.ts';
 import { postGeneration } from '../generation-route.ts';
+import { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, type ChatCompletionBody, type ChatLogprobEntry } from '../schemas/chat.ts';
 
 /** A validated chat request whose generations have started. */
 export interface StartedChat {
@@ -25,8 +26,11 @@ export function systemFingerprint(engine: Engine): string {
   return `fp_gemma_serve_${engine.modelId}`.slice(0, 40);
 }
 
-/** Validates, renders, tokenizes and starts; every 4xx is thrown here, before any byte is sent. */
-export function startChat(engine: Engine, body: unknown, signal: AbortSignal, observer?: ChoiceObserver): StartedChat {
+/**
+ * Checks what the schema cannot, renders, tokenizes and starts; every 4xx is thrown here,
+ * before any byte is sent. `body` has passed ChatCompletionRequest.
+ */
+export function startChat(engine: Engine, body: ChatCompletionBody, signal: AbortSignal, observer?: ChoiceObserver): StartedChat {
   const req = parseChatRequest(body);
   checkModel(engine.modelId, req.model);
   const prompt = engine.chatTemplate.renderChat(req.messages, { addGenerationPrompt: true });
@@ -37,9 +41,10 @@ export function startChat(engine: Engine, body: unknown, signal: AbortSignal, ob
 }
 
 /** The chunk objects of a streamed chat completion, in OpenAI's order. */
-export async function* chatChunks(engine: Engine, chat: StartedChat): AsyncGenerator<object> {
+export async function* chatChunks(engine: Engine, chat: StartedChat): AsyncGenerator<ChatCompletionChunk> {
   const { req, base } = chat;
-  const chunk = (index: number, delta: object, finishReason: string | null, logprobs: object[] | null = null): object => ({
+  type Choice = ChatCompletionChunk['choices'][number];
+  const chunk = (index: number, delta: Choice['delta'], finishReason: Choice['finish_reason'], logprobs: ChatLogprobEntry[] | null = null): ChatCompletionChunk => ({
     ...base, object: 'chat.completion.chunk',
     choices: [{ index, delta, logprobs: logprobs === null ? null : { content: logprobs, refusal: null }, finish_reason: finishReason }],
     ...(req.includeUsage ? { usage: null } : {}),
@@ -60,11 +65,11 @@ export async function* chatChunks(engine: Engine, chat: StartedChat): AsyncGener
 }
 
 /** The whole (non-streamed) chat completion object. */
-export async function collectChat(engine: Engine, chat: StartedChat): Promise<object> {
+export async function collectChat(engine: Engine, chat: StartedChat): Promise<ChatCompletion> {
   const { req, base } = chat;
   const content: string[] = Array.from({ length: req.n }, () => '');
-  const lps: object[][] = Array.from({ length: req.n }, () => []);
-  const finish: string[] = Array.from({ length: req.n }, () => 'stop');
+  const lps: ChatLogprobEntry[][] = Array.from({ length: req.n }, () => []);
+  const finish: ChatCompletion['choices'][number]['finish_reason'][] = Array.from({ length: req.n }, () => 'stop');
   const usage = new UsageCounter();
   for await (const { index, prompt, event: ev } of chat.choices) {
     if (ev.type === 'token') {
@@ -80,12 +85,14 @@ export async function collectChat(engine: Engine, chat: StartedChat): Promise<ob
     ...base, object: 'chat.completion',
     choices: content.map((text, index) => ({
       index, message: { role: 'assistant', content: text, refusal: null },
-      logprobs: req.logprobs === null ? null : { content: lps[index], refusal: null }, finish_reason: finish[index],
+      logprobs: req.logprobs === null ? null : { content: lps[index]!, refusal: null }, finish_reason: finish[index]!,
     })),
     usage: usage.usage,
   };
 }
 
 export function chatCompletionsRoute(app: FastifyInstance, state: EngineState): void {
-  postGeneration(app, '/v1/chat/completions', state, { start: startChat, collect: collectChat, chunks: chatChunks });
+  postGeneration(app, '/v1/chat/completions', state, {
+    body: ChatCompletionRequest, response: ChatCompletion, chunk: ChatCompletionChunk, summary: 'Chat completion (JSON or server-sent events)', tag: 'OpenAI',
+  }, { start: startChat, collect: collectChat, chunks: chatChunks });
 }

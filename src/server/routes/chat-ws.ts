@@ -20,13 +20,16 @@
  * send no Origin.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
 import type { WebSocket } from 'ws';
 import { GemmaServeError, InvalidRequestError } from '../../errors.ts';
-import { errorBody } from '../app.ts';
+import { errorBody, publicErrorBody } from '../error-body.ts';
 import type { EngineState } from '../engine-state.ts';
 import { chunksUntilShutdown, ShutdownError } from '../drain.ts';
-import { FieldReader } from '../request-fields.ts';
-import { streamErrorBody } from '../sse.ts';
+import { schemaError, type SchemaError } from '../schema-errors.ts';
+import { ChatCompletionRequest, type ChatCompletionBody } from '../schemas/chat.ts';
+import { ErrorResponse } from '../schemas/common.ts';
+import { WsClientMessage, WsServerMessage } from '../schemas/ws.ts';
 import { chatChunks, startChat } from './chat-completions.ts';
 
 export const CHAT_WS_PATH = '/v1/chat/completions/ws';
@@ -46,26 +49,55 @@ async function refuseCrossOrigin(request: FastifyRequest, reply: FastifyReply): 
     'invalid_request_error', null, 'origin_not_allowed'));
 }
 
+/** A compiled schema's check: true, or false with Ajv's errors on `errors`. */
+interface Validator {
+  (value: unknown): boolean;
+  errors?: readonly SchemaError[] | null;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+const schema = {
+  summary: 'Chat completions over a WebSocket, several at once',
+  description: 'Upgrade to a WebSocket. The client sends WsClientMessage objects (JSON text); the server answers with WsServerMessage objects: '
+    + 'the chunks of each request, then done, cancelled or error. A key may be given as the subprotocol openai-insecure-api-key.KEY.',
+  tags: ['gemma-serve'],
+  response: {
+    101: {
+      description: 'Switching protocols: client messages are WsClientMessage, server messages WsServerMessage.',
+      content: { 'application/json': { schema: Type.Object({ client: WsClientMessage, server: WsServerMessage }) } },
+    },
+    '4xx': ErrorResponse,
+  },
+};
+
 export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): void {
-  app.get(CHAT_WS_PATH, { websocket: true, preHandler: refuseCrossOrigin }, (socket: WebSocket, request) => {
+  // @fastify/websocket marks its routes hidden from OpenAPI; this one is part of the API.
+  const config = { swaggerTransform: ({ url }: { url: string }) => ({ schema: { ...schema, hide: false }, url }) };
+  app.get(CHAT_WS_PATH, { websocket: true, preHandler: refuseCrossOrigin, schema, config }, (socket: WebSocket, request) => {
+    // Fastify's compiler (the app's Ajv and options): the chat body's validator is the one the
+    // HTTP endpoint compiled for the same schema object.
+    const validMessage = request.compileValidationSchema(WsClientMessage) as Validator;
+    const validChat = request.compileValidationSchema(ChatCompletionRequest) as Validator;
     const running = new Map<string, AbortController>();
     const send = (m: object): void => { if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(m)); };
     const sendError = (id: string | null, e: unknown): void => {
       const status = e instanceof GemmaServeError ? e.status : 500;
       if (status >= 500) request.log.error({ err: e }, 'websocket request failed');
-      send({ type: 'error', id, status, ...streamErrorBody(e) });
+      send({ type: 'error', id, status, ...publicErrorBody(e) });
     };
 
-    const run = async (id: string, body: unknown): Promise<void> => {
+    const run = async (id: string, body: Readonly<Record<string, unknown>>): Promise<void> => {
       const controller = new AbortController();
       const trace = request.trace.fork();
       try {
         if (running.has(id)) throw new InvalidRequestError(`id: request ${JSON.stringify(id)} is already running on this socket`, 'id');
         if (running.size >= MAX_PER_SOCKET) throw new InvalidRequestError(`at most ${MAX_PER_SOCKET} requests may run at once on one socket`, 'id', 'too_many_requests');
-        const b = new FieldReader(body, 'body');
-        if (b.bool('stream') === false) throw new InvalidRequestError('body.stream: WebSocket requests always stream', 'body.stream');
+        if (body['stream'] === false) throw new InvalidRequestError('body.stream: WebSocket requests always stream', 'body.stream');
+        const streamed = { ...body, stream: true };
+        if (!validChat(streamed)) throw schemaError(validChat.errors ?? []);
         const engine = state.require();
-        const chat = startChat(engine, { ...b.body, stream: true }, controller.signal, trace);
+        const chat = startChat(engine, streamed as ChatCompletionBody, controller.signal, trace);
         running.set(id, controller);
         for await (const chunk of chunksUntilShutdown(chatChunks(engine, chat), state.shutdown, () => controller.abort())) {
           if (controller.signal.aborted) break;
@@ -86,7 +118,6 @@ export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): vo
     };
 
     socket.on('message', (data, isBinary) => {
-      let msg: FieldReader;
       let id: string | undefined;
       try {
         if (isBinary) throw new InvalidRequestError('send JSON text messages', null);
@@ -96,20 +127,17 @@ export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): vo
         } catch {
           throw new InvalidRequestError('the message is not valid JSON', null);
         }
-        msg = new FieldReader(parsed);
-        const rawId = msg.body['id'];
-        if (typeof rawId !== 'string' || rawId === '') throw new InvalidRequestError('id: a non-empty string is required', 'id');
-        id = rawId;
-        msg.checkFields(['type', 'id', 'body']);
-        const type = msg.get('type');
-        if (type === 'request') {
-          void run(id, msg.get('body'));
-        } else if (type === 'cancel') {
-          const c = running.get(id);
-          if (c === undefined) throw new InvalidRequestError(`id: no running request ${JSON.stringify(id)} on this socket`, 'id');
-          c.abort();
+        // The id first, so that every later refusal is addressed to its request.
+        if (isObject(parsed) && typeof parsed['id'] === 'string' && parsed['id'] !== '') id = parsed['id'];
+        if (!validMessage(parsed)) throw schemaError(validMessage.errors ?? [], '', 'the message');
+        const msg = parsed as WsClientMessage;
+        if (msg.type === 'request') {
+          if (msg.body === undefined) throw new InvalidRequestError('body: a chat completion request (an object) is required', 'body');
+          void run(msg.id, msg.body);
         } else {
-          throw new InvalidRequestError(`type: must be "request" or "cancel", got ${JSON.stringify(type)}`, 'type');
+          const c = running.get(msg.id);
+          if (c === undefined) throw new InvalidRequestError(`id: no running request ${JSON.stringify(msg.id)} on this socket`, 'id');
+          c.abort();
         }
       } catch (e) {
         sendError(id ?? null, e);

@@ -13,8 +13,9 @@ import type { TokenLogprobs } from '../../engine/worker.ts';
 import { InvalidRequestError } from '../../errors.ts';
 import { startChoices, UsageCounter, type ChoiceObserver } from '../choices.ts';
 import type { EngineState } from '../engine-state.ts';
-import { checkModel, FieldReader, generationFieldNames, parseGenerationParams, type GenerationParams } from '../request-fields.ts';
+import { checkModel, parseGenerationParams, rejectUnsupported, type GenerationParams, type UnsupportedFields } from '../request-fields.ts';
 import { postGeneration } from '../generation-route.ts';
+import { CompletionRequest, TextCompletion, TextCompletionChunk, type CompletionBody, type LegacyLogprobs } from '../schemas/completions.ts';
 import { systemFingerprint } from './chat-completions.ts';
 
 /** OpenAI's default for /v1/completions (chat's default is the rest of the context). */
@@ -38,57 +39,41 @@ interface Prompt {
   readonly hidden: number;
 }
 
-const UNSUPPORTED: Readonly<Record<string, (v: unknown) => boolean>> = {
+const UNSUPPORTED: UnsupportedFields = {
   suffix: (v) => v === '',
 };
 
-export function parseCompletionRequest(engine: Engine, body: unknown): CompletionRequest {
-  const r = new FieldReader(body);
-  r.checkFields([...generationFieldNames(), 'prompt', 'echo', 'logprobs', 'best_of'], UNSUPPORTED);
+/** A schema-validated body (CompletionRequest) read into a CompletionRequest, with the checks no schema states. */
+export function parseCompletionRequest(engine: Engine, body: CompletionBody): CompletionRequest {
+  rejectUnsupported(body, UNSUPPORTED);
   // max_tokens 0 generates nothing: with echo and logprobs, the prompt is scored (lm-eval's loglikelihood).
-  const params = parseGenerationParams(r, ['max_tokens'], 0);
-  const bestOf = r.int('best_of', 1);
-  if (bestOf !== undefined && bestOf !== params.n) {
+  const params = parseGenerationParams(body, body.max_tokens);
+  if (body.best_of != null && body.best_of !== params.n) {
     throw new InvalidRequestError('best_of: only best_of equal to n is supported', 'best_of', 'unsupported_parameter');
   }
   return {
     ...params,
     maxTokens: params.maxTokens ?? DEFAULT_COMPLETION_MAX_TOKENS,
-    prompts: parsePrompts(engine, r.get('prompt')),
-    echo: r.bool('echo') ?? false,
-    logprobs: r.int('logprobs', 0, 20) ?? null,
+    prompts: parsePrompts(engine, body.prompt),
+    echo: body.echo ?? false,
+    logprobs: body.logprobs ?? null,
   };
 }
 
-function parsePrompts(engine: Engine, v: unknown): Prompt[] {
-  const bad = (): never => {
-    throw new InvalidRequestError('prompt: must be a string, an array of strings, an array of token ids or an array of token id arrays', 'prompt');
-  };
+/** The schema has checked the prompt's shape; the vocabulary is the engine's. */
+function parsePrompts(engine: Engine, prompt: CompletionBody['prompt']): Prompt[] {
   const fromText = (text: string): Prompt => ({ ids: [engine.tokenizer.bosId, ...engine.tokenizer.encode(text)], text, hidden: 1 });
-  const fromIds = (ids: unknown[]): Prompt => {
-    if (ids.length === 0) throw new InvalidRequestError('prompt: a token id array must not be empty', 'prompt');
+  const fromIds = (ids: number[]): Prompt => {
     for (const id of ids) {
-      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= engine.vocabSize) {
-        throw new InvalidRequestError(`prompt: ${JSON.stringify(id)} is not a token id (0..${engine.vocabSize - 1})`, 'prompt');
-      }
+      if (id >= engine.vocabSize) throw new InvalidRequestError(`prompt: ${id} is not a token id (0..${engine.vocabSize - 1})`, 'prompt');
     }
-    const list = ids as number[];
-    return { ids: list, text: engine.tokenizer.decode(list), hidden: 0 };
+    return { ids, text: engine.tokenizer.decode(ids), hidden: 0 };
   };
-  if (typeof v === 'string') return [fromText(v)];
-  if (!Array.isArray(v) || v.length === 0) return bad();
-  if (v.every((p) => typeof p === 'string')) return (v as string[]).map(fromText);
-  if (v.every((p) => typeof p === 'number')) return [fromIds(v)];
-  if (v.every((p) => Array.isArray(p))) return (v as unknown[][]).map(fromIds);
-  return bad();
-}
-
-/** OpenAI's legacy logprobs object for a run of tokens. */
-interface LegacyLogprobs {
-  tokens: string[];
-  token_logprobs: (number | null)[];
-  top_logprobs: (Record<string, number> | null)[];
-  text_offset: number[];
+  if (typeof prompt === 'string') return [fromText(prompt)];
+  const [first] = prompt;
+  if (typeof first === 'string') return (prompt as string[]).map(fromText);
+  if (typeof first === 'number') return [fromIds(prompt as number[])];
+  return (prompt as number[][]).map(fromIds);
 }
 
 /** Builds legacy logprobs token by token, tracking each choice's text offset. */
@@ -125,7 +110,7 @@ class LegacyLogprobsBuilder {
   }
 }
 
-function startCompletion(engine: Engine, body: unknown, signal: AbortSignal, observer?: ChoiceObserver) {
+function startCompletion(engine: Engine, body: CompletionBody, signal: AbortSignal, observer?: ChoiceObserver) {
   const req = parseCompletionRequest(engine, body);
   checkModel(engine.modelId, req.model);
   const scorePrompt = req.echo && req.logprobs !== null;
@@ -136,12 +121,13 @@ function startCompletion(engine: Engine, body: unknown, signal: AbortSignal, obs
 
 type StartedCompletion = ReturnType<typeof startCompletion>;
 
-async function* completionChunks(engine: Engine, c: StartedCompletion): AsyncGenerator<object> {
+async function* completionChunks(engine: Engine, c: StartedCompletion): AsyncGenerator<TextCompletionChunk> {
   const { req, base } = c;
   const lp = new LegacyLogprobsBuilder(engine);
   const total = req.prompts.length * req.n;
   const offsets = new Array<number>(total).fill(0);
-  const chunk = (index: number, text: string, finishReason: string | null, logprobs: LegacyLogprobs | null): object => ({
+  type Choice = TextCompletionChunk['choices'][number];
+  const chunk = (index: number, text: string, finishReason: Choice['finish_reason'], logprobs: LegacyLogprobs | null): TextCompletionChunk => ({
     ...base, object: 'text_completion',
     choices: [{ index, text, logprobs, finish_reason: finishReason }],
     ...(req.includeUsage ? { usage: null } : {}),
@@ -175,16 +161,15 @@ async function* completionChunks(engine: Engine, c: StartedCompletion): AsyncGen
   if (req.includeUsage) yield { ...base, object: 'text_completion', choices: [], usage: usage.usage };
 }
 
-async function collectCompletion(engine: Engine, c: StartedCompletion): Promise<object> {
+async function collectCompletion(engine: Engine, c: StartedCompletion): Promise<TextCompletion> {
   const { req, base } = c;
   const total = req.prompts.length * req.n;
-  const choices = Array.from({ length: total }, (_, index) => ({
-    index, text: '', logprobs: null as LegacyLogprobs | null, finish_reason: 'stop',
+  const choices: TextCompletion['choices'] = Array.from({ length: total }, (_, index) => ({
+    index, text: '', logprobs: null, finish_reason: 'stop',
   }));
-  let usage: object | null = null;
+  let usage: TextCompletion['usage'] = null;
   // Reuse the stream's chunks: one code path for texts, offsets and logprobs.
-  for await (const ch of completionChunks(engine, { ...c, req: { ...req, includeUsage: true } })) {
-    const chunk = ch as { choices: { index: number; text: string; logprobs: LegacyLogprobs | null; finish_reason: string | null }[]; usage?: object | null };
+  for await (const chunk of completionChunks(engine, { ...c, req: { ...req, includeUsage: true } })) {
     const [part] = chunk.choices;
     if (part === undefined) { usage = chunk.usage ?? null; continue; }
     const into = choices[part.index]!;
@@ -204,5 +189,7 @@ async function collectCompletion(engine: Engine, c: StartedCompletion): Promise<
 }
 
 export function completionsRoute(app: FastifyInstance, state: EngineState): void {
-  postGeneration(app, '/v1/completions', state, { start: startCompletion, collect: collectCompletion, chunks: completionChunks });
+  postGeneration(app, '/v1/completions', state, {
+    body: CompletionRequest, response: TextCompletion, chunk: TextCompletionChunk, summary: 'Text completion (JSON or server-sent events)', tag: 'OpenAI',
+  }, { start: startCompletion, collect: collectCompletion, chunks: completionChunks });
 }

@@ -1,0 +1,77 @@
+/**
+ * /v1/chat/completions (and its WebSocket twin): the request body, the chat.completion
+ * response, and the chat.completion.chunk objects a stream sends (documented, not
+ * serialized by schema: streams write their own JSON).
+ */
+import { Type, type Static } from 'typebox';
+import { ChatMessages, FinishReason, generationFields, Nullable, OptionalNullable, SafeInteger, Unsupported, Usage } from './common.ts';
+
+export const ChatCompletionRequest = Type.Object({
+  ...generationFields(1),
+  messages: ChatMessages,
+  max_completion_tokens: OptionalNullable(SafeInteger({ minimum: 1 }, 'Most tokens to generate (max_tokens is read when this is absent).')),
+  logprobs: OptionalNullable(Type.Boolean({ description: 'Log probabilities of the generated tokens.' })),
+  top_logprobs: OptionalNullable(SafeInteger({ minimum: 0, maximum: 20 }, 'Alternatives per token (needs logprobs: true).')),
+  tools: Unsupported('[]'),
+  tool_choice: Unsupported('"none"'),
+  parallel_tool_calls: Type.Optional(Type.Unknown({ description: 'Accepted and ignored (no tools).' })),
+  functions: Unsupported('[]'),
+  function_call: Unsupported('"none"'),
+  response_format: Unsupported('{"type": "text"}'),
+  modalities: Unsupported('["text"]'),
+  audio: Unsupported('null'),
+  prediction: Unsupported('null'),
+  reasoning_effort: Unsupported('null'),
+  web_search_options: Unsupported('null'),
+  verbosity: Unsupported('null'),
+}, { additionalProperties: false });
+export type ChatCompletionBody = Static<typeof ChatCompletionRequest>;
+
+// Property order is the JSON's: the response serializer writes properties in schema order.
+const TokenText = {
+  token: Type.String(),
+  bytes: Type.Array(Type.Integer({ description: "The token's UTF-8 bytes." })),
+  logprob: Type.Number(),
+};
+
+export const ChatLogprobEntry = Type.Object({
+  ...TokenText,
+  top_logprobs: Type.Array(Type.Object(TokenText)),
+});
+export type ChatLogprobEntry = Static<typeof ChatLogprobEntry>;
+
+const ChoiceLogprobs = Nullable(Type.Object({ content: Type.Array(ChatLogprobEntry), refusal: Type.Null() }));
+
+/** What every object of one completion repeats. */
+export const CompletionBase = {
+  id: Type.String(),
+  created: Type.Integer({ description: 'Unix seconds.' }),
+  model: Type.String(),
+  system_fingerprint: Type.String(),
+};
+
+export const ChatCompletion = Type.Object({
+  ...CompletionBase,
+  object: Type.Literal('chat.completion'),
+  choices: Type.Array(Type.Object({
+    index: Type.Integer(),
+    message: Type.Object({ role: Type.Literal('assistant'), content: Type.String(), refusal: Type.Null() }),
+    logprobs: ChoiceLogprobs,
+    finish_reason: FinishReason,
+  })),
+  usage: Usage,
+});
+export type ChatCompletion = Static<typeof ChatCompletion>;
+
+export const ChatCompletionChunk = Type.Object({
+  ...CompletionBase,
+  object: Type.Literal('chat.completion.chunk'),
+  choices: Type.Array(Type.Object({
+    index: Type.Integer(),
+    delta: Type.Object({ role: Type.Optional(Type.Literal('assistant')), content: Type.Optional(Type.String()) }),
+    logprobs: ChoiceLogprobs,
+    finish_reason: Nullable(FinishReason),
+  }), { description: 'One choice per chunk; empty in the last chunk when stream_options.include_usage is set.' }),
+  usage: Type.Optional(Nullable(Usage)),
+}, { description: 'One server-sent event (data: <chunk>) of a streamed chat completion; the stream ends with data: [DONE].' });
+export type ChatCompletionChunk = Static<typeof ChatCompletionChunk>;
