@@ -375,10 +375,18 @@ export class Engine {
     return this.text.encodeChat(messages, addGenerationPrompt);
   }
 
-  /** Plain text tokenized in a text worker (no BOS), with the same character bound as encodeChat. */
-  encodeText(text: string, param = 'prompt'): Promise<Int32Array> {
-    this.checkCharacters(text.length, param);
+  /**
+   * Plain text tokenized in a text worker (no BOS). `param` set: a prompt, refused at once when
+   * its characters prove it longer than the context (as encodeChat); null: any length (/tokenize).
+   */
+  encodeText(text: string, param: string | null = 'prompt'): Promise<Int32Array> {
+    if (param !== null) this.checkCharacters(text.length, param);
     return this.text.encode(text);
+  }
+
+  /** A chat rendered and tokenized in a text worker without the length bound (/tokenize). */
+  tokenizeChat(messages: readonly ChatMessage[], addGenerationPrompt: boolean): Promise<Int32Array> {
+    return this.text.encodeChat(messages, addGenerationPrompt);
   }
 
   private checkCharacters(chars: number, param: string): void {

@@ -91,7 +91,7 @@ export class TextPool {
   }
 
   private run(job: (id: number) => TextJob): Promise<Int32Array> {
-    if (this.closed) return Promise.reject(new EngineError('text workers are closed'));
+    if (this.closed) return Promise.reject(new EngineError('the engine is closed', 'engine_closed', 503));
     let slot = this.slots[0]!;
     for (const s of this.slots) if (s.jobs.size < slot.jobs.size) slot = s;
     const id = this.nextId++;

@@ -26,7 +26,8 @@ export interface GenerationSchemas<B extends TSchema, R extends TSchema, C exten
 }
 
 export interface GenerationEndpoint<B, R, C, T extends { readonly req: { readonly stream: boolean } }> {
-  start(engine: Engine, body: B, signal: AbortSignal, observer?: ChoiceObserver): T;
+  /** Validates what the schema cannot, templates and tokenizes (off the event loop), starts. */
+  start(engine: Engine, body: B, signal: AbortSignal, observer?: ChoiceObserver): Promise<T>;
   collect(engine: Engine, started: T): Promise<R>;
   chunks(engine: Engine, started: T): AsyncIterable<C>;
 }
@@ -53,8 +54,8 @@ export function postGeneration<B extends TSchema, R extends TSchema, C extends T
   app.post(path, { schema }, async (request, reply) => {
     const engine = state.require();
     const controller = new AbortController();
-    const started = endpoint.start(engine, request.body as Static<B>, controller.signal, request.trace);
     reply.raw.on('close', () => { if (!reply.raw.writableFinished) controller.abort(); });
+    const started = await endpoint.start(engine, request.body as Static<B>, controller.signal, request.trace);
     const stop = (): void => controller.abort();
     if (!started.req.stream) return untilShutdown(endpoint.collect(engine, started), state.shutdown, stop);
     await sendSse(reply, chunksUntilShutdown(endpoint.chunks(engine, started), state.shutdown, stop), request.log);

@@ -30,11 +30,10 @@ export function systemFingerprint(engine: Engine): string {
  * Checks what the schema cannot, renders, tokenizes and starts; every 4xx is thrown here,
  * before any byte is sent. `body` has passed ChatCompletionRequest.
  */
-export function startChat(engine: Engine, body: ChatCompletionBody, signal: AbortSignal, observer?: ChoiceObserver): StartedChat {
+export async function startChat(engine: Engine, body: ChatCompletionBody, signal: AbortSignal, observer?: ChoiceObserver): Promise<StartedChat> {
   const req = parseChatRequest(body);
   checkModel(engine.modelId, req.model);
-  const prompt = engine.chatTemplate.renderChat(req.messages, { addGenerationPrompt: true });
-  const promptIds = Array.from(engine.tokenizer.encode(prompt));
+  const promptIds = Array.from(await engine.encodeChat(req.messages, true));
   const choices = startChoices(engine, [promptIds], req, { logprobs: req.logprobs }, signal, observer);
   const base = { id: `chatcmpl-${randomUUID().replace(/-/g, '')}`, created: Math.floor(Date.now() / 1000), model: req.model, system_fingerprint: systemFingerprint(engine) };
   return { req, choices, base };

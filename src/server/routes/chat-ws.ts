@@ -97,8 +97,9 @@ export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): vo
         const streamed = { ...body, stream: true };
         if (!validChat(streamed)) throw schemaError(validChat.errors ?? []);
         const engine = state.require();
-        const chat = startChat(engine, streamed as ChatCompletionBody, controller.signal, trace);
+        // Running (cancellable) from here: the prompt is tokenized in a text worker meanwhile.
         running.set(id, controller);
+        const chat = await startChat(engine, streamed as ChatCompletionBody, controller.signal, trace);
         for await (const chunk of chunksUntilShutdown(chatChunks(engine, chat), state.shutdown, () => controller.abort())) {
           if (controller.signal.aborted) break;
           send({ type: 'chunk', id, chunk });

@@ -44,7 +44,7 @@ const UNSUPPORTED: UnsupportedFields = {
 };
 
 /** A schema-validated body (CompletionRequest) read into a CompletionRequest, with the checks no schema states. */
-export function parseCompletionRequest(engine: Engine, body: CompletionBody): CompletionRequest {
+export async function parseCompletionRequest(engine: Engine, body: CompletionBody): Promise<CompletionRequest> {
   rejectUnsupported(body, UNSUPPORTED);
   // max_tokens 0 generates nothing: with echo and logprobs, the prompt is scored (lm-eval's loglikelihood).
   const params = parseGenerationParams(body, body.max_tokens);
@@ -54,24 +54,24 @@ export function parseCompletionRequest(engine: Engine, body: CompletionBody): Co
   return {
     ...params,
     maxTokens: params.maxTokens ?? DEFAULT_COMPLETION_MAX_TOKENS,
-    prompts: parsePrompts(engine, body.prompt),
+    prompts: await parsePrompts(engine, body.prompt),
     echo: body.echo ?? false,
     logprobs: body.logprobs ?? null,
   };
 }
 
 /** The schema has checked the prompt's shape; the vocabulary is the engine's. */
-function parsePrompts(engine: Engine, prompt: CompletionBody['prompt']): Prompt[] {
-  const fromText = (text: string): Prompt => ({ ids: [engine.tokenizer.bosId, ...engine.tokenizer.encode(text)], text, hidden: 1 });
+async function parsePrompts(engine: Engine, prompt: CompletionBody['prompt']): Promise<Prompt[]> {
+  const fromText = async (text: string): Promise<Prompt> => ({ ids: [engine.tokenizer.bosId, ...await engine.encodeText(text, 'prompt')], text, hidden: 1 });
   const fromIds = (ids: number[]): Prompt => {
     for (const id of ids) {
       if (id >= engine.vocabSize) throw new InvalidRequestError(`prompt: ${id} is not a token id (0..${engine.vocabSize - 1})`, 'prompt');
     }
     return { ids, text: engine.tokenizer.decode(ids), hidden: 0 };
   };
-  if (typeof prompt === 'string') return [fromText(prompt)];
+  if (typeof prompt === 'string') return [await fromText(prompt)];
   const [first] = prompt;
-  if (typeof first === 'string') return (prompt as string[]).map(fromText);
+  if (typeof first === 'string') return Promise.all((prompt as string[]).map(fromText));
   if (typeof first === 'number') return [fromIds(prompt as number[])];
   return (prompt as number[][]).map(fromIds);
 }
@@ -110,8 +110,8 @@ class LegacyLogprobsBuilder {
   }
 }
 
-function startCompletion(engine: Engine, body: CompletionBody, signal: AbortSignal, observer?: ChoiceObserver) {
-  const req = parseCompletionRequest(engine, body);
+async function startCompletion(engine: Engine, body: CompletionBody, signal: AbortSignal, observer?: ChoiceObserver) {
+  const req = await parseCompletionRequest(engine, body);
   checkModel(engine.modelId, req.model);
   const scorePrompt = req.echo && req.logprobs !== null;
   const choices = startChoices(engine, req.prompts.map((p) => p.ids), req, { logprobs: req.logprobs, promptLogprobs: scorePrompt ? req.logprobs : null, promptParam: 'prompt' }, signal, observer);
@@ -119,7 +119,7 @@ function startCompletion(engine: Engine, body: CompletionBody, signal: AbortSign
   return { req, choices, base, scorePrompt };
 }
 
-type StartedCompletion = ReturnType<typeof startCompletion>;
+type StartedCompletion = Awaited<ReturnType<typeof startCompletion>>;
 
 async function* completionChunks(engine: Engine, c: StartedCompletion): AsyncGenerator<TextCompletionChunk> {
   const { req, base } = c;

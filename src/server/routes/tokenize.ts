@@ -32,11 +32,10 @@ export function tokenizeRoutes(app: FastifyInstance, state: EngineState): void {
     if (prompt !== undefined) {
       if (b.add_generation_prompt != null) throw new InvalidRequestError('add_generation_prompt: only with messages', 'add_generation_prompt');
       const bos = b.add_special_tokens ?? true;
-      tokens = [...(bos ? [engine.tokenizer.bosId] : []), ...engine.tokenizer.encode(prompt)];
+      tokens = [...(bos ? [engine.tokenizer.bosId] : []), ...await engine.encodeText(prompt, null)];
     } else {
       if (b.add_special_tokens === true) throw new InvalidRequestError('add_special_tokens: the chat template writes the special tokens itself', 'add_special_tokens');
-      const text = engine.chatTemplate.renderChat(parseMessages(b.messages!), { addGenerationPrompt: b.add_generation_prompt ?? true });
-      tokens = [...engine.tokenizer.encode(text)];
+      tokens = [...await engine.tokenizeChat(parseMessages(b.messages!), b.add_generation_prompt ?? true)];
     }
     return {
       count: tokens.length, max_model_len: engine.contextLength, tokens,
