@@ -41,6 +41,7 @@ export async function serve(argv: string[]): Promise<number> {
     'served-model-name': { type: 'string' },
     'metrics-names': { type: 'string' },
     'log-prompts': { type: 'boolean' },
+    'special-tokens-in-content': { type: 'boolean' },
     'stats-interval': { type: 'string' },
     'shutdown-timeout': { type: 'string' },
   });
@@ -63,6 +64,7 @@ export async function serve(argv: string[]): Promise<number> {
   }
   const metricsNames = resolveMetricsNames(values['metrics-names'] ?? env['GEMMA_SERVE_METRICS_NAMES']);
   const logPrompts = values['log-prompts'] ?? booleanEnv('log-prompts', env['GEMMA_SERVE_LOG_PROMPTS']);
+  const specialTokensInContent = values['special-tokens-in-content'] ?? booleanEnv('special-tokens-in-content', env['GEMMA_SERVE_SPECIAL_TOKENS_IN_CONTENT']);
   const statsInterval = secondsFlag('stats-interval', values['stats-interval'] ?? env['GEMMA_SERVE_STATS_INTERVAL']) ?? DEFAULT_STATS_INTERVAL_SECONDS;
   const shutdownTimeout = secondsFlag('shutdown-timeout', values['shutdown-timeout'] ?? env['GEMMA_SERVE_SHUTDOWN_TIMEOUT']) ?? DEFAULT_SHUTDOWN_TIMEOUT_SECONDS;
   const threads = integerFlag('threads', values.threads ?? env['GEMMA_SERVE_THREADS'], 0);
@@ -80,7 +82,7 @@ export async function serve(argv: string[]): Promise<number> {
   // Listen first, load behind it: /health answers at once, /ready and the API say 503
   // (with Retry-After) until the model is in, so probes and clients see the truth.
   const t0 = performance.now();
-  const loading = Engine.start({ modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, modelId: servedModelName });
+  const loading = Engine.start({ modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, modelId: servedModelName, specialTokensInContent });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
   const metrics = new Metrics({ state, names: metricsNames });
