@@ -17,6 +17,9 @@ import { Scheduler, DEFAULT_MAX_NUM_BATCHED_TOKENS } from '../scheduler/schedule
 import type { PlannedRow, Sequence, SchedulerStats } from '../scheduler/types.ts';
 import type { Device } from './session.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
+import type { Constraint } from './grammar/constraint.ts';
+import { WorkerGrammars } from './grammar/worker-grammars.ts';
+import type { SequenceGrammar } from './grammar/matcher.ts';
 
 export interface WorkerInit {
   readonly exportDir: string;
@@ -53,12 +56,16 @@ export interface SubmitMessage {
   readonly logprobs: number | null;
   /** null: none; else the logprob of every prompt token after the first, with this many alternatives. */
   readonly promptLogprobs: number | null;
+  /** Constrained decoding (grammar/constraint.ts): compiled before the sequence is queued. */
+  readonly constraint?: Constraint;
 }
 export interface TokenLogprobs {
   readonly logprob: number;
   readonly top: { id: number; logprob: number }[];
 }
-export type ToWorker = SubmitMessage | { readonly type: 'abort'; readonly id: number } | { readonly type: 'close' };
+export type ToWorker = SubmitMessage | { readonly type: 'abort'; readonly id: number } | { readonly type: 'close' }
+  /** Compile (and cache) a constraint; answered by 'compiled' with the same id. */
+  | { readonly type: 'compile'; readonly id: number; readonly constraint: Constraint };
 export type FinishReason = 'stop' | 'length' | 'abort';
 export type FromWorker =
   /** Loaded; `maxSequenceTokens`: the longest sequence the KV cache can hold alone. */
@@ -67,7 +74,10 @@ export type FromWorker =
   /** Sent once before the first token when promptLogprobs was asked: entries for prompt tokens 1..n-1. */
   | { type: 'prompt_logprobs'; id: number; logprobs: TokenLogprobs[] }
   | { type: 'finish'; id: number; reason: FinishReason; promptTokens: number; completionTokens: number }
-  | { type: 'error'; id: number | null; message: string }
+  /** `param`: the request parameter at fault (a constraint that does not compile: a 400). */
+  | { type: 'error'; id: number | null; message: string; param?: string }
+  /** The answer to 'compile': `error` is the refusal, absent when the constraint compiled. */
+  | { type: 'compiled'; id: number; error?: { message: string; param: string } }
   /** Once, when the scheduler first admits the sequence; `at`: performance.timeOrigin + performance.now(). */
   | { type: 'scheduled'; id: number; at: number }
   /** After every step: the scheduler's counters (observability hooks); `step`: the step computes tokens. */
@@ -99,6 +109,8 @@ interface Generation {
   readonly promptEntries: TokenLogprobs[];
   /** The 'scheduled' message was sent. */
   scheduled: boolean;
+  /** The constraint's state (constrained decoding), or null. */
+  readonly grammar: SequenceGrammar | null;
 }
 
 async function main(): Promise<void> {
@@ -126,13 +138,28 @@ async function main(): Promise<void> {
   let closing = false;
   let forwardSeconds = 0;
   let wake: (() => void) | null = null;
+  const grammars = new WorkerGrammars(init.exportDir);
 
+  const admit = (m: SubmitMessage, grammar: SequenceGrammar | null): void => {
+    gens.set(m.id, {
+      req: m, rand: mulberry32(m.seed), stop: new Set(m.stopIds), history: new TokenHistory(m.promptIds), scored: 0, promptEntries: [], scheduled: false, grammar,
+    });
+    scheduler.add({ id: m.id, promptIds: m.promptIds, maxTokens: m.maxTokens, priority: m.priority });
+  };
   port.on('message', (m: ToWorker) => {
-    if (m.type === 'submit') {
-      gens.set(m.id, {
-        req: m, rand: mulberry32(m.seed), stop: new Set(m.stopIds), history: new TokenHistory(m.promptIds), scored: 0, promptEntries: [], scheduled: false,
-      });
-      scheduler.add({ id: m.id, promptIds: m.promptIds, maxTokens: m.maxTokens, priority: m.priority });
+    if (m.type === 'submit' && m.constraint === undefined) {
+      admit(m, null);
+    } else if (m.type === 'submit' && m.constraint !== undefined) {
+      // Constrained: compiled (or found in the cache) before it is queued; a refusal is the
+      // generation's only message. xgrammar's calls resolve without yielding to the message
+      // port, so an abort for this id cannot arrive before it is admitted.
+      void grammars.start(m.constraint, m.stopIds).then(
+        (g) => { if ('param' in g) send({ type: 'error', id: m.id, ...g }); else { admit(m, g); wake?.(); } },
+        (e: unknown) => send({ type: 'error', id: m.id, message: (e as Error).message }));
+    } else if (m.type === 'compile') {
+      void grammars.check(m.constraint).then(
+        (error) => send({ type: 'compiled', id: m.id, ...(error !== null ? { error } : {}) }),
+        (e: unknown) => send({ type: 'error', id: m.id, message: (e as Error).message }));
     } else if (m.type === 'abort') {
       aborted.add(m.id);
     } else {
@@ -144,6 +171,7 @@ async function main(): Promise<void> {
   /** Ends a sequence: frees its cache in this step and tells the main thread. */
   const end = (id: number, m: FromWorker): void => {
     scheduler.finish(id);
+    gens.get(id)?.grammar?.dispose();
     gens.delete(id);
     aborted.delete(id);
     send(m);
@@ -164,8 +192,14 @@ async function main(): Promise<void> {
     const r = g.req;
     if (r.maxTokens === 0) { finish(seq, 'length'); return; } // prompt only (scored, when asked)
     if (seq.outputIds.length < r.minTokens) for (const id of r.stopIds) if (id >= 0 && id < row.length) row[id] = -Infinity;
+    // Constrained decoding: the state follows the output tokens (rebuilt from them if it is not
+    // in step); disallowed tokens get -Infinity before processing, so sampling and the reported
+    // logprobs are of the masked distribution.
+    if (g.grammar !== null && !g.grammar.syncTo(seq.outputIds)) { end(r.id, { type: 'error', id: r.id, message: 'the output no longer fits its grammar' }); return; }
+    g.grammar?.applyMask(row);
     const logits = processLogits(row, r.sampling, g.history);
     const tokenId = sampleProcessed(logits, r.sampling, g.rand, weightsOf);
+    if (g.grammar !== null && !g.grammar.accept(tokenId)) { end(r.id, { type: 'error', id: r.id, message: `the grammar refused token ${tokenId}` }); return; }
     scheduler.appendToken(seq, tokenId);
     g.history.add(tokenId);
     if (g.stop.has(tokenId)) { finish(seq, 'stop'); return; }
@@ -175,6 +209,8 @@ async function main(): Promise<void> {
       logprobs = { logprob: lp[tokenId]!, top: r.logprobs > 0 ? topLogprobs(lp, r.logprobs) : [] };
     }
     send({ type: 'token', id: r.id, tokenId, ...(logprobs ? { logprobs } : {}) });
+    // A complete structure that nothing may follow ends here, without another forward pass.
+    if (g.grammar?.canOnlyEnd() === true) { finish(seq, 'stop'); return; }
     if (seq.outputIds.length >= r.maxTokens) finish(seq, 'length');
   };
   /** Scores prompt positions of a row (promptLogprobs); sends them all once the prompt is done. */
@@ -255,6 +291,8 @@ async function main(): Promise<void> {
     await new Promise<void>((res) => setImmediate(res));
   }
   await runner.release();
+  for (const g of gens.values()) g.grammar?.dispose();
+  grammars.dispose();
   port.close();
 }
 

@@ -1,0 +1,192 @@
+/**
+ * Compiled grammars for one vocabulary, in the thread that uses them (the inference worker):
+ * xgrammar's token table is built on first use (Gemma's 256,000 pieces: see docs/GRAMMAR.md
+ * for the cost), constraints compile through xgrammar and stay in a bounded LRU keyed by
+ * `constraintKey`, so a schema sent again (every turn of an agent loop) costs nothing.
+ * A constraint that does not compile throws ConstraintError with xgrammar's reason.
+ *
+ * xgrammar refuses a bad schema, regex or grammar by aborting its WebAssembly program, which
+ * unwinds through the C++ frames without restoring their stack (nor freeing what they held).
+ * So each new constraint is first parsed in a second, disposable instance without a token
+ * table (cheap: no vocabulary work), which is thrown away after a refusal; only constraints
+ * that parsed reach the instance that holds the token table and the running matchers.
+ */
+import type { CompiledGrammar, Grammar, GrammarCompiler, TokenizerInfo } from '@mlc-ai/web-xgrammar';
+import { choiceEbnf, constraintKey, schemaValue, type Constraint } from './constraint.ts';
+import { loadXgrammar, type XgBinding, type Xgrammar } from './xgrammar.ts';
+import type { GrammarVocab } from './vocab.ts';
+
+/** A constraint the grammar engine refused; `message` says why (xgrammar's words). */
+export class ConstraintError extends Error {}
+
+export const DEFAULT_GRAMMAR_CACHE_SIZE = 128;
+
+/**
+ * JSON is generated on one line with json.dumps' separators (", " and ": "), no free
+ * whitespace: a model may otherwise spend its tokens on spaces and newlines that the grammar
+ * allows anywhere (vLLM's `disable_any_whitespace`), and a weak or random-weight model
+ * seldom stops doing so. Arguments: anyWhitespace, indent (-1: one line), separators.
+ */
+const JSON_LAYOUT = [false, -1, [', ', ': ']] as const satisfies [boolean, number, [string, string]];
+
+export interface GrammarCompilerOptions {
+  /** Compiled grammars kept (least recently used dropped first; default DEFAULT_GRAMMAR_CACHE_SIZE). */
+  readonly cacheSize?: number;
+}
+
+/** A compiled grammar ready for matchers, with what they need to read masks. */
+export interface ReadyGrammar {
+  readonly compiled: CompiledGrammar;
+  readonly binding: XgBinding;
+  readonly xg: Xgrammar;
+  readonly vocabSize: number;
+}
+
+export class ConstraintCompiler {
+  private tokenizerInfo: TokenizerInfo | null = null;
+  private compiler: GrammarCompiler | null = null;
+  private binding: XgBinding | null = null;
+  /** Insertion order is recency: a hit is deleted and set again. */
+  private readonly cache = new Map<string, CompiledGrammar>();
+  private readonly cacheSize: number;
+  private readonly xg: Xgrammar;
+  /** The disposable instance that parses new constraints first (null: make one when needed). */
+  private checker: Xgrammar | null = null;
+
+  /** `vocab` is read on first compile (or `warm()`); until then nothing is built. */
+  constructor(private readonly vocab: () => GrammarVocab, opts: GrammarCompilerOptions = {}) {
+    this.cacheSize = Math.max(1, opts.cacheSize ?? DEFAULT_GRAMMAR_CACHE_SIZE);
+    this.xg = loadXgrammar();
+  }
+
+  /** Builds the token table now (otherwise the first compile does). */
+  async warm(): Promise<void> {
+    if (this.compiler !== null) return;
+    const { encoded, vocabSize } = this.vocab();
+    this.binding = await this.xg.binding();
+    // No stop tokens here: each matcher is given its sequence's own (grammar/matcher.ts).
+    this.tokenizerInfo = await this.xg.TokenizerInfo.createTokenizerInfo(encoded, 'byte_fallback', false, vocabSize);
+    // xgrammar's own cache is off: ours is bounded, xgrammar's would keep every schema ever seen.
+    this.compiler = await this.xg.GrammarCompiler.createGrammarCompiler(this.tokenizerInfo, false);
+  }
+
+  get cachedCount(): number {
+    return this.cache.size;
+  }
+
+  /** The compiled grammar for `c`, from the cache or compiled now; ConstraintError when it cannot be. */
+  async compile(c: Constraint): Promise<ReadyGrammar> {
+    let key: string;
+    try {
+      key = constraintKey(c);
+    } catch (e) {
+      throw new ConstraintError(`the schema is not valid JSON: ${(e as Error).message}`, { cause: e });
+    }
+    await this.warm();
+    let compiled = this.cache.get(key);
+    if (compiled !== undefined) {
+      this.cache.delete(key);
+    } else {
+      compiled = await this.compileNew(c);
+      if (this.cache.size >= this.cacheSize) {
+        const [oldestKey, oldest] = this.cache.entries().next().value as [string, CompiledGrammar];
+        this.cache.delete(oldestKey);
+        // Matchers built from it keep their own reference inside xgrammar (shared_ptr), so
+        // freeing the handle here does not pull the grammar from under a running sequence.
+        oldest.dispose();
+      }
+    }
+    this.cache.set(key, compiled);
+    return { compiled, binding: this.binding!, xg: this.xg, vocabSize: this.vocab().vocabSize };
+  }
+
+  /** Parses `c` in the disposable instance; ConstraintError with xgrammar's reason when it cannot. */
+  private async parse(c: Constraint): Promise<void> {
+    if (c.kind === 'json_object') return;
+    const xg = this.checker ??= loadXgrammar();
+    let grammar: Grammar;
+    try {
+      switch (c.kind) {
+        case 'json_schema':
+          grammar = await xg.Grammar.fromJSONSchema(JSON.stringify(jsonSchemaObject(c.schema)), ...JSON_LAYOUT, c.strict !== false);
+          break;
+        case 'regex':
+          grammar = await xg.Grammar.fromStructuralTag({ type: 'structural_tag', format: { type: 'regex', pattern: c.pattern } });
+          break;
+        case 'choice':
+          grammar = await xg.Grammar.fromEBNF(choiceEbnf(checkedChoices(c.choices)));
+          break;
+        case 'grammar':
+          grammar = await xg.Grammar.fromEBNF(c.ebnf);
+          break;
+      }
+    } catch (e) {
+      if (e instanceof ConstraintError) throw e;
+      this.checker = null; // aborted: its stack is not to be trusted
+      throw new ConstraintError(errorText(xg.takeError(), e), { cause: e });
+    }
+    grammar.dispose();
+  }
+
+  private async compileNew(c: Constraint): Promise<CompiledGrammar> {
+    await this.parse(c);
+    const compiler = this.compiler!;
+    try {
+      switch (c.kind) {
+        case 'json_schema':
+          return await compiler.compileJSONSchema(JSON.stringify(jsonSchemaObject(c.schema)), ...JSON_LAYOUT, c.strict !== false);
+        case 'json_object':
+          return await compiler.compileJSONSchema('{"type":"object"}', ...JSON_LAYOUT, false);
+        case 'regex':
+          return await compiler.compileStructuralTag({ type: 'structural_tag', format: { type: 'regex', pattern: c.pattern } });
+        case 'choice':
+          return await compiler.compileGrammar(choiceEbnf(c.choices));
+        case 'grammar':
+          return await compiler.compileGrammar(c.ebnf);
+      }
+    } catch (e) {
+      // Parsed in the checker but refused here (not seen in testing): this instance's stack
+      // lost the aborted frames; it keeps serving (WebAssembly stacks are 64 KB+ and one
+      // abort leaks at most its own frames) rather than failing the running sequences.
+      throw new ConstraintError(errorText(this.xg.takeError(), e), { cause: e });
+    }
+  }
+
+  /** Frees every compiled grammar and the token table (matchers must be disposed first). */
+  dispose(): void {
+    for (const g of this.cache.values()) g.dispose();
+    this.cache.clear();
+    this.compiler?.dispose();
+    this.tokenizerInfo?.dispose();
+    this.compiler = null;
+    this.tokenizerInfo = null;
+  }
+}
+
+/**
+ * The reason for a refusal: xgrammar's printed `[FATAL] /path/file.cc:123: reason` without its
+ * source location, else the exception's own text.
+ */
+function errorText(printed: string | null, e: unknown): string {
+  if (printed !== null) return printed.replace(/^\[FATAL\]\s*(\S+:\d+:\s*)?/, '').trim();
+  return (e instanceof Error ? e.message : String(e)).trim() || 'the grammar engine refused it';
+}
+
+/** The schema as an object (JSON text is parsed); ConstraintError for anything else. */
+function jsonSchemaObject(schema: unknown): object {
+  let v: unknown;
+  try {
+    v = schemaValue(schema);
+  } catch (e) {
+    throw new ConstraintError(`the schema is not valid JSON: ${(e as Error).message}`, { cause: e });
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConstraintError('the schema must be a JSON object');
+  return v;
+}
+
+function checkedChoices(choices: readonly string[]): readonly string[] {
+  if (choices.length === 0 || choices.some((s) => typeof s !== 'string' || s.length === 0)) {
+    throw new ConstraintError('choices must be a non-empty list of non-empty strings');
+  }
+  return choices;
+}
