@@ -40,14 +40,27 @@ export interface ReadyGrammar {
   readonly binding: XgBinding;
   readonly xg: Xgrammar;
   readonly vocabSize: number;
+  /**
+   * Tokens refused on top of the grammar's mask, or null. JSON kinds refuse every token with a
+   * control character: xgrammar 0.1.27 writes strings with minLength/maxLength as
+   * `[^"\\\r\n]{m,n}`, which lets raw control characters (invalid in JSON) through.
+   */
+  readonly deny: readonly number[] | null;
+  /** The byte-fallback token of each byte value, -1 for none (the matcher's UTF-8 guard). */
+  readonly byteIds: Int32Array;
 }
 
 export class ConstraintCompiler {
   private tokenizerInfo: TokenizerInfo | null = null;
   private compiler: GrammarCompiler | null = null;
   private binding: XgBinding | null = null;
-  /** Insertion order is recency: a hit is deleted and set again. */
-  private readonly cache = new Map<string, CompiledGrammar>();
+  private warming: Promise<void> | null = null;
+  private vocabSize = 0;
+  /**
+   * Compiled (or compiling: concurrent requests for one schema share one compilation) grammars
+   * by key. Insertion order is recency: a hit is deleted and set again.
+   */
+  private readonly cache = new Map<string, Promise<CompiledGrammar>>();
   private readonly cacheSize: number;
   private readonly xg: Xgrammar;
   /** The disposable instance that parses new constraints first (null: make one when needed). */
@@ -60,11 +73,15 @@ export class ConstraintCompiler {
   }
 
   /** Builds the token table now (otherwise the first compile does). */
-  async warm(): Promise<void> {
-    if (this.compiler !== null) return;
+  warm(): Promise<void> {
+    return this.warming ??= this.build().catch((e: unknown) => { this.warming = null; throw e; });
+  }
+
+  private async build(): Promise<void> {
     const { encoded, vocabSize } = this.vocab();
     this.binding = await this.xg.binding();
     // No stop tokens here: each matcher is given its sequence's own (grammar/matcher.ts).
+    this.vocabSize = vocabSize;
     this.tokenizerInfo = await this.xg.TokenizerInfo.createTokenizerInfo(encoded, 'byte_fallback', false, vocabSize);
     // xgrammar's own cache is off: ours is bounded, xgrammar's would keep every schema ever seen.
     this.compiler = await this.xg.GrammarCompiler.createGrammarCompiler(this.tokenizerInfo, false);
@@ -87,23 +104,27 @@ export class ConstraintCompiler {
     if (compiled !== undefined) {
       this.cache.delete(key);
     } else {
-      compiled = await this.compileNew(c);
+      compiled = this.compileNew(c);
+      // A refusal is not kept: the same constraint is parsed again (and refused again) next time.
+      compiled.catch(() => { if (this.cache.get(key) === compiled) this.cache.delete(key); });
       if (this.cache.size >= this.cacheSize) {
-        const [oldestKey, oldest] = this.cache.entries().next().value as [string, CompiledGrammar];
+        const [oldestKey, oldest] = this.cache.entries().next().value as [string, Promise<CompiledGrammar>];
         this.cache.delete(oldestKey);
         // Matchers built from it keep their own reference inside xgrammar (shared_ptr), so
         // freeing the handle here does not pull the grammar from under a running sequence.
-        oldest.dispose();
+        oldest.then((g) => g.dispose(), () => undefined);
       }
     }
     this.cache.set(key, compiled);
-    return { compiled, binding: this.binding!, xg: this.xg, vocabSize: this.vocab().vocabSize };
+    const deny = c.kind === 'json_schema' || c.kind === 'json_object' ? this.vocab().controlIds : null;
+    return { compiled: await compiled, binding: this.binding!, xg: this.xg, vocabSize: this.vocabSize, deny, byteIds: this.vocab().byteIds };
   }
 
   /** Parses `c` in the disposable instance; ConstraintError with xgrammar's reason when it cannot. */
   private async parse(c: Constraint): Promise<void> {
     if (c.kind === 'json_object') return;
     const xg = this.checker ??= loadXgrammar();
+    await xg.binding();
     let grammar: Grammar;
     try {
       switch (c.kind) {
@@ -154,12 +175,13 @@ export class ConstraintCompiler {
 
   /** Frees every compiled grammar and the token table (matchers must be disposed first). */
   dispose(): void {
-    for (const g of this.cache.values()) g.dispose();
+    for (const g of this.cache.values()) g.then((compiled) => compiled.dispose(), () => undefined);
     this.cache.clear();
     this.compiler?.dispose();
     this.tokenizerInfo?.dispose();
     this.compiler = null;
     this.tokenizerInfo = null;
+    this.warming = null;
   }
 }
 

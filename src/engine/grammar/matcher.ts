@@ -8,9 +8,12 @@
  * before sampling (disallowed tokens -> -Infinity), `accept(id)` after sampling. The matcher
  * counts accepted tokens, so a sequence whose state was lost or is out of step (preemption and
  * recomputation in a refactored loop) is rebuilt from its output tokens by `syncTo`.
+ * Two narrowings on top of xgrammar's mask work around its 0.1.27 gaps: `deny` (no control
+ * characters in JSON) and the UTF-8 guard (utf8-guard.ts).
  */
 import type { XgMatcherHandle } from './xgrammar.ts';
 import type { ReadyGrammar } from './compiler.ts';
+import { Utf8Guard } from './utf8-guard.ts';
 
 export class SequenceGrammar {
   /** Bit i of word i>>5 set: token i is allowed next. Valid after fillMask. */
@@ -20,6 +23,10 @@ export class SequenceGrammar {
   /** The mask reflects the current state. */
   private fresh = false;
   private disposed = false;
+  /** Per word of the mask, the bits grammar.deny clears (only words that have some). */
+  private readonly denyWords: Int32Array;
+  private readonly denyBits: Int32Array;
+  private readonly utf8: Utf8Guard;
 
   private constructor(
     private readonly handle: XgMatcherHandle,
@@ -28,6 +35,11 @@ export class SequenceGrammar {
     private readonly stopIds: readonly number[],
   ) {
     this.mask = new Int32Array(Math.ceil(grammar.vocabSize / 32));
+    const bits = new Map<number, number>();
+    for (const id of grammar.deny ?? []) bits.set(id >> 5, (bits.get(id >> 5) ?? 0) | (1 << (id & 31)));
+    this.denyWords = Int32Array.from(bits.keys());
+    this.denyBits = Int32Array.from(bits.values());
+    this.utf8 = new Utf8Guard(grammar.byteIds);
   }
 
   /**
@@ -53,6 +65,8 @@ export class SequenceGrammar {
     } finally {
       vector.delete();
     }
+    for (let i = 0; i < this.denyWords.length; i++) this.mask[this.denyWords[i]!]! &= ~this.denyBits[i]!;
+    this.utf8.narrow(this.mask);
     this.fresh = true;
   }
 
@@ -91,7 +105,7 @@ export class SequenceGrammar {
   /** Advances over a sampled token; false when the grammar refuses it (the state is unchanged). */
   accept(tokenId: number): boolean {
     const ok = this.handle.AcceptToken(tokenId, false);
-    if (ok) { this.accepted++; this.fresh = false; }
+    if (ok) { this.accepted++; this.fresh = false; this.utf8.accept(tokenId); }
     return ok;
   }
 
@@ -102,17 +116,11 @@ export class SequenceGrammar {
   syncTo(outputIds: ArrayLike<number>): boolean {
     if (outputIds.length === this.accepted) return true;
     this.handle.Reset();
+    this.utf8.reset();
     this.accepted = 0;
     this.fresh = false;
     for (let i = 0; i < outputIds.length; i++) if (!this.accept(outputIds[i]!)) return false;
     return true;
-  }
-
-  /** Undoes the last `numTokens` accepted tokens. */
-  rollBack(numTokens: number): void {
-    this.handle.Rollback(numTokens);
-    this.accepted -= numTokens;
-    this.fresh = false;
   }
 
   /** The grammar accepted a stop token (only happens when one is accepted). */

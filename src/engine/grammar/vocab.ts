@@ -16,6 +16,10 @@ export interface GrammarVocab {
   readonly encoded: string[];
   /** The model's logits width (>= the tokenizer's ids). */
   readonly vocabSize: number;
+  /** Ids whose text has a control character (U+0000-U+001F): never valid in JSON as we lay it out. */
+  readonly controlIds: readonly number[];
+  /** The byte-fallback token of each byte value (-1 where the vocabulary has none or it is blanked). */
+  readonly byteIds: Int32Array;
 }
 
 interface TokenizerJson {
@@ -42,7 +46,16 @@ export function grammarVocab(json: TokenizerJson, vocabSize: number): GrammarVoc
     const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(encoded[id]!);
     if (byte !== null && NEVER_IN_UTF8(parseInt(byte[1]!, 16))) encoded[id] = '';
   }
-  return { encoded, vocabSize };
+  const controlIds: number[] = [];
+  const byteIds = new Int32Array(256).fill(-1);
+  for (let id = 0; id < vocabSize; id++) {
+    const piece = encoded[id]!;
+    const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+    if (byte !== null) byteIds[parseInt(byte[1]!, 16)] = id;
+    // eslint-disable-next-line no-control-regex -- control characters are what is looked for
+    if (byte !== null ? parseInt(byte[1]!, 16) < 0x20 : /[\u0000-\u001f]/.test(piece)) controlIds.push(id);
+  }
+  return { encoded, vocabSize, controlIds, byteIds };
 }
 
 const NEVER_IN_UTF8 = (b: number): boolean => b === 0xc0 || b === 0xc1 || b >= 0xf5;

@@ -45,7 +45,11 @@ export interface Xgrammar {
   readonly GrammarMatcher: typeof XG.GrammarMatcher;
   readonly Grammar: typeof XG.Grammar;
   readonly Testings: typeof XG.Testings;
-  /** Resolves once the WebAssembly module is instantiated (the first factory call does it). */
+  /**
+   * Resolves once the WebAssembly module is instantiated. Await it before any other call: the
+   * library instantiates lazily in each factory, and two factories running before the first
+   * instantiation ends would instantiate twice ("Cannot register public name ... twice").
+   */
   binding(): Promise<XgBinding>;
   /** The reason xgrammar printed before its last abort (null when none since the last call). */
   takeError(): string | null;
@@ -72,9 +76,10 @@ export function loadXgrammar(): Xgrammar {
     (exports: object, require: NodeJS.Require, module: object, filename: string, dirname: string) => void;
   run(module.exports, createRequire(path), module, path, path.slice(0, path.lastIndexOf('/')));
   const lib = module.exports as unknown as Omit<Xgrammar, 'binding'> & { __binding(): Promise<XgBinding> };
+  let ready: Promise<XgBinding> | null = null;
   return {
     TokenizerInfo: lib.TokenizerInfo, GrammarCompiler: lib.GrammarCompiler, GrammarMatcher: lib.GrammarMatcher,
-    Grammar: lib.Grammar, Testings: lib.Testings, binding: () => lib.__binding(),
+    Grammar: lib.Grammar, Testings: lib.Testings, binding: () => (ready ??= lib.__binding()),
     takeError: () => { const e = lastError; lastError = null; return e; },
   };
 }
