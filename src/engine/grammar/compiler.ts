@@ -17,7 +17,9 @@ import { loadXgrammar, type XgBinding, type Xgrammar } from './xgrammar.ts';
 import type { GrammarVocab } from './vocab.ts';
 
 /** A constraint the grammar engine refused; `message` says why (xgrammar's words). */
-export class ConstraintError extends Error {}
+export class ConstraintError extends Error {
+  override readonly name = 'ConstraintError';
+}
 
 export const DEFAULT_GRAMMAR_CACHE_SIZE = 128;
 
@@ -106,14 +108,8 @@ export class ConstraintCompiler {
     } else {
       compiled = this.compileNew(c);
       // A refusal is not kept: the same constraint is parsed again (and refused again) next time.
-      compiled.catch(() => { if (this.cache.get(key) === compiled) this.cache.delete(key); });
-      if (this.cache.size >= this.cacheSize) {
-        const [oldestKey, oldest] = this.cache.entries().next().value as [string, Promise<CompiledGrammar>];
-        this.cache.delete(oldestKey);
-        // Matchers built from it keep their own reference inside xgrammar (shared_ptr), so
-        // freeing the handle here does not pull the grammar from under a running sequence.
-        oldest.then((g) => g.dispose(), () => undefined);
-      }
+      // Only a success makes room: a refusal must not evict anything.
+      compiled.then(() => this.trim(), () => { if (this.cache.get(key) === compiled) this.cache.delete(key); });
     }
     this.cache.set(key, compiled);
     const deny = c.kind === 'json_schema' || c.kind === 'json_object' ? this.vocab().controlIds : null;
@@ -147,6 +143,17 @@ export class ConstraintCompiler {
       throw new ConstraintError(errorText(xg.takeError(), e), { cause: e });
     }
     grammar.dispose();
+  }
+
+  /** Drops the least recently used grammars beyond the cache size. */
+  private trim(): void {
+    while (this.cache.size > this.cacheSize) {
+      const [oldestKey, oldest] = this.cache.entries().next().value as [string, Promise<CompiledGrammar>];
+      this.cache.delete(oldestKey);
+      // Matchers built from it keep their own reference inside xgrammar (shared_ptr), so
+      // freeing the handle here does not pull the grammar from under a running sequence.
+      oldest.then((g) => g.dispose(), () => undefined);
+    }
   }
 
   private async compileNew(c: Constraint): Promise<CompiledGrammar> {
