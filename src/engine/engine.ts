@@ -72,7 +72,7 @@ export interface GenerateRequest {
   /** The request parameter that holds the prompt, named in errors (default 'messages'). */
   readonly promptParam?: string;
   /**
-   * Constrained decoding (docs/GRAMMAR.md): the output is held to this JSON schema / regex /
+   * Constrained decoding (docs/API.md "Constrained decoding"): the output is held to this JSON schema / regex /
    * choice / grammar. One that does not compile ends the generation with an InvalidRequestError
    * naming `constraint.param` before any event; `checkConstraint` reports it up front.
    */

@@ -67,7 +67,7 @@ const SCHEMAS: Record<string, object> = {
     },
     required: ['ids', 'words'],
   },
-  // Bounds on `number` are left out: xgrammar 0.1.27 lets 1.27 through `maximum: 1` (docs/GRAMMAR.md).
+  // Bounds on `number` are left out: xgrammar 0.1.27 lets 1.27 through `maximum: 1` (docs/API.md "Constrained decoding").
   'bounded integers, free numbers': {
     type: 'object',
     properties: { score: { type: 'integer', exclusiveMinimum: 10, exclusiveMaximum: 20 }, level: { type: 'integer', minimum: -5, maximum: 5 }, x: { type: 'number' } },

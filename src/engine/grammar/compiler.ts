@@ -1,6 +1,6 @@
 /**
  * Compiled grammars for one vocabulary, in the thread that uses them (the inference worker):
- * xgrammar's token table is built on first use (Gemma's 256,000 pieces: see docs/GRAMMAR.md
+ * xgrammar's token table is built on first use (Gemma's 256,000 pieces: see docs/API.md "Constrained decoding"
  * for the cost), constraints compile through xgrammar and stay in a bounded LRU keyed by
  * `constraintKey`, so a schema sent again (every turn of an agent loop) costs nothing.
  * A constraint that does not compile throws ConstraintError with xgrammar's reason.

@@ -42,20 +42,28 @@ export function grammarVocab(json: TokenizerJson, vocabSize: number): GrammarVoc
     if (t.id < 0 || t.id >= vocabSize) continue;
     encoded[t.id] = t.special === true ? '' : t.content;
   }
-  for (let id = 0; id < vocabSize; id++) {
-    const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(encoded[id]!);
-    if (byte !== null && NEVER_IN_UTF8(parseInt(byte[1]!, 16))) encoded[id] = '';
-  }
   const controlIds: number[] = [];
   const byteIds = new Int32Array(256).fill(-1);
   for (let id = 0; id < vocabSize; id++) {
     const piece = encoded[id]!;
-    const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
-    if (byte !== null) byteIds[parseInt(byte[1]!, 16)] = id;
-    // eslint-disable-next-line no-control-regex -- control characters are what is looked for
-    if (byte !== null ? parseInt(byte[1]!, 16) < 0x20 : /[\u0000-\u001f]/.test(piece)) controlIds.push(id);
+    const byte = byteValue(piece);
+    if (byte >= 0 && NEVER_IN_UTF8(byte)) { encoded[id] = ''; continue; }
+    if (byte >= 0) byteIds[byte] = id;
+    if (byte >= 0 ? byte < 0x20 : hasControl(piece)) controlIds.push(id);
   }
   return { encoded, vocabSize, controlIds, byteIds };
 }
 
 const NEVER_IN_UTF8 = (b: number): boolean => b === 0xc0 || b === 0xc1 || b >= 0xf5;
+
+/** The byte of a `<0xNN>` piece, else -1 (no regex: this runs for each of 256,000 pieces). */
+function byteValue(piece: string): number {
+  if (piece.length !== 6 || !piece.startsWith('<0x') || piece[5] !== '>') return -1;
+  const v = parseInt(piece.slice(3, 5), 16);
+  return Number.isNaN(v) ? -1 : v;
+}
+
+function hasControl(piece: string): boolean {
+  for (let i = 0; i < piece.length; i++) if (piece.charCodeAt(i) < 0x20) return true;
+  return false;
+}

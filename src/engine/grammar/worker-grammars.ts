@@ -7,7 +7,7 @@
  * Compilation runs here, on the inference thread, between steps: xgrammar's compiled grammars
  * and matchers live in one WebAssembly instance and cannot be handed across threads, so a
  * separate compile thread would also have to own every matcher and send a mask per token. The
- * price: a grammar not in the cache stalls the running batch while it compiles (docs/GRAMMAR.md
+ * price: a grammar not in the cache stalls the running batch while it compiles (docs/API.md "Constrained decoding"
  * has the figures). The HTTP thread never compiles.
  */
 import { join } from 'node:path';
