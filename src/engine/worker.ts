@@ -139,6 +139,8 @@ async function main(): Promise<void> {
   let forwardSeconds = 0;
   let wake: (() => void) | null = null;
   const grammars = new WorkerGrammars(init.exportDir);
+  /** Constrained submits still compiling; true once an abort for one has arrived. */
+  const compiling = new Map<number, boolean>();
 
   const admit = (m: SubmitMessage, grammar: SequenceGrammar | null): void => {
     gens.set(m.id, {
@@ -151,17 +153,25 @@ async function main(): Promise<void> {
       admit(m, null);
     } else if (m.type === 'submit' && m.constraint !== undefined) {
       // Constrained: compiled (or found in the cache) before it is queued; a refusal is the
-      // generation's only message. xgrammar's calls resolve without yielding to the message
-      // port, so an abort for this id cannot arrive before it is admitted.
+      // generation's only message. The first compile awaits WebAssembly instantiation, so an
+      // abort may arrive meanwhile: it is kept in `compiling` and honoured here.
+      compiling.set(m.id, false);
       void grammars.start(m.constraint, m.stopIds).then(
-        (g) => { if ('param' in g) send({ type: 'error', id: m.id, ...g }); else { admit(m, g); wake?.(); } },
-        (e: unknown) => send({ type: 'error', id: m.id, message: (e as Error).message }));
+        (g) => {
+          const abortedMeanwhile = compiling.get(m.id) === true;
+          compiling.delete(m.id);
+          if ('param' in g) send({ type: 'error', id: m.id, ...g });
+          else if (abortedMeanwhile) { g.dispose(); send({ type: 'finish', id: m.id, reason: 'abort', promptTokens: m.promptIds.length, completionTokens: 0 }); }
+          else { admit(m, g); wake?.(); }
+        },
+        (e: unknown) => { compiling.delete(m.id); send({ type: 'error', id: m.id, message: (e as Error).message }); });
     } else if (m.type === 'compile') {
       void grammars.check(m.constraint).then(
         (error) => send({ type: 'compiled', id: m.id, ...(error !== null ? { error } : {}) }),
         (e: unknown) => send({ type: 'error', id: m.id, message: (e as Error).message }));
     } else if (m.type === 'abort') {
-      aborted.add(m.id);
+      if (compiling.has(m.id)) compiling.set(m.id, true);
+      else aborted.add(m.id);
     } else {
       closing = true;
     }

@@ -90,6 +90,21 @@ const SCHEMAS: Record<string, object> = {
   },
 };
 
+// First, while the worker has not loaded xgrammar yet (its first compile awaits instantiation).
+t.test('a constrained request aborted while its grammar compiles ends as aborted, with no token', async (t) => {
+  const ac = new AbortController();
+  ac.abort();
+  const events: string[] = [];
+  let reason = '';
+  for await (const e of engine.generate({ promptIds, maxTokens: 50, temperature: 1, seed: 1, constraint: { kind: 'json_object' } }, ac.signal)) {
+    events.push(e.type);
+    if (e.type === 'finish') reason = e.reason;
+  }
+  t.equal(reason, 'abort');
+  t.notOk(events.includes('token'), `events: ${events.join(', ')}`);
+  t.equal(engine.inFlight, 0, 'nothing in flight');
+});
+
 t.test('varied JSON schemas at temperature 1: every output parses and validates', async (t) => {
   const ajv = new Ajv({ strict: false });
   const seeds = [1, 2, 3, 4, 5];
