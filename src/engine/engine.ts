@@ -19,6 +19,7 @@ import type { FinishReason, FromWorker, SequenceEvent, TokenLogprobs, ToWorker, 
 import { DEFAULT_SAMPLING, type SamplingParams } from './sampling.ts';
 import { StopMatcher } from './stop-strings.ts';
 import { TextPool } from './text-pool.ts';
+import { checkConstraintShape, DEFAULT_CONSTRAINT_PARAM, type Constraint } from './grammar/constraint.ts';
 import type { SchedulerStats } from '../scheduler/types.ts';
 import { ContextLengthError, EngineError, InvalidRequestError, QueueFullError } from '../errors.ts';
 
@@ -81,6 +82,12 @@ export interface GenerateRequest {
   readonly minTokens?: number;
   /** The request parameter that holds the prompt, named in errors (default 'messages'). */
   readonly promptParam?: string;
+  /**
+   * Constrained decoding (docs/API.md "Constrained decoding"): the output is held to this JSON schema / regex /
+   * choice / grammar. One that does not compile ends the generation with an InvalidRequestError
+   * naming `constraint.param` before any event; `checkConstraint` reports it up front.
+   */
+  readonly constraint?: Constraint;
 }
 
 const VALIDATED = Symbol('validated');
@@ -120,6 +127,8 @@ export class Engine {
   private latestStats: SchedulerStats | null = null;
   private forwardSeconds = 0;
   private readonly stepListeners = new Set<(stats: SchedulerStats) => void>();
+  /** Pending checkConstraint calls by message id. */
+  private readonly compiles = new Map<number, (error?: { message: string; param: string }) => void>();
 
   private constructor(
     private readonly worker: Worker,
@@ -142,6 +151,7 @@ export class Engine {
     readonly int4Swapped: number,
   ) {
     worker.on('message', (m: FromWorker) => {
+      if (m.type === 'compiled') { this.compiles.get(m.id)?.(m.error); this.compiles.delete(m.id); return; }
       if (m.type !== 'step') return; // 'ready' and load errors are Engine.start's
       // Counters first, as the worker planned them, then the step's events in order.
       this.latestStats = m.stats;
@@ -271,6 +281,7 @@ export class Engine {
     }
     const minTokens = req.minTokens ?? 0;
     if (minTokens > maxTokens) throw new InvalidRequestError(`min_tokens (${minTokens}) must not exceed max_tokens (${maxTokens})`, 'min_tokens');
+    if (req.constraint !== undefined) checkShape(req.constraint);
     return { ...req, [VALIDATED]: true, promptIds, maxTokens, minTokens };
   }
 
@@ -301,6 +312,7 @@ export class Engine {
       seed: req.seed ?? Math.floor(Math.random() * 2 ** 32),
       stopIds: req.ignoreEos === true ? [] : [...this.stopIds],
       minTokens,
+      ...(req.constraint !== undefined ? { constraint: req.constraint } : {}),
     });
     let done = false;
     const abort = (): void => { if (!done) post({ type: 'abort', id }); };
@@ -350,7 +362,7 @@ export class Engine {
               return;
             } else if (m.type === 'error') {
               done = true;
-              throw new EngineError(m.message);
+              throw m.param !== undefined ? new InvalidRequestError(m.message, m.param) : new EngineError(m.message);
             }
           }
         } finally {
@@ -394,6 +406,24 @@ export class Engine {
     if (atLeast > this.contextLength) throw new ContextLengthError(atLeast, 0, this.contextLength, param, true);
   }
 
+  /**
+   * Compiles `constraint` in the inference worker (it stays in the worker's grammar cache, so a
+   * generate() with it right after does not compile again); rejects with an InvalidRequestError
+   * naming `constraint.param` when it cannot be compiled. Lets a server answer 400 before it
+   * starts a stream. Never compiles on this thread.
+   */
+  async checkConstraint(constraint: Constraint): Promise<void> {
+    if (this.closed) throw new EngineError('the engine is closed', 'engine_closed', 503);
+    checkShape(constraint);
+    const id = this.nextId++;
+    const error = await new Promise<{ message: string; param: string } | undefined>((res, rej) => {
+      this.compiles.set(id, res);
+      this.requests.set(id, { push: (m) => { if (m.type === 'error') { this.compiles.delete(id); this.requests.delete(id); rej(new EngineError(m.message)); } }, fail: rej });
+      this.worker.postMessage({ type: 'compile', id, constraint } satisfies ToWorker);
+    }).finally(() => { this.requests.delete(id); this.compiles.delete(id); });
+    if (error !== undefined) throw new InvalidRequestError(error.message, error.param);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -406,6 +436,12 @@ export class Engine {
     await exited;
     clearTimeout(timer);
   }
+}
+
+/** The constraint's fields have the types its kind needs (what a server schema would already ensure). */
+function checkShape(c: Constraint): void {
+  const problem = checkConstraintShape(c);
+  if (problem !== null) throw new InvalidRequestError(`${c.param ?? DEFAULT_CONSTRAINT_PARAM}: ${problem}`, c.param ?? DEFAULT_CONSTRAINT_PARAM);
 }
 
 function generationEos(path: string | null): number[] | null {

@@ -5,6 +5,7 @@
  */
 import { TokenHistory } from './sampling.ts';
 import type { SubmitMessage, TokenLogprobs } from './types.ts';
+import type { SequenceGrammar } from './grammar/matcher.ts';
 
 export interface Generation {
   readonly req: SubmitMessage;
@@ -16,10 +17,12 @@ export interface Generation {
   readonly promptEntries: TokenLogprobs[];
   /** The 'scheduled' event was sent. */
   scheduled: boolean;
+  /** The constraint's state (constrained decoding), or null. */
+  readonly grammar: SequenceGrammar | null;
 }
 
-export function newGeneration(req: SubmitMessage): Generation {
-  return { req, rand: mulberry32(req.seed), stop: new Set(req.stopIds), history: new TokenHistory(req.promptIds), scored: 0, promptEntries: [], scheduled: false };
+export function newGeneration(req: SubmitMessage, grammar: SequenceGrammar | null = null): Generation {
+  return { req, rand: mulberry32(req.seed), stop: new Set(req.stopIds), history: new TokenHistory(req.promptIds), scored: 0, promptEntries: [], scheduled: false, grammar };
 }
 
 /** mulberry32: a tiny seeded PRNG returning floats in [0, 1). */

@@ -10,6 +10,7 @@ import { KvCacheManager } from '../scheduler/kv-cache-manager.ts';
 import type { Runner, StepOutput } from '../scheduler/runner-contract.ts';
 import type { SchedulerStep, Sequence } from '../scheduler/types.ts';
 import { newGeneration, type Generation } from './generation.ts';
+import type { SequenceGrammar } from './grammar/matcher.ts';
 import { scorePromptRow, wantsPromptLogits } from './prompt-scoring.ts';
 import type { SoftmaxWeights } from './sampling.ts';
 import { StepReportBuilder } from './step-report.ts';
@@ -35,9 +36,16 @@ export class StepLoop {
     this.scheduler = new Scheduler(new KvCacheManager(runner.layout), config);
   }
 
-  submit(req: SubmitMessage): void {
-    this.gens.set(req.id, newGeneration(req));
+  /** Queues a request; `grammar`: its constraint's state, compiled already (or null). */
+  submit(req: SubmitMessage, grammar: SequenceGrammar | null = null): void {
+    this.gens.set(req.id, newGeneration(req, grammar));
     this.scheduler.add({ id: req.id, promptIds: req.promptIds, maxTokens: req.maxTokens, priority: req.priority });
+    this.wake?.();
+  }
+
+  /** An event for a sequence the loop does not hold (a refused constraint): sent with the next report. */
+  post(event: SequenceEvent): void {
+    this.outbox.add(event);
     this.wake?.();
   }
 
@@ -105,7 +113,16 @@ export class StepLoop {
       if (!p.sample) return;
       if (g.req.maxTokens === 0) { this.finish(p.seq, 'length'); return; } // prompt only (scored, when asked)
       const last = out.offsets[i + 1]! - 1;
-      const token = sampleRow(g, p.seq.outputIds.length, out.logits.subarray(last * V, (last + 1) * V), this.weightsOf);
+      const row = out.logits.subarray(last * V, (last + 1) * V);
+      // Constrained decoding: the state follows the output tokens (rebuilt from them after a
+      // preemption); disallowed tokens get -Infinity before the processors, so the sample and the
+      // reported logprobs are of the masked distribution.
+      if (g.grammar !== null) {
+        if (!g.grammar.syncTo(p.seq.outputIds)) { this.end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: 'the output no longer fits its grammar' }); return; }
+        g.grammar.applyMask(row);
+      }
+      const token = sampleRow(g, p.seq.outputIds.length, row, this.weightsOf);
+      if (g.grammar !== null && !g.grammar.accept(token.tokenId)) { this.end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: `the grammar refused token ${token.tokenId}` }); return; }
       sampled.set(p.seq.spec.id, token.tokenId);
       emitted.push({ seq: p.seq, token });
     });
@@ -118,6 +135,8 @@ export class StepLoop {
     const g = this.gens.get(seq.spec.id)!;
     if (g.stop.has(tokenId)) { this.finish(seq, 'stop'); return; }
     this.outbox.add({ type: 'token', id: seq.spec.id, tokenId, ...(logprobs ? { logprobs } : {}) });
+    // A complete structure that nothing may follow ends here, without another forward pass.
+    if (g.grammar?.canOnlyEnd() === true) { this.finish(seq, 'stop'); return; }
     if (seq.outputIds.length >= g.req.maxTokens) this.finish(seq, 'length');
   }
 
@@ -136,6 +155,7 @@ export class StepLoop {
   /** Ends a sequence: its cache is free at once (the runner hears with the next plan); `event` is its last. */
   private end(id: number, event: SequenceEvent): void {
     this.scheduler.finish(id);
+    this.gens.get(id)?.grammar?.dispose();
     this.gens.delete(id);
     this.aborted.delete(id);
     this.outbox.add(event);

@@ -8,6 +8,7 @@ import type { SamplingParams } from './sampling.ts';
 import type { Device } from './session.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
 import type { SchedulerStats } from '../scheduler/types.ts';
+import type { Constraint } from './grammar/constraint.ts';
 
 /** The log-probability of one token and, when asked, the top alternatives at its position. */
 export interface TokenLogprobs {
@@ -54,9 +55,13 @@ export interface SubmitMessage {
   readonly logprobs: number | null;
   /** null: none; else the logprob of every prompt token after the first, with this many alternatives. */
   readonly promptLogprobs: number | null;
+  /** Constrained decoding (grammar/constraint.ts): compiled before the sequence is queued. */
+  readonly constraint?: Constraint;
 }
 
-export type ToWorker = SubmitMessage | { readonly type: 'abort'; readonly id: number } | { readonly type: 'close' };
+export type ToWorker = SubmitMessage | { readonly type: 'abort'; readonly id: number } | { readonly type: 'close' }
+  /** Compile (and cache) a constraint; answered by 'compiled' with the same id. */
+  | { readonly type: 'compile'; readonly id: number; readonly constraint: Constraint };
 
 /** What happened to one sequence during a step; a step's events are in the order they happened. */
 export type SequenceEvent =
@@ -67,8 +72,8 @@ export type SequenceEvent =
   | { readonly type: 'token'; readonly id: number; readonly tokenId: number; readonly logprobs?: TokenLogprobs }
   /** The sequence ended; its last event. */
   | { readonly type: 'finish'; readonly id: number; readonly reason: FinishReason; readonly promptTokens: number; readonly completionTokens: number }
-  /** The sequence failed; its last event. */
-  | { readonly type: 'error'; readonly id: number; readonly message: string };
+  /** The sequence failed; its last event. `param`: the request parameter at fault (a constraint that does not compile: a 400). */
+  | { readonly type: 'error'; readonly id: number; readonly message: string; readonly param?: string };
 
 /** Everything one step produced: the worker's only message while it runs (plus one per idle wait). */
 export interface StepReport {
@@ -88,4 +93,6 @@ export type FromWorker =
   | { readonly type: 'ready'; readonly maxSequenceTokens: number; readonly maxRunning: number; readonly int4Swapped: number }
   /** The model could not be loaded. */
   | { readonly type: 'error'; readonly id: null; readonly message: string }
+  /** The answer to 'compile': `error` is the refusal, absent when the constraint compiled. */
+  | { readonly type: 'compiled'; readonly id: number; readonly error?: { readonly message: string; readonly param: string } }
   | StepReport;

@@ -2,6 +2,8 @@
  * The inference thread's entry: the message protocol only. It loads the runner (the ONNX model,
  * or a scripted one) from workerData, feeds submits, aborts and close from the main thread to
  * the step loop (step-loop.ts), and posts the loop's reports back, one message per step.
+ * A constrained submit is compiled first (grammar/, off the HTTP thread; cached): a refusal is
+ * the generation's only event; an abort that arrives while it compiles is honoured.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { jsSoftmaxWeights } from './sampling.ts';
@@ -12,6 +14,7 @@ import { StepLoop } from './step-loop.ts';
 import { DEFAULT_MAX_NUM_BATCHED_TOKENS } from '../scheduler/scheduler.ts';
 import type { Runner } from '../scheduler/runner-contract.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './types.ts';
+import { WorkerGrammars } from './grammar/worker-grammars.ts';
 
 /** For importers of the boundary types from here before they moved to types.ts (src/server/routes/completions.ts). */
 export type { TokenLogprobs } from './types.ts';
@@ -35,14 +38,38 @@ async function main(): Promise<void> {
   const maxNumSeqs = Math.min(init.maxNumSeqs, runner.maxRunning ?? Infinity);
   // The sampler's softmax through ONNX Runtime's vectorized Exp where the native runner is built.
   const loop = new StepLoop(runner, { maxNumSeqs, maxNumBatchedTokens }, send, nativeSoftmaxWeights() ?? jsSoftmaxWeights);
+  const grammars = new WorkerGrammars(init.exportDir);
+  /** Constrained submits still compiling; true once an abort for one has arrived. */
+  const compiling = new Map<number, boolean>();
   port.on('message', (m: ToWorker) => {
-    if (m.type === 'submit') loop.submit(m);
-    else if (m.type === 'abort') loop.abort(m.id);
-    else loop.close();
+    if (m.type === 'submit' && m.constraint === undefined) {
+      loop.submit(m, null);
+    } else if (m.type === 'submit' && m.constraint !== undefined) {
+      compiling.set(m.id, false);
+      void grammars.start(m.constraint, m.stopIds).then(
+        (g) => {
+          const abortedMeanwhile = compiling.get(m.id) === true;
+          compiling.delete(m.id);
+          if ('param' in g) loop.post({ type: 'error', id: m.id, ...g });
+          else if (abortedMeanwhile) { g.dispose(); loop.post({ type: 'finish', id: m.id, reason: 'abort', promptTokens: m.promptIds.length, completionTokens: 0 }); }
+          else loop.submit(m, g);
+        },
+        (e: unknown) => { compiling.delete(m.id); loop.post({ type: 'error', id: m.id, message: (e as Error).message }); });
+    } else if (m.type === 'compile') {
+      void grammars.check(m.constraint).then(
+        (error) => send({ type: 'compiled', id: m.id, ...(error !== null ? { error } : {}) }),
+        (e: unknown) => send({ type: 'compiled', id: m.id, error: { message: (e as Error).message, param: m.constraint.param ?? 'response_format' } }));
+    } else if (m.type === 'abort') {
+      if (compiling.has(m.id)) compiling.set(m.id, true);
+      else loop.abort(m.id);
+    } else {
+      loop.close();
+    }
   });
   send({ type: 'ready', maxSequenceTokens: loop.scheduler.cache.maxSequenceTokens(), maxRunning: maxNumSeqs, int4Swapped: runner.int4Swapped ?? 0 });
   await loop.run();
   await runner.release();
+  grammars.dispose();
   port.close();
 }
 

@@ -1,0 +1,221 @@
+/**
+ * Compiled grammars for one vocabulary, in the thread that uses them (the inference worker):
+ * xgrammar's token table is built on first use (Gemma's 256,000 pieces: see docs/API.md "Constrained decoding"
+ * for the cost), constraints compile through xgrammar and stay in a bounded LRU keyed by
+ * `constraintKey`, so a schema sent again (every turn of an agent loop) costs nothing.
+ * A constraint that does not compile throws ConstraintError with xgrammar's reason.
+ *
+ * xgrammar refuses a bad schema, regex or grammar by aborting its WebAssembly program, which
+ * unwinds through the C++ frames without restoring their stack (nor freeing what they held).
+ * So each new constraint is first parsed in a second, disposable instance without a token
+ * table (cheap: no vocabulary work), which is thrown away after a refusal; only constraints
+ * that parsed reach the instance that holds the token table and the running matchers.
+ */
+import type { CompiledGrammar, Grammar, GrammarCompiler, TokenizerInfo } from '@mlc-ai/web-xgrammar';
+import { choiceEbnf, constraintKey, schemaValue, type Constraint } from './constraint.ts';
+import { loadXgrammar, type XgBinding, type Xgrammar } from './xgrammar.ts';
+import type { GrammarVocab } from './vocab.ts';
+
+/** A constraint the grammar engine refused; `message` says why (xgrammar's words). */
+export class ConstraintError extends Error {
+  override readonly name = 'ConstraintError';
+}
+
+export const DEFAULT_GRAMMAR_CACHE_SIZE = 128;
+
+/**
+ * JSON is generated on one line with json.dumps' separators (", " and ": "), no free
+ * whitespace: a model may otherwise spend its tokens on spaces and newlines that the grammar
+ * allows anywhere (vLLM's `disable_any_whitespace`), and a weak or random-weight model
+ * seldom stops doing so. Arguments: anyWhitespace, indent (-1: one line), separators.
+ */
+const JSON_LAYOUT = [false, -1, [', ', ': ']] as const satisfies [boolean, number, [string, string]];
+
+export interface GrammarCompilerOptions {
+  /** Compiled grammars kept (least recently used dropped first; default DEFAULT_GRAMMAR_CACHE_SIZE). */
+  readonly cacheSize?: number;
+}
+
+/** A compiled grammar ready for matchers, with what they need to read masks. */
+export interface ReadyGrammar {
+  readonly compiled: CompiledGrammar;
+  readonly binding: XgBinding;
+  readonly xg: Xgrammar;
+  readonly vocabSize: number;
+  /**
+   * Tokens refused on top of the grammar's mask, or null. JSON kinds refuse every token with a
+   * control character: xgrammar 0.1.27 writes strings with minLength/maxLength as
+   * `[^"\\\r\n]{m,n}`, which lets raw control characters (invalid in JSON) through.
+   */
+  readonly deny: readonly number[] | null;
+  /** The byte-fallback token of each byte value, -1 for none (the matcher's UTF-8 guard). */
+  readonly byteIds: Int32Array;
+}
+
+export class ConstraintCompiler {
+  private tokenizerInfo: TokenizerInfo | null = null;
+  private compiler: GrammarCompiler | null = null;
+  private binding: XgBinding | null = null;
+  private warming: Promise<void> | null = null;
+  private vocabSize = 0;
+  /**
+   * Compiled (or compiling: concurrent requests for one schema share one compilation) grammars
+   * by key. Insertion order is recency: a hit is deleted and set again.
+   */
+  private readonly cache = new Map<string, Promise<CompiledGrammar>>();
+  private readonly cacheSize: number;
+  private readonly xg: Xgrammar;
+  /** The disposable instance that parses new constraints first (null: make one when needed). */
+  private checker: Xgrammar | null = null;
+
+  /** `vocab` is read on first compile (or `warm()`); until then nothing is built. */
+  constructor(private readonly vocab: () => GrammarVocab, opts: GrammarCompilerOptions = {}) {
+    this.cacheSize = Math.max(1, opts.cacheSize ?? DEFAULT_GRAMMAR_CACHE_SIZE);
+    this.xg = loadXgrammar();
+  }
+
+  /** Builds the token table now (otherwise the first compile does). */
+  warm(): Promise<void> {
+    return this.warming ??= this.build().catch((e: unknown) => { this.warming = null; throw e; });
+  }
+
+  private async build(): Promise<void> {
+    const { encoded, vocabSize } = this.vocab();
+    this.binding = await this.xg.binding();
+    // No stop tokens here: each matcher is given its sequence's own (grammar/matcher.ts).
+    this.vocabSize = vocabSize;
+    this.tokenizerInfo = await this.xg.TokenizerInfo.createTokenizerInfo(encoded, 'byte_fallback', false, vocabSize);
+    // xgrammar's own cache is off: ours is bounded, xgrammar's would keep every schema ever seen.
+    this.compiler = await this.xg.GrammarCompiler.createGrammarCompiler(this.tokenizerInfo, false);
+  }
+
+  get cachedCount(): number {
+    return this.cache.size;
+  }
+
+  /** The compiled grammar for `c`, from the cache or compiled now; ConstraintError when it cannot be. */
+  async compile(c: Constraint): Promise<ReadyGrammar> {
+    let key: string;
+    try {
+      key = constraintKey(c);
+    } catch (e) {
+      throw new ConstraintError(`the schema is not valid JSON: ${(e as Error).message}`, { cause: e });
+    }
+    await this.warm();
+    let compiled = this.cache.get(key);
+    if (compiled !== undefined) {
+      this.cache.delete(key);
+    } else {
+      compiled = this.compileNew(c);
+      // A refusal is not kept: the same constraint is parsed again (and refused again) next time.
+      // Only a success makes room: a refusal must not evict anything.
+      compiled.then(() => this.trim(), () => { if (this.cache.get(key) === compiled) this.cache.delete(key); });
+    }
+    this.cache.set(key, compiled);
+    const deny = c.kind === 'json_schema' || c.kind === 'json_object' ? this.vocab().controlIds : null;
+    return { compiled: await compiled, binding: this.binding!, xg: this.xg, vocabSize: this.vocabSize, deny, byteIds: this.vocab().byteIds };
+  }
+
+  /** Parses `c` in the disposable instance; ConstraintError with xgrammar's reason when it cannot. */
+  private async parse(c: Constraint): Promise<void> {
+    if (c.kind === 'json_object') return;
+    const xg = this.checker ??= loadXgrammar();
+    await xg.binding();
+    let grammar: Grammar;
+    try {
+      switch (c.kind) {
+        case 'json_schema':
+          grammar = await xg.Grammar.fromJSONSchema(JSON.stringify(jsonSchemaObject(c.schema)), ...JSON_LAYOUT, c.strict !== false);
+          break;
+        case 'regex':
+          grammar = await xg.Grammar.fromStructuralTag({ type: 'structural_tag', format: { type: 'regex', pattern: c.pattern } });
+          break;
+        case 'choice':
+          grammar = await xg.Grammar.fromEBNF(choiceEbnf(checkedChoices(c.choices)));
+          break;
+        case 'grammar':
+          grammar = await xg.Grammar.fromEBNF(c.ebnf);
+          break;
+      }
+    } catch (e) {
+      if (e instanceof ConstraintError) throw e;
+      this.checker = null; // aborted: its stack is not to be trusted
+      throw new ConstraintError(errorText(xg.takeError(), e), { cause: e });
+    }
+    grammar.dispose();
+  }
+
+  /** Drops the least recently used grammars beyond the cache size. */
+  private trim(): void {
+    while (this.cache.size > this.cacheSize) {
+      const [oldestKey, oldest] = this.cache.entries().next().value as [string, Promise<CompiledGrammar>];
+      this.cache.delete(oldestKey);
+      // Matchers built from it keep their own reference inside xgrammar (shared_ptr), so
+      // freeing the handle here does not pull the grammar from under a running sequence.
+      oldest.then((g) => g.dispose(), () => undefined);
+    }
+  }
+
+  private async compileNew(c: Constraint): Promise<CompiledGrammar> {
+    await this.parse(c);
+    const compiler = this.compiler!;
+    try {
+      switch (c.kind) {
+        case 'json_schema':
+          return await compiler.compileJSONSchema(JSON.stringify(jsonSchemaObject(c.schema)), ...JSON_LAYOUT, c.strict !== false);
+        case 'json_object':
+          return await compiler.compileJSONSchema('{"type":"object"}', ...JSON_LAYOUT, false);
+        case 'regex':
+          return await compiler.compileStructuralTag({ type: 'structural_tag', format: { type: 'regex', pattern: c.pattern } });
+        case 'choice':
+          return await compiler.compileGrammar(choiceEbnf(c.choices));
+        case 'grammar':
+          return await compiler.compileGrammar(c.ebnf);
+      }
+    } catch (e) {
+      // Parsed in the checker but refused here (not seen in testing): this instance's stack
+      // lost the aborted frames; it keeps serving (WebAssembly stacks are 64 KB+ and one
+      // abort leaks at most its own frames) rather than failing the running sequences.
+      throw new ConstraintError(errorText(this.xg.takeError(), e), { cause: e });
+    }
+  }
+
+  /** Frees every compiled grammar and the token table (matchers must be disposed first). */
+  dispose(): void {
+    for (const g of this.cache.values()) g.then((compiled) => compiled.dispose(), () => undefined);
+    this.cache.clear();
+    this.compiler?.dispose();
+    this.tokenizerInfo?.dispose();
+    this.compiler = null;
+    this.tokenizerInfo = null;
+    this.warming = null;
+  }
+}
+
+/**
+ * The reason for a refusal: xgrammar's printed `[FATAL] /path/file.cc:123: reason` without its
+ * source location, else the exception's own text.
+ */
+function errorText(printed: string | null, e: unknown): string {
+  if (printed !== null) return printed.replace(/^\[FATAL\]\s*(\S+:\d+:\s*)?/, '').trim();
+  return (e instanceof Error ? e.message : String(e)).trim() || 'the grammar engine refused it';
+}
+
+/** The schema as an object (JSON text is parsed); ConstraintError for anything else. */
+function jsonSchemaObject(schema: unknown): object {
+  let v: unknown;
+  try {
+    v = schemaValue(schema);
+  } catch (e) {
+    throw new ConstraintError(`the schema is not valid JSON: ${(e as Error).message}`, { cause: e });
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConstraintError('the schema must be a JSON object');
+  return v;
+}
+
+function checkedChoices(choices: readonly string[]): readonly string[] {
+  if (choices.length === 0 || choices.some((s) => typeof s !== 'string' || s.length === 0)) {
+    throw new ConstraintError('choices must be a non-empty list of non-empty strings');
+  }
+  return choices;
+}
