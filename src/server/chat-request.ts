@@ -7,23 +7,28 @@
 import type { Static } from 'typebox';
 import type { ChatMessage } from '../engine/chat-template.ts';
 import { InvalidRequestError } from '../errors.ts';
+import type { Constraint } from '../engine/grammar/constraint.ts';
+import { outputConstraints, type ToolRequest } from './structured-output.ts';
+import { renderToolMessages, type ToolAwareMessage } from './tool-calls.ts';
 import { parseGenerationParams, rejectUnsupported, type GenerationParams, type UnsupportedFields } from './request-fields.ts';
 import type { ChatCompletionBody } from './schemas/chat.ts';
 import type { ChatMessages } from './schemas/common.ts';
 
 export interface ChatRequest extends GenerationParams {
+  /** The conversation as the template sees it (tools and tool turns already written in, tool-calls.ts). */
   readonly messages: ChatMessage[];
   /** null: no logprobs; else the number of top alternatives (0..20). */
   readonly logprobs: number | null;
+  /** The output constraint (response_format, structured_outputs, guided_*, or the tool-call grammar). */
+  readonly constraint: Constraint | null;
+  /** Tool calling as asked (null: no tools); with a choice other than none, output is parsed for calls. */
+  readonly tools: ToolRequest | null;
 }
 
 /** Known OpenAI fields we cannot honour yet; each maps to the values that change nothing. */
 const UNSUPPORTED: UnsupportedFields = {
-  tools: (v) => Array.isArray(v) && v.length === 0,
-  tool_choice: (v) => v === 'none',
   functions: (v) => Array.isArray(v) && v.length === 0,
   function_call: (v) => v === 'none',
-  response_format: (v) => typeof v === 'object' && v !== null && (v as { type?: unknown }).type === 'text',
   modalities: (v) => Array.isArray(v) && v.length === 1 && v[0] === 'text',
   audio: () => false,
   prediction: () => false,
@@ -32,13 +37,9 @@ const UNSUPPORTED: UnsupportedFields = {
   verbosity: () => false,
 };
 
-/**
- * What SDKs echo back on assistant turns is accepted when empty; speaker names would change
- * the prompt and Gemma's template has none, so they are refused, not dropped.
- */
+/** Speaker names would change the prompt and Gemma's template has none, so they are refused, not dropped. */
 const UNSUPPORTED_IN_MESSAGE: UnsupportedFields = {
   name: () => false,
-  tool_calls: (v) => Array.isArray(v) && v.length === 0,
   function_call: () => false,
   refusal: () => false,
   audio: () => false,
@@ -46,20 +47,32 @@ const UNSUPPORTED_IN_MESSAGE: UnsupportedFields = {
 
 export function parseChatRequest(body: ChatCompletionBody): ChatRequest {
   rejectUnsupported(body, UNSUPPORTED);
-  const messages = parseMessages(body.messages);
+  const { constraint, tools } = outputConstraints(body as unknown as Readonly<Record<string, unknown>>, { tools: true });
+  const offerTools = tools !== null && tools.choice !== 'none';
+  const messages = renderToolMessages(parseMessages(body.messages), tools?.tools ?? [], offerTools);
   const params = parseGenerationParams(body, body.max_completion_tokens ?? body.max_tokens);
   if (body.top_logprobs != null && body.logprobs !== true) throw new InvalidRequestError('top_logprobs: requires logprobs to be true', 'top_logprobs');
-  return { ...params, messages, logprobs: body.logprobs === true ? body.top_logprobs ?? 0 : null };
+  return { ...params, messages, logprobs: body.logprobs === true ? body.top_logprobs ?? 0 : null, constraint, tools: offerTools ? tools : null };
 }
 
-export function parseMessages(messages: Static<typeof ChatMessages>): ChatMessage[] {
-  return messages.map((m, i) => {
+/** The messages as sent, tool calls and tool results included (renderToolMessages writes them as turns). */
+export function parseMessages(messages: Static<typeof ChatMessages>): ToolAwareMessage[] {
+  return messages.map((m, i): ToolAwareMessage => {
     const p = `messages[${i}]`;
     rejectUnsupported(m, UNSUPPORTED_IN_MESSAGE, p);
     const role = m.role === 'developer' ? 'system' : m.role;
     const c = m.content;
     if (c === null && role !== 'assistant') throw new InvalidRequestError(`${p}.content: must be a string or an array of text parts (null only on an assistant turn)`, `${p}.content`);
-    const content = c === null ? '' : typeof c === 'string' ? c : c.map((part) => part.text).join('');
+    const content = c == null ? '' : typeof c === 'string' ? c : c.map((part) => part.text).join('');
+    if (m.tool_call_id != null && role !== 'tool') throw new InvalidRequestError(`${p}.tool_call_id: only on a tool message`, `${p}.tool_call_id`);
+    if (m.tool_calls != null && m.tool_calls.length > 0 && role !== 'assistant') throw new InvalidRequestError(`${p}.tool_calls: only on an assistant message`, `${p}.tool_calls`);
+    if (role === 'tool') {
+      if (m.tool_call_id == null) throw new InvalidRequestError(`${p}.tool_call_id: required on a tool message`, `${p}.tool_call_id`);
+      return { role, content, toolCallId: m.tool_call_id };
+    }
+    if (role === 'assistant' && m.tool_calls != null && m.tool_calls.length > 0) {
+      return { role, content, toolCalls: m.tool_calls.map((c) => ({ id: c.id, name: c.function.name, arguments: c.function.arguments })) };
+    }
     return { role, content };
   });
 }

@@ -7,6 +7,7 @@ import { setMaxListeners } from 'node:events';
 import type { Engine, TokenEvent, Usage } from '../engine/engine.ts';
 import type { TokenLogprobs } from '../engine/types.ts';
 import { InvalidRequestError } from '../errors.ts';
+import type { Constraint } from '../engine/grammar/constraint.ts';
 import type { GenerationParams } from './request-fields.ts';
 import type { ChatLogprobEntry } from './schemas/chat.ts';
 
@@ -35,6 +36,8 @@ export interface ChoiceOptions {
   readonly promptLogprobs?: number | null;
   /** The request parameter holding the prompt, named in errors (default 'messages'). */
   readonly promptParam?: string;
+  /** Constrained decoding for every choice (checked to compile before, Engine.checkConstraint). */
+  readonly constraint?: Constraint | null;
 }
 
 /**
@@ -57,6 +60,7 @@ export function startChoices(
       seed: params.seed === undefined ? undefined : (params.seed + i) % 2 ** 32,
       sampling: params.sampling, stop: params.stop, ignoreEos: params.ignoreEos, minTokens: params.minTokens, priority: params.priority,
       logprobs: opts.logprobs, promptLogprobs: opts.promptLogprobs ?? null, promptParam: opts.promptParam,
+      ...(opts.constraint != null ? { constraint: opts.constraint } : {}),
     }),
   })));
   engine.ensureCapacity(checked.length);

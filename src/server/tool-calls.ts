@@ -122,6 +122,7 @@ function isToolResponse(m: ChatMessage): boolean {
 export interface StructuralTagSpec {
   readonly type: 'structural_tag';
   readonly format: Readonly<Record<string, unknown>>;
+  readonly [key: string]: unknown;
 }
 
 /**

@@ -48,12 +48,12 @@ t.test('context_length_exceeded states the prompt tokens and the limit', async (
 
 t.test('fields that would change the output but are unsupported are 400s naming them', async (t) => {
   const cases: [Record<string, unknown>, string][] = [
-    [{ tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }, 'tools'],
-    [{ response_format: { type: 'json_object' } }, 'response_format'],
-    [{ tool_choice: 'auto' }, 'tool_choice'],
+    [{ functions: [{ name: 'f', parameters: {} }] }, 'functions'],
+    [{ function_call: 'auto' }, 'function_call'],
+    [{ prediction: { type: 'content', content: 'x' } }, 'prediction'],
     [{ audio: { voice: 'alloy', format: 'mp3' } }, 'audio'],
     [{ messages: [{ role: 'user', content: 'hi', name: 'bob' }] }, 'messages[0].name'],
-    [{ messages: [{ role: 'tool', content: 'x', tool_call_id: 'c' }] }, 'messages[0].role'],
+    [{ messages: [{ role: 'function', content: 'x', name: 'f' }] }, 'messages[0].role'],
   ];
   for (const [extra, param] of cases) {
     const e = await failure(t, client.chat.completions.create({ model, messages, max_tokens: 1, ...extra } as never));

@@ -20,13 +20,13 @@ export interface TinyServer {
   readonly checkpointDir: string;
 }
 
-/** A tiny random model with a 256-token context, served on 127.0.0.1. */
-export async function startTinyServer(name: string): Promise<TinyServer> {
+/** A tiny random model with a 256-token context (or `maxPositions`), served on 127.0.0.1. */
+export async function startTinyServer(name: string, opts: { readonly maxPositions?: number } = {}): Promise<TinyServer> {
   const dir = mkdtempSync(join(tmpdir(), `gs-${name}-`));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const checkpointDir = join(dir, 'ckpt');
-  makeRandomCheckpoint({ shape: 'tiny', seed: 0, dtype: 'f32', out: checkpointDir, set: { max_position_embeddings: '256' } });
-  const engine = await Engine.start({ modelDir: checkpointDir, dataDir: join(dir, 'data'), kvCacheBytes: 8 * 2 ** 20 });
+  makeRandomCheckpoint({ shape: 'tiny', seed: 0, dtype: 'f32', out: checkpointDir, set: { max_position_embeddings: String(opts.maxPositions ?? 256) } });
+  const engine = await Engine.start({ modelDir: checkpointDir, dataDir: join(dir, 'data'), kvCacheBytes: Math.max(8, (opts.maxPositions ?? 256) / 32) * 2 ** 20 });
   const app = buildApp({ engine });
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(async () => { await app.close(); await engine.close(); });

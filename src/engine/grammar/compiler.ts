@@ -136,6 +136,9 @@ export class ConstraintCompiler {
         case 'grammar':
           grammar = await xg.Grammar.fromEBNF(c.ebnf);
           break;
+        case 'structural_tag':
+          grammar = await xg.Grammar.fromStructuralTag(await compactJsonFormats(c.tag, xg) as Record<string, unknown>);
+          break;
       }
     } catch (e) {
       if (e instanceof ConstraintError) throw e;
@@ -171,6 +174,8 @@ export class ConstraintCompiler {
           return await compiler.compileGrammar(choiceEbnf(c.choices));
         case 'grammar':
           return await compiler.compileGrammar(c.ebnf);
+        case 'structural_tag':
+          return await compiler.compileStructuralTag(await compactJsonFormats(c.tag, this.xg) as Record<string, unknown>);
       }
     } catch (e) {
       // Parsed in the checker but refused here (not seen in testing): this instance's stack
@@ -218,4 +223,23 @@ function checkedChoices(choices: readonly string[]): readonly string[] {
     throw new ConstraintError('choices must be a non-empty list of non-empty strings');
   }
   return choices;
+}
+
+/**
+ * A structural tag with each `json_schema` format replaced by the same schema as an EBNF
+ * grammar in JSON_LAYOUT (one line, no free whitespace), strict: xgrammar's structural tags
+ * otherwise allow any whitespace inside JSON, which a weak or random-weight model fills with
+ * spaces and newlines until max_tokens.
+ */
+async function compactJsonFormats(v: unknown, xg: Xgrammar): Promise<unknown> {
+  if (Array.isArray(v)) return Promise.all(v.map((x) => compactJsonFormats(x, xg)));
+  if (typeof v !== 'object' || v === null) return v;
+  const o = v as Record<string, unknown>;
+  if (o['type'] === 'json_schema' && 'json_schema' in o) {
+    await xg.binding();
+    return { type: 'grammar', grammar: await xg.Testings._jsonSchemaToEBNF(JSON.stringify(jsonSchemaObject(o['json_schema'])), ...JSON_LAYOUT, true) };
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(o)) out[k] = await compactJsonFormats(x, xg);
+  return out;
 }

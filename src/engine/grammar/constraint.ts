@@ -21,7 +21,12 @@ export type Constraint =
   /** Output is exactly one of `choices` (non-empty strings; vLLM's `guided_choice`). */
   | { readonly kind: 'choice'; readonly choices: readonly string[]; readonly param?: string }
   /** Output matches the EBNF grammar `ebnf` from its rule `root` (xgrammar's / GBNF-like syntax). */
-  | { readonly kind: 'grammar'; readonly ebnf: string; readonly param?: string };
+  | { readonly kind: 'grammar'; readonly ebnf: string; readonly param?: string }
+  /**
+   * Output follows xgrammar's structural tag `tag` (its JSON form, `{type: 'structural_tag',
+   * format}`): how tool calls are forced (src/server/tool-calls.ts), free text with tagged JSON.
+   */
+  | { readonly kind: 'structural_tag'; readonly tag: Readonly<Record<string, unknown>>; readonly param?: string };
 
 // `param` (every kind): the request parameter the constraint came from (e.g. 'response_format',
 // 'structured_outputs', 'tool_choice'); an InvalidRequestError for a constraint that does not
@@ -42,6 +47,7 @@ export function checkConstraintShape(c: Constraint): string | null {
     case 'choice': return Array.isArray(v.choices) && v.choices.length > 0 && v.choices.every((x) => typeof x === 'string' && x.length > 0)
       ? null : 'choices must be a non-empty list of non-empty strings';
     case 'grammar': return typeof v.ebnf === 'string' ? null : 'the grammar must be a string';
+    case 'structural_tag': return typeof v.tag === 'object' && v.tag !== null && !Array.isArray(v.tag) ? null : 'the structural tag must be an object';
     default: return `unknown constraint kind ${JSON.stringify(v.kind)}`;
   }
 }
@@ -53,11 +59,13 @@ export function checkConstraintShape(c: Constraint): string | null {
  */
 export function constraintKey(c: Constraint): string {
   switch (c.kind) {
-    case 'json_schema': return `json_schema:${c.strict === false ? 'loose' : 'strict'}:${canonicalJson(schemaValue(c.schema))}`;
+    // Property order is kept: xgrammar generates properties in the order the schema lists them.
+    case 'json_schema': return `json_schema:${c.strict === false ? 'loose' : 'strict'}:${JSON.stringify(schemaValue(c.schema))}`;
     case 'json_object': return 'json_object';
     case 'regex': return `regex:${c.pattern}`;
     case 'choice': return `choice:${JSON.stringify(c.choices)}`;
     case 'grammar': return `grammar:${c.ebnf}`;
+    case 'structural_tag': return `structural_tag:${JSON.stringify(c.tag)}`;
   }
 }
 

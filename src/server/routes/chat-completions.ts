@@ -12,6 +12,7 @@ import { chatLogprobEntry, startChoices, UsageCounter, type ChoiceEvent, type Ch
 import type { EngineState } from '../engine-state.ts';
 import { checkModel } from '../request-fields.ts';
 import { postGeneration } from '../generation-route.ts';
+import { parseToolCalls, ToolCallParser, type ToolParseEvent } from '../tool-calls.ts';
 import { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, type ChatCompletionBody, type ChatLogprobEntry } from '../schemas/chat.ts';
 
 /** A validated chat request whose generations have started. */
@@ -34,29 +35,56 @@ export async function startChat(engine: Engine, body: ChatCompletionBody, signal
   const req = parseChatRequest(body);
   checkModel(engine.modelId, req.model);
   const promptIds = Array.from(await engine.encodeChat(req.messages, true));
-  const choices = startChoices(engine, [promptIds], req, { logprobs: req.logprobs }, signal, observer);
+  // A schema or grammar that does not compile is a 400 now, before the stream starts.
+  if (req.constraint !== null) await engine.checkConstraint(req.constraint);
+  const choices = startChoices(engine, [promptIds], req, { logprobs: req.logprobs, constraint: req.constraint }, signal, observer);
   const base = { id: `chatcmpl-${randomUUID().replace(/-/g, '')}`, created: Math.floor(Date.now() / 1000), model: req.model, system_fingerprint: systemFingerprint(engine) };
   return { req, choices, base };
 }
+
+const newCallId = (): string => `call_${randomUUID().replace(/-/g, '').slice(0, 24)}`;
 
 /** The chunk objects of a streamed chat completion, in OpenAI's order. */
 export async function* chatChunks(engine: Engine, chat: StartedChat): AsyncGenerator<ChatCompletionChunk> {
   const { req, base } = chat;
   type Choice = ChatCompletionChunk['choices'][number];
-  const chunk = (index: number, delta: Choice['delta'], finishReason: Choice['finish_reason'], logprobs: ChatLogprobEntry[] | null = null): ChatCompletionChunk => ({
+  type Delta = Choice['delta'];
+  const chunk = (index: number, delta: Delta, finishReason: Choice['finish_reason'], logprobs: ChatLogprobEntry[] | null = null): ChatCompletionChunk => ({
     ...base, object: 'chat.completion.chunk',
     choices: [{ index, delta, logprobs: logprobs === null ? null : { content: logprobs, refusal: null }, finish_reason: finishReason }],
     ...(req.includeUsage ? { usage: null } : {}),
   });
+  // With tools offered, each choice's text goes through a ToolCallParser: calls become
+  // delta.tool_calls (id, type and name first, then the arguments as they are generated).
+  const parsers = req.tools === null ? null : Array.from({ length: req.n }, () => new ToolCallParser());
+  const ids: string[][] = Array.from({ length: req.n }, () => []);
+  const deltas = (index: number, events: readonly ToolParseEvent[]): Delta[] => events.map((e): Delta => {
+    if (e.type === 'text') return { content: e.text };
+    if (e.type === 'call') {
+      const id = newCallId();
+      ids[index]![e.index] = id;
+      return { tool_calls: [{ index: e.index, id, type: 'function', function: { name: e.name, arguments: '' } }] };
+    }
+    return { tool_calls: [{ index: e.index, function: { arguments: e.text } }] };
+  });
+  const textDeltas = (index: number, text: string): Delta[] => parsers === null ? (text === '' ? [] : [{ content: text }]) : deltas(index, parsers[index]!.push(text));
   for (let i = 0; i < req.n; i++) yield chunk(i, { role: 'assistant', content: '' }, null);
   const usage = new UsageCounter();
   for await (const { index, prompt, event: ev } of chat.choices) {
     if (ev.type === 'token') {
-      if (ev.logprobs) yield chunk(index, { content: ev.text }, null, [chatLogprobEntry(engine, ev.tokenId, ev.logprobs)]);
-      else if (ev.text !== '') yield chunk(index, { content: ev.text }, null);
+      const ds = textDeltas(index, ev.text);
+      if (ev.logprobs) {
+        const lp = [chatLogprobEntry(engine, ev.tokenId, ev.logprobs)];
+        if (ds.length === 0) yield chunk(index, parsers === null ? { content: '' } : {}, null, lp);
+        else for (const [k, d] of ds.entries()) yield chunk(index, d, null, k === 0 ? lp : null);
+      } else {
+        for (const d of ds) yield chunk(index, d, null);
+      }
     } else if (ev.type === 'finish') {
-      if (ev.text !== '') yield chunk(index, { content: ev.text }, null);
-      yield chunk(index, {}, ev.reason);
+      for (const d of textDeltas(index, ev.text)) yield chunk(index, d, null);
+      if (parsers !== null) for (const d of deltas(index, parsers[index]!.end())) yield chunk(index, d, null);
+      const called = parsers !== null && parsers[index]!.numCalls > 0;
+      yield chunk(index, {}, called && ev.reason === 'stop' ? 'tool_calls' : ev.reason);
       usage.add(prompt, ev.usage);
     }
   }
@@ -82,10 +110,18 @@ export async function collectChat(engine: Engine, chat: StartedChat): Promise<Ch
   }
   return {
     ...base, object: 'chat.completion',
-    choices: content.map((text, index) => ({
-      index, message: { role: 'assistant', content: text, refusal: null },
-      logprobs: req.logprobs === null ? null : { content: lps[index]!, refusal: null }, finish_reason: finish[index]!,
-    })),
+    choices: content.map((text, index) => {
+      let message: ChatCompletion['choices'][number]['message'] = { role: 'assistant', content: text, refusal: null };
+      let reason = finish[index]!;
+      if (req.tools !== null) {
+        const { content: rest, calls } = parseToolCalls(text, newCallId);
+        if (calls.length > 0) {
+          message = { role: 'assistant', content: rest === '' ? null : rest, refusal: null, tool_calls: calls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.arguments } })) };
+          if (reason === 'stop') reason = 'tool_calls';
+        }
+      }
+      return { index, message, logprobs: req.logprobs === null ? null : { content: lps[index]!, refusal: null }, finish_reason: reason };
+    }),
     usage: usage.usage,
   };
 }

@@ -7,6 +7,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
+import type { Constraint } from '../../engine/grammar/constraint.ts';
+import { outputConstraints } from '../structured-output.ts';
 import { Detokenizer } from '../../engine/detokenizer.ts';
 import type { Engine } from '../../engine/engine.ts';
 import type { TokenLogprobs } from '../../engine/worker.ts';
@@ -29,6 +31,8 @@ export interface CompletionRequest extends GenerationParams {
   readonly echo: boolean;
   /** null: no logprobs; else the number of top alternatives (0..20). */
   readonly logprobs: number | null;
+  /** The output constraint (response_format, structured_outputs, guided_*), or null. */
+  readonly constraint: Constraint | null;
 }
 
 interface Prompt {
@@ -48,6 +52,7 @@ export async function parseCompletionRequest(engine: Engine, body: CompletionBod
   rejectUnsupported(body, UNSUPPORTED);
   // max_tokens 0 generates nothing: with echo and logprobs, the prompt is scored (lm-eval's loglikelihood).
   const params = parseGenerationParams(body, body.max_tokens);
+  const { constraint } = outputConstraints(body as unknown as Readonly<Record<string, unknown>>, { tools: false });
   if (body.best_of != null && body.best_of !== params.n) {
     throw new InvalidRequestError('best_of: only best_of equal to n is supported', 'best_of', 'unsupported_parameter');
   }
@@ -57,6 +62,7 @@ export async function parseCompletionRequest(engine: Engine, body: CompletionBod
     prompts: await parsePrompts(engine, body.prompt),
     echo: body.echo ?? false,
     logprobs: body.logprobs ?? null,
+    constraint,
   };
 }
 
@@ -114,7 +120,8 @@ async function startCompletion(engine: Engine, body: CompletionBody, signal: Abo
   const req = await parseCompletionRequest(engine, body);
   checkModel(engine.modelId, req.model);
   const scorePrompt = req.echo && req.logprobs !== null;
-  const choices = startChoices(engine, req.prompts.map((p) => p.ids), req, { logprobs: req.logprobs, promptLogprobs: scorePrompt ? req.logprobs : null, promptParam: 'prompt' }, signal, observer);
+  if (req.constraint !== null) await engine.checkConstraint(req.constraint);
+  const choices = startChoices(engine, req.prompts.map((p) => p.ids), req, { logprobs: req.logprobs, promptLogprobs: scorePrompt ? req.logprobs : null, promptParam: 'prompt', constraint: req.constraint }, signal, observer);
   const base = { id: `cmpl-${randomUUID().replace(/-/g, '')}`, created: Math.floor(Date.now() / 1000), model: req.model, system_fingerprint: systemFingerprint(engine) };
   return { req, choices, base, scorePrompt };
 }

@@ -10,6 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { InvalidRequestError } from '../../errors.ts';
 import { parseMessages } from '../chat-request.ts';
+import { renderToolMessages } from '../tool-calls.ts';
 import type { EngineState } from '../engine-state.ts';
 import { checkModel } from '../request-fields.ts';
 import { ErrorResponse } from '../schemas/common.ts';
@@ -35,7 +36,7 @@ export function tokenizeRoutes(app: FastifyInstance, state: EngineState): void {
       tokens = [...(bos ? [engine.tokenizer.bosId] : []), ...await engine.encodeText(prompt, null)];
     } else {
       if (b.add_special_tokens === true) throw new InvalidRequestError('add_special_tokens: the chat template writes the special tokens itself', 'add_special_tokens');
-      tokens = [...await engine.tokenizeChat(parseMessages(b.messages!), b.add_generation_prompt ?? true)];
+      tokens = [...await engine.tokenizeChat(renderToolMessages(parseMessages(b.messages!), [], false), b.add_generation_prompt ?? true)];
     }
     return {
       count: tokens.length, max_model_len: engine.contextLength, tokens,

@@ -4,7 +4,7 @@
  * serialized by schema: streams write their own JSON).
  */
 import { Type, type Static } from 'typebox';
-import { ChatMessages, FinishReason, generationFields, Nullable, OptionalNullable, SafeInteger, Unsupported, Usage } from './common.ts';
+import { ChatMessages, ConstraintFields, FinishReason, generationFields, Nullable, OptionalNullable, SafeInteger, ToolCallObject, Unsupported, Usage } from './common.ts';
 
 export const ChatCompletionRequest = Type.Object({
   ...generationFields(1),
@@ -12,12 +12,12 @@ export const ChatCompletionRequest = Type.Object({
   max_completion_tokens: OptionalNullable(SafeInteger({ minimum: 1 }, 'Most tokens to generate (max_tokens is read when this is absent).')),
   logprobs: OptionalNullable(Type.Boolean({ description: 'Log probabilities of the generated tokens.' })),
   top_logprobs: OptionalNullable(SafeInteger({ minimum: 0, maximum: 20 }, 'Alternatives per token (needs logprobs: true).')),
-  tools: Unsupported('[]'),
-  tool_choice: Unsupported('"none"'),
-  parallel_tool_calls: Type.Optional(Type.Unknown({ description: 'Accepted and ignored (no tools).' })),
+  tools: OptionalNullable(Type.Unknown({ description: 'Functions the model may call: [{type: "function", function: {name, description, parameters}}] (docs/API.md "Tool calling").' })),
+  tool_choice: OptionalNullable(Type.Unknown({ description: 'none, auto (default with tools), required, or {type: "function", function: {name}}.' })),
+  parallel_tool_calls: OptionalNullable(Type.Unknown({ description: 'false: at most one call (default true).' })),
+  ...ConstraintFields,
   functions: Unsupported('[]'),
   function_call: Unsupported('"none"'),
-  response_format: Unsupported('{"type": "text"}'),
   modalities: Unsupported('["text"]'),
   audio: Unsupported('null'),
   prediction: Unsupported('null'),
@@ -55,7 +55,12 @@ export const ChatCompletion = Type.Object({
   object: Type.Literal('chat.completion'),
   choices: Type.Array(Type.Object({
     index: Type.Integer(),
-    message: Type.Object({ role: Type.Literal('assistant'), content: Type.String(), refusal: Type.Null() }),
+    message: Type.Object({
+      role: Type.Literal('assistant'),
+      content: Nullable(Type.String({ description: 'null when the message is only tool calls.' })),
+      refusal: Type.Null(),
+      tool_calls: Type.Optional(Type.Array(ToolCallObject)),
+    }),
     logprobs: ChoiceLogprobs,
     finish_reason: FinishReason,
   })),
@@ -68,7 +73,16 @@ export const ChatCompletionChunk = Type.Object({
   object: Type.Literal('chat.completion.chunk'),
   choices: Type.Array(Type.Object({
     index: Type.Integer(),
-    delta: Type.Object({ role: Type.Optional(Type.Literal('assistant')), content: Type.Optional(Type.String()) }),
+    delta: Type.Object({
+      role: Type.Optional(Type.Literal('assistant')),
+      content: Type.Optional(Type.String()),
+      tool_calls: Type.Optional(Type.Array(Type.Object({
+        index: Type.Integer({ description: 'The call this delta belongs to.' }),
+        id: Type.Optional(Type.String()),
+        type: Type.Optional(Type.Literal('function')),
+        function: Type.Object({ name: Type.Optional(Type.String()), arguments: Type.Optional(Type.String()) }),
+      }), { description: 'The first delta of a call has id, type and name; later ones add to its arguments.' })),
+    }),
     logprobs: ChoiceLogprobs,
     finish_reason: Nullable(FinishReason),
   }), { description: 'One choice per chunk; empty in the last chunk when stream_options.include_usage is set.' }),

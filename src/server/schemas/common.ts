@@ -88,13 +88,21 @@ export const TextPart = Type.Object({
   text: Type.String(),
 }, { description: 'A text part; other part types (images, audio, files) are not supported.' });
 
-const Role = Type.Enum(['system', 'developer', 'user', 'assistant'], { description: 'developer is read as system; tool messages are not supported.' });
+const Role = Type.Enum(['system', 'developer', 'user', 'assistant', 'tool'], { description: 'developer is read as system; tool: a tool call\'s result (with tool_call_id).' });
+
+/** A call in an assistant message (OpenAI's shape). */
+export const ToolCallObject = Type.Object({
+  id: Type.String(),
+  type: Type.Literal('function'),
+  function: Type.Object({ name: Type.String(), arguments: Type.String({ description: 'The arguments as JSON text.' }) }),
+});
 
 export const ChatMessage = Type.Object({
   role: Role,
   content: Nullable(Type.Union([Type.String(), Type.Array(TextPart)], { description: 'Text, or text parts joined; null only on an assistant turn.' })),
   name: Unsupported('null (speaker names would change the prompt)'),
-  tool_calls: Unsupported('[]'),
+  tool_calls: OptionalNullable(Type.Array(ToolCallObject, { description: 'Calls the assistant made (assistant messages).' })),
+  tool_call_id: OptionalNullable(Type.String({ description: 'The call a tool message answers.' })),
   function_call: Unsupported('null'),
   refusal: Unsupported('null'),
   audio: Unsupported('null'),
@@ -122,4 +130,17 @@ export const ErrorResponse = Type.Object({
   }),
 }, { description: "OpenAI's error body." });
 
-export const FinishReason = Type.Enum(['stop', 'length', 'abort']);
+export const FinishReason = Type.Enum(['stop', 'length', 'abort', 'tool_calls']);
+
+/**
+ * The fields that constrain output (validated in src/server/structured-output.ts, which names
+ * the parameter in each 400; docs/API.md "Structured output").
+ */
+export const ConstraintFields = {
+  response_format: OptionalNullable(Type.Unknown({ description: 'OpenAI\'s {type: "text" | "json_object" | "json_schema", json_schema: {name, schema, strict}}.' })),
+  structured_outputs: OptionalNullable(Type.Unknown({ description: "vLLM's {json | json_object | regex | choice | grammar}: exactly one." })),
+  guided_json: OptionalNullable(Type.Unknown({ description: "vLLM's older field: a JSON Schema (object or JSON text)." })),
+  guided_regex: OptionalNullable(Type.Unknown({ description: "vLLM's older field: a regular expression the whole output matches." })),
+  guided_choice: OptionalNullable(Type.Unknown({ description: "vLLM's older field: the output is one of these strings." })),
+  guided_grammar: OptionalNullable(Type.Unknown({ description: "vLLM's older field: an EBNF grammar (xgrammar's syntax, rule root)." })),
+};

@@ -4,7 +4,7 @@
  */
 import { Type, type Static } from 'typebox';
 import { CompletionBase } from './chat.ts';
-import { FinishReason, generationFields, Nullable, OptionalNullable, SafeInteger, TokenId, Unsupported, Usage } from './common.ts';
+import { ConstraintFields, FinishReason, generationFields, Nullable, OptionalNullable, SafeInteger, TokenId, Unsupported, Usage } from './common.ts';
 
 const TokenIds = Type.Array(TokenId, { minItems: 1 });
 
@@ -20,6 +20,7 @@ export const CompletionRequest = Type.Object({
   logprobs: OptionalNullable(SafeInteger({ minimum: 0, maximum: 20 }, 'Alternatives per token.')),
   best_of: OptionalNullable(SafeInteger({ minimum: 1 }, 'Only equal to n is supported.')),
   suffix: Unsupported('""'),
+  ...ConstraintFields,
 }, { additionalProperties: false });
 export type CompletionBody = Static<typeof CompletionRequest>;
 
