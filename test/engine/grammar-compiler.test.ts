@@ -1,9 +1,10 @@
-// The constraint cache and its keys: schemas equal up to key order share one compilation,
+// The constraint cache and its keys: a schema as text or as an object shares one compilation,
+// property order is part of the key (it decides the output's order),
 // the LRU keeps at most its size, a refusal is not cached and names xgrammar's reason, and
 // choices with quotes, backslashes and non-ASCII text compile to exactly those strings.
 import t from 'tap';
 import { buildTokenizerJson } from '../../src/checkpoint/tokenizer-json.ts';
-import { ConstraintCompiler, ConstraintError } from '../../src/engine/grammar/compiler.ts';
+import { ConstraintCompiler } from '../../src/engine/grammar/compiler.ts';
 import { SequenceGrammar } from '../../src/engine/grammar/matcher.ts';
 import { checkConstraintShape, constraintKey, type Constraint } from '../../src/engine/grammar/constraint.ts';
 import { grammarVocab } from '../../src/engine/grammar/vocab.ts';
@@ -12,10 +13,11 @@ const vocab = grammarVocab(buildTokenizerJson(512) as Parameters<typeof grammarV
 const compiler = new ConstraintCompiler(() => vocab, { cacheSize: 2 });
 t.teardown(() => compiler.dispose());
 
-t.test('keys: key order does not matter, strictness and kind do', async (t) => {
+t.test('keys: text or object is one key; property order, strictness and kind are not', async (t) => {
   const a: Constraint = { kind: 'json_schema', schema: { type: 'object', properties: { x: { type: 'integer' }, y: { type: 'string' } } } };
-  const b: Constraint = { kind: 'json_schema', schema: '{"properties": {"y": {"type": "string"}, "x": {"type": "integer"}}, "type": "object"}', param: 'guided_json' };
+  const b: Constraint = { kind: 'json_schema', schema: '{"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "string"}}}', param: 'guided_json' };
   t.equal(constraintKey(a), constraintKey(b));
+  t.not(constraintKey(a), constraintKey({ kind: 'json_schema', schema: { type: 'object', properties: { y: { type: 'string' }, x: { type: 'integer' } } } }), 'x then y is not y then x');
   t.not(constraintKey(a), constraintKey({ ...a, strict: false }));
   t.not(constraintKey({ kind: 'regex', pattern: 'a' }), constraintKey({ kind: 'grammar', ebnf: 'a' }));
   t.equal((await compiler.compile(a)).compiled, (await compiler.compile(b)).compiled, 'one compilation for both');

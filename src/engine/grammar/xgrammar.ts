@@ -71,7 +71,6 @@ export function loadXgrammar(): Xgrammar {
     .replace(INIT_ANCHOR, 'binding = await Module(exports.__moduleArg);');
   let lastError: string | null = null;
   const module = { exports: { __moduleArg: { printErr: (text: string) => { if (text.startsWith('[FATAL]')) lastError = text; } } } as Record<string, unknown> };
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- running a CommonJS bundle, see the header
   const run = new Function('exports', 'require', 'module', '__filename', '__dirname', patched) as
     (exports: object, require: NodeJS.Require, module: object, filename: string, dirname: string) => void;
   run(module.exports, createRequire(path), module, path, path.slice(0, path.lastIndexOf('/')));
