@@ -254,6 +254,8 @@ export class Engine {
 
   /** Throws QueueFullError unless `count` more generations can be admitted now. */
   ensureCapacity(count: number): void {
+    // More than can ever be admitted at once is the request's fault, not a load to retry.
+    if (count > this.capacity) throw new InvalidRequestError(`n: ${count} generations can never be admitted together (at most ${this.capacity}: --max-num-seqs + --max-waiting)`, 'n');
     if (this.live.size + count > this.capacity) throw new QueueFullError(this.capacity);
   }
 

@@ -3,13 +3,15 @@
  * OpenAI-compatible routes over one Engine. Nothing imports this module but the entry points
  * and tests, so it may import everything.
  */
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import fastifyWebsocket from '@fastify/websocket';
 import { Engine } from '../engine/engine.ts';
 import { registerAuth } from './auth.ts';
 import { registerCors } from './cors.ts';
 import { EngineState } from './engine-state.ts';
+import { clientErrorHandler, registerRawRefusals } from './client-errors.ts';
+import { errorBody } from './error-body.ts';
 import { registerErrorHandler } from './error-handler.ts';
 import { chatCompletionsRoute } from './routes/chat-completions.ts';
 import { chatWebSocketRoute } from './routes/chat-ws.ts';
@@ -51,6 +53,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     // Request schemas validate as sent: unknown fields and wrong types are 400s naming them.
     ajv: { customOptions: AJV_OPTIONS },
     schemaErrorFormatter: (errors: readonly unknown[]) => schemaError(errors as SchemaError[]),
+    clientErrorHandler,
+    // The router's own refusals (a URL that does not decode, a bad content type) in the one shape.
+    frameworkErrors: (error: FastifyError, _request: FastifyRequest, reply: FastifyReply) => {
+      void reply.status(error.statusCode ?? 400).send(errorBody(error.message, 'invalid_request_error', null, error.code));
+    },
   };
   const app: FastifyInstance = (opts.logger
     ? Fastify({ loggerInstance: opts.logger as unknown as FastifyBaseLogger, ...common })
@@ -62,6 +69,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   // First, before auth: every request gets its id header, its log line and its HTTP metrics.
   registerRequestLog(app, { metrics, logPrompts: opts.logPrompts ?? false });
   registerErrorHandler(app, bodyLimit);
+  registerRawRefusals(app);
   // The WebSocket plugin's hooks first: it must see every upgrade, including those the auth
   // and CORS hooks refuse, or a refused upgrade's socket is never destroyed.
   void app.register(fastifyWebsocket, { options: { maxPayload: bodyLimit } });

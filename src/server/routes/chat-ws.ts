@@ -74,7 +74,12 @@ const schema = {
 export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): void {
   // @fastify/websocket marks its routes hidden from OpenAPI; this one is part of the API.
   const config = { swaggerTransform: ({ url }: { url: string }) => ({ schema: { ...schema, hide: false }, url }) };
-  app.get(CHAT_WS_PATH, { websocket: true, preHandler: refuseCrossOrigin, schema, config }, (socket: WebSocket, request) => {
+  app.route({
+    method: 'GET', url: CHAT_WS_PATH, preHandler: refuseCrossOrigin, schema, config,
+    // A plain GET (no upgrade) is told what the endpoint needs, in the one error shape.
+    handler: async (_request, reply) => reply.status(426).header('upgrade', 'websocket').send(errorBody(
+      `${CHAT_WS_PATH} is a WebSocket endpoint: send an upgrade request (Connection: Upgrade, Upgrade: websocket)`, 'invalid_request_error', null, 'upgrade_required')),
+    wsHandler: (socket: WebSocket, request) => {
     // Fastify's compiler (the app's Ajv and options): the chat body's validator is the one the
     // HTTP endpoint compiled for the same schema object.
     const validMessage = request.compileValidationSchema(WsClientMessage) as Validator;
@@ -148,5 +153,5 @@ export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): vo
       for (const c of running.values()) c.abort();
       running.clear();
     });
-  });
+  } });
 }
