@@ -20,7 +20,7 @@ function raw(bytes: string): Promise<{ status: number; body: unknown; text: stri
       socket.destroy();
       const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
       const bodyText = text.slice(text.indexOf('\r\n\r\n') + 4);
-      let body: unknown = null;
+      let body: unknown;
       try { body = JSON.parse(bodyText); } catch { body = null; }
       resolve({ status, body, text });
     };
