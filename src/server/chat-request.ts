@@ -18,7 +18,7 @@ export interface ChatRequest extends GenerationParams {
 }
 
 /** Known OpenAI fields we cannot honour yet; each maps to the values that change nothing. */
-const UNSUPPORTED: UnsupportedFields = {
+const UNSUPPORTED: UnsupportedFields = new Map(Object.entries({
   tools: (v) => Array.isArray(v) && v.length === 0,
   tool_choice: (v) => v === 'none',
   functions: (v) => Array.isArray(v) && v.length === 0,
@@ -30,19 +30,19 @@ const UNSUPPORTED: UnsupportedFields = {
   reasoning_effort: () => false,
   web_search_options: () => false,
   verbosity: () => false,
-};
+}));
 
 /**
  * What SDKs echo back on assistant turns is accepted when empty; speaker names would change
  * the prompt and Gemma's template has none, so they are refused, not dropped.
  */
-const UNSUPPORTED_IN_MESSAGE: UnsupportedFields = {
+const UNSUPPORTED_IN_MESSAGE: UnsupportedFields = new Map(Object.entries({
   name: () => false,
   tool_calls: (v) => Array.isArray(v) && v.length === 0,
   function_call: () => false,
   refusal: () => false,
   audio: () => false,
-};
+}));
 
 export function parseChatRequest(body: ChatCompletionBody): ChatRequest {
   rejectUnsupported(body, UNSUPPORTED);
