@@ -2,7 +2,7 @@
 // written here), validated as OpenAPI by @seriousme/openapi-schema-validator; and request
 // validation from the schemas: unknown fields, wrong types and deeply nested values are
 // OpenAI-shaped 400s naming the parameter, over HTTP and on the WebSocket.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { AddressInfo } from 'node:net';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { WebSocket } from 'ws';
@@ -12,8 +12,8 @@ import { startTinyServer } from './tiny-server.ts';
 const { engine, model, baseURL } = await startTinyServer('openapi');
 const messages = [{ role: 'user', content: 'Hello there' }];
 
-/** Another app over the same engine, on loopback, with every route it registers recorded. */
-async function serveRecorded(apiKeys: string[] = []): Promise<{ url: string; routes: { method: string; url: string }[] }> {
+/** Another app over the same engine, on loopback, with every route it registers recorded; closed with `t`. */
+async function serveRecorded(t: Test, apiKeys: string[] = []): Promise<{ url: string; routes: { method: string; url: string }[] }> {
   const app = buildApp({ engine, apiKeys });
   const routes: { method: string; url: string }[] = [];
   app.addHook('onRoute', (r) => {
@@ -33,7 +33,7 @@ async function post(path: string, body: string | object): Promise<{ status: numb
 }
 
 t.test('GET /openapi.json is valid OpenAPI 3 and documents every route the app registers', async (t) => {
-  const { url, routes } = await serveRecorded();
+  const { url, routes } = await serveRecorded(t);
   const r = await fetch(`${url}/openapi.json`);
   t.equal(r.status, 200);
   const doc = (await r.json()) as OpenApiDoc;
@@ -56,9 +56,13 @@ t.test('GET /openapi.json is valid OpenAPI 3 and documents every route the app r
 });
 
 t.test('/openapi.json needs no API key, like /health', async (t) => {
-  const { url } = await serveRecorded(['sk-test']);
-  t.equal((await fetch(`${url}/openapi.json`)).status, 200);
-  t.equal((await fetch(`${url}/v1/models`)).status, 401, 'the API itself does');
+  const { url } = await serveRecorded(t, ['sk-test']);
+  const doc = await fetch(`${url}/openapi.json`);
+  t.equal(doc.status, 200);
+  t.match(await doc.json(), { openapi: /^3\./ });
+  const models = await fetch(`${url}/v1/models`);
+  t.equal(models.status, 401, 'the API itself does');
+  await models.body?.cancel();
 });
 
 t.test('an unknown field is a 400 unknown_parameter naming it, on every endpoint', async (t) => {

@@ -57,7 +57,8 @@ interface Validator {
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-const schema = {
+/** Made per app: @fastify/websocket writes `hide` into the route's schema object. */
+const wsSchema = () => ({
   summary: 'Chat completions over a WebSocket, several at once',
   description: 'Upgrade to a WebSocket. The client sends WsClientMessage objects (JSON text); the server answers with WsServerMessage objects: '
     + 'the chunks of each request, then done, cancelled or error. A key may be given as the subprotocol openai-insecure-api-key.KEY.',
@@ -69,9 +70,10 @@ const schema = {
     },
     '4xx': ErrorResponse,
   },
-};
+});
 
 export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): void {
+  const schema = wsSchema();
   // @fastify/websocket marks its routes hidden from OpenAPI; this one is part of the API.
   const config = { swaggerTransform: ({ url }: { url: string }) => ({ schema: { ...schema, hide: false }, url }) };
   app.route({

@@ -43,9 +43,9 @@ interface Prompt {
   readonly hidden: number;
 }
 
-const UNSUPPORTED: UnsupportedFields = {
+const UNSUPPORTED: UnsupportedFields = new Map(Object.entries({
   suffix: (v) => v === '',
-};
+}));
 
 /** A schema-validated body (CompletionRequest) read into a CompletionRequest, with the checks no schema states. */
 export async function parseCompletionRequest(engine: Engine, body: CompletionBody): Promise<CompletionRequest> {
