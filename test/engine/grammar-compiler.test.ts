@@ -67,3 +67,39 @@ t.test('a matcher keeps working after its grammar is evicted and others compiled
   t.ok(g.accept(vocab.byteIds[0x7a]!) && g.canOnlyEnd(), 'z completes it');
   g.dispose();
 });
+
+t.test('numeric bounds: our range rules accept exactly the integers in range, and numbers only within bounds', async (t) => {
+  /** Whether the grammar accepts `text` as a complete output. */
+  const accepts = async (c: Constraint, text: string): Promise<boolean> => {
+    const g = await SequenceGrammar.create(await compiler.compile(c), [1]);
+    try {
+      for (const b of new TextEncoder().encode(text)) if (!g.accept(vocab.byteIds[b]!)) return false;
+      g.fillMask();
+      return ((g.mask[0]! >>> 1) & 1) === 1; // the end token (id 1) is allowed: complete
+    } finally {
+      g.dispose();
+    }
+  };
+  const wrong: string[] = [];
+  for (const [lo, hi] of [[0, 130], [-7, 130], [-25, -12], [99, 101], [5, 5]] as const) {
+    const c: Constraint = { kind: 'json_schema', schema: { type: 'integer', minimum: lo, maximum: hi } };
+    for (let v = lo - 12; v <= hi + 12; v++) if ((await accepts(c, String(v))) !== (v >= lo && v <= hi)) wrong.push(`integer ${lo}..${hi}: ${v}`);
+    for (const s of ['-0', '07', '-', '1.5']) if (await accepts(c, s)) wrong.push(`integer ${lo}..${hi} accepts ${s}`);
+  }
+  for (const bounds of [{ minimum: 0, maximum: 1 }, { minimum: -10.5, maximum: 10.5 }, { exclusiveMinimum: 0, exclusiveMaximum: 3 }, { maximum: -2 }]) {
+    const c: Constraint = { kind: 'json_schema', schema: { type: 'number', ...bounds } };
+    const b = bounds as Partial<Record<'minimum' | 'maximum' | 'exclusiveMinimum' | 'exclusiveMaximum', number>>;
+    const within = (v: number): boolean => v >= (b.minimum ?? -Infinity) && v <= (b.maximum ?? Infinity) && v > (b.exclusiveMinimum ?? -Infinity) && v < (b.exclusiveMaximum ?? Infinity);
+    let accepted = 0;
+    for (let k = -13; k <= 13; k++) {
+      for (const s of [String(k), `${k}.5`, `${k}.999`, `${k}.0`, `-0.${Math.abs(k)}5`]) {
+        const ok = await accepts(c, s);
+        if (ok) accepted++;
+        if (ok && !within(Number(s))) wrong.push(`number ${JSON.stringify(bounds)} accepts ${s}`);
+      }
+    }
+    t.ok(accepted > 0, `${JSON.stringify(bounds)}: ${accepted} of the probes accepted`);
+  }
+  t.same(wrong, []);
+  await t.rejects(compiler.compile({ kind: 'json_schema', schema: { type: 'integer', minimum: 3, maximum: 2 } }), { name: 'ConstraintError', message: /no integer/ });
+});

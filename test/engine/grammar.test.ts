@@ -67,11 +67,15 @@ const SCHEMAS: Record<string, object> = {
     },
     required: ['ids', 'words'],
   },
-  // Bounds on `number` are left out: xgrammar 0.1.27 lets 1.27 through `maximum: 1` (docs/API.md "Constrained decoding").
-  'bounded integers, free numbers': {
+  // Each of these ranges is compiled wrong by xgrammar 0.1.27 itself (numeric-bounds.ts).
+  'bounded numbers and integers': {
     type: 'object',
-    properties: { score: { type: 'integer', exclusiveMinimum: 10, exclusiveMaximum: 20 }, level: { type: 'integer', minimum: -5, maximum: 5 }, x: { type: 'number' } },
-    required: ['score', 'level', 'x'],
+    properties: {
+      ratio: { type: 'number', minimum: 0, maximum: 1 }, temp: { type: 'number', minimum: -10.5, maximum: 10.5 }, x: { type: 'number' },
+      pct: { type: 'integer', minimum: 0, maximum: 130 }, score: { type: 'integer', exclusiveMinimum: 10, exclusiveMaximum: 20 },
+      low: { type: 'integer', minimum: -3 }, neg: { type: 'integer', maximum: -2 }, pos: { type: 'number', exclusiveMinimum: 0 },
+    },
+    required: ['ratio', 'temp', 'x', 'pct', 'score', 'low', 'neg', 'pos'],
   },
   'string patterns and lengths': {
     type: 'object',

@@ -12,14 +12,12 @@
  * that parsed reach the instance that holds the token table and the running matchers.
  */
 import type { CompiledGrammar, Grammar, GrammarCompiler, TokenizerInfo } from '@mlc-ai/web-xgrammar';
-import { choiceEbnf, constraintKey, schemaValue, type Constraint } from './constraint.ts';
+import { choiceEbnf, ConstraintError, constraintKey, schemaValue, type Constraint } from './constraint.ts';
+import { extractNumericBounds, substituteRules } from './numeric-bounds.ts';
 import { loadXgrammar, type XgBinding, type Xgrammar } from './xgrammar.ts';
 import type { GrammarVocab } from './vocab.ts';
 
-/** A constraint the grammar engine refused; `message` says why (xgrammar's words). */
-export class ConstraintError extends Error {
-  override readonly name = 'ConstraintError';
-}
+export { ConstraintError };
 
 export const DEFAULT_GRAMMAR_CACHE_SIZE = 128;
 
@@ -29,6 +27,9 @@ export const DEFAULT_GRAMMAR_CACHE_SIZE = 128;
  * allows anywhere (vLLM's `disable_any_whitespace`), and a weak or random-weight model
  * seldom stops doing so. Arguments: anyWhitespace, indent (-1: one line), separators.
  */
+/** Names the placeholders of bounded numbers (numeric-bounds.ts); no schema writes it. */
+const BOUND_TAG = '__gemma_serve_numeric_bound_';
+
 const JSON_LAYOUT = [false, -1, [', ', ': ']] as const satisfies [boolean, number, [string, string]];
 
 export interface GrammarCompilerOptions {
@@ -116,17 +117,28 @@ export class ConstraintCompiler {
     return { compiled: await compiled, binding: this.binding!, xg: this.xg, vocabSize: this.vocabSize, deny, byteIds: this.vocab().byteIds };
   }
 
-  /** Parses `c` in the disposable instance; ConstraintError with xgrammar's reason when it cannot. */
-  private async parse(c: Constraint): Promise<void> {
-    if (c.kind === 'json_object') return;
+  /**
+   * Parses `c` in the disposable instance; ConstraintError with xgrammar's reason when it
+   * cannot. For a schema with numeric bounds, returns the EBNF to compile (numeric-bounds.ts).
+   */
+  private async parse(c: Constraint): Promise<string | null> {
+    if (c.kind === 'json_object') return null;
     const xg = this.checker ??= loadXgrammar();
     await xg.binding();
     let grammar: Grammar;
+    let ebnf: string | null = null;
     try {
       switch (c.kind) {
-        case 'json_schema':
-          grammar = await xg.Grammar.fromJSONSchema(JSON.stringify(jsonSchemaObject(c.schema)), ...JSON_LAYOUT, c.strict !== false);
+        case 'json_schema': {
+          const { schema, rules } = extractNumericBounds(jsonSchemaObject(c.schema), BOUND_TAG);
+          if (rules.size === 0) {
+            grammar = await xg.Grammar.fromJSONSchema(JSON.stringify(schema), ...JSON_LAYOUT, c.strict !== false);
+          } else {
+            ebnf = substituteRules(await xg.Testings._jsonSchemaToEBNF(JSON.stringify(schema), ...JSON_LAYOUT, c.strict !== false), rules);
+            grammar = await xg.Grammar.fromEBNF(ebnf);
+          }
           break;
+        }
         case 'regex':
           grammar = await xg.Grammar.fromStructuralTag({ type: 'structural_tag', format: { type: 'regex', pattern: c.pattern } });
           break;
@@ -146,6 +158,7 @@ export class ConstraintCompiler {
       throw new ConstraintError(errorText(xg.takeError(), e), { cause: e });
     }
     grammar.dispose();
+    return ebnf;
   }
 
   /** Drops the least recently used grammars beyond the cache size. */
@@ -160,9 +173,10 @@ export class ConstraintCompiler {
   }
 
   private async compileNew(c: Constraint): Promise<CompiledGrammar> {
-    await this.parse(c);
+    const ebnf = await this.parse(c);
     const compiler = this.compiler!;
     try {
+      if (ebnf !== null) return await compiler.compileGrammar(ebnf);
       switch (c.kind) {
         case 'json_schema':
           return await compiler.compileJSONSchema(JSON.stringify(jsonSchemaObject(c.schema)), ...JSON_LAYOUT, c.strict !== false);
@@ -207,7 +221,7 @@ function errorText(printed: string | null, e: unknown): string {
 }
 
 /** The schema as an object (JSON text is parsed); ConstraintError for anything else. */
-function jsonSchemaObject(schema: unknown): object {
+function jsonSchemaObject(schema: unknown): Record<string, unknown> {
   let v: unknown;
   try {
     v = schemaValue(schema);
@@ -215,7 +229,7 @@ function jsonSchemaObject(schema: unknown): object {
     throw new ConstraintError(`the schema is not valid JSON: ${(e as Error).message}`, { cause: e });
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConstraintError('the schema must be a JSON object');
-  return v;
+  return v as Record<string, unknown>;
 }
 
 function checkedChoices(choices: readonly string[]): readonly string[] {

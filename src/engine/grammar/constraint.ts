@@ -34,6 +34,11 @@ export type Constraint =
 
 export type ConstraintKind = Constraint['kind'];
 
+/** A constraint the grammar engine refused; `message` says why (xgrammar's words, or ours). */
+export class ConstraintError extends Error {
+  override readonly name = 'ConstraintError';
+}
+
 export const DEFAULT_CONSTRAINT_PARAM = 'response_format';
 
 /** Null when `c` is well formed for its kind, else what is wrong (engine input that skipped a server schema). */
