@@ -251,7 +251,10 @@ async function compactJsonFormats(v: unknown, xg: Xgrammar): Promise<unknown> {
   const o = v as Record<string, unknown>;
   if (o['type'] === 'json_schema' && 'json_schema' in o) {
     await xg.binding();
-    return { type: 'grammar', grammar: await xg.Testings._jsonSchemaToEBNF(JSON.stringify(jsonSchemaObject(o['json_schema'])), ...JSON_LAYOUT, true) };
+    // The same exact numeric ranges as a json_schema constraint (numeric-bounds.ts).
+    const { schema, rules } = extractNumericBounds(jsonSchemaObject(o['json_schema']), BOUND_TAG);
+    const ebnf = await xg.Testings._jsonSchemaToEBNF(JSON.stringify(schema), ...JSON_LAYOUT, true);
+    return { type: 'grammar', grammar: rules.size === 0 ? ebnf : substituteRules(ebnf, rules) };
   }
   const out: Record<string, unknown> = {};
   for (const [k, x] of Object.entries(o)) out[k] = await compactJsonFormats(x, xg);
