@@ -82,7 +82,14 @@ export async function serve(argv: string[]): Promise<number> {
   // Listen first, load behind it: /health answers at once, /ready and the API say 503
   // (with Retry-After) until the model is in, so probes and clients see the truth.
   const t0 = performance.now();
-  const loading = Engine.start({ modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, modelId: servedModelName, specialTokensInContent });
+  // Signals are heard from here on: one during loading stops the export and the model load.
+  const stopLoading = new AbortController();
+  let stopSignal: ((signal: string) => void) | null = null;
+  const stopped = new Promise<string>((res) => { stopSignal = res; });
+  const onSignal = (signal: string): void => { stopLoading.abort(); stopSignal?.(signal); };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const loading = Engine.start({ signal: stopLoading.signal, modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, modelId: servedModelName, specialTokensInContent });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
   const metrics = new Metrics({ state, names: metricsNames });
@@ -98,11 +105,6 @@ export async function serve(argv: string[]): Promise<number> {
     await loading.then((engine) => engine.close(), () => undefined);
     throw new ConfigError(`serve: cannot listen on ${host}:${port} (${(e as Error).message})`, 'port');
   }
-  let stopSignal: ((signal: string) => void) | null = null;
-  const stopped = new Promise<string>((res) => { stopSignal = res; });
-  const onSignal = (signal: string): void => stopSignal?.(signal);
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
   let engine: Engine;
   try {
     const first = await Promise.race([loading, stopped]);

@@ -174,7 +174,7 @@ export class Engine {
   }
 
   static async start(opts: EngineOptions): Promise<Engine> {
-    const exportDir = await resolveModel(opts.modelDir, opts.dataDir ?? defaultDataDir(), opts.kvDtype, opts.device ?? 'cpu');
+    const exportDir = await resolveModel(opts.modelDir, opts.dataDir ?? defaultDataDir(), opts.kvDtype, opts.device ?? 'cpu', opts.signal);
     const { config } = readManifest(exportDir);
     const file = (name: string): string | null => (existsSync(join(exportDir, name)) ? join(exportDir, name) : null);
     const tokenizerJson = file('tokenizer.json');

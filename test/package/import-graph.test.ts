@@ -29,8 +29,10 @@ t.test('a folder cycle is found where no file cycle exists (engine/w → schedul
 
 t.test('the serving path imports no build-time code statically', async (t) => {
   const edges = await srcImports(ROOT);
-  t.ok(edges.some((e) => e.from === 'src/engine/resolve-model.ts' && e.to === 'src/engine/export/export.ts' && e.dynamic),
-    'the parser sees dynamic imports (resolve-model loads the exporter on first use)');
+  t.ok(edges.some((e) => e.from === 'src/cli/serve.ts' && e.to === 'src/checkpoint/make-random.ts' && e.dynamic),
+    'the parser sees dynamic imports (serve loads the random-checkpoint writer only to make the default model)');
+  t.notOk(edges.some((e) => e.from === 'src/engine/resolve-model.ts' && e.to.startsWith('src/engine/export/')),
+    'resolve-model reaches the exporter only through the export worker thread');
   const buildTime = (f: string): boolean => f.startsWith('src/engine/export/') || f.startsWith('src/cli/bench/')
     || f === 'src/checkpoint/make-random.ts' || f === 'src/checkpoint/safetensors-writer.ts';
   // The reach of the walk is checked on a module that does import the exporter, so a walk that
