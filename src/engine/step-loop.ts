@@ -117,12 +117,19 @@ export class StepLoop {
       // Constrained decoding: the state follows the output tokens (rebuilt from them after a
       // preemption); disallowed tokens get -Infinity before the processors, so the sample and the
       // reported logprobs are of the masked distribution.
-      if (g.grammar !== null) {
-        if (!g.grammar.syncTo(p.seq.outputIds)) { this.end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: 'the output no longer fits its grammar' }); return; }
-        g.grammar.applyMask(row);
-      }
+      // A grammar failure (xgrammar throws or aborts its WebAssembly program) fails this
+      // sequence only, never the worker and the other sequences.
+      const grammarFailed = (what: string): void => this.end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: what });
+      try {
+        if (g.grammar !== null) {
+          if (!g.grammar.syncTo(p.seq.outputIds)) { grammarFailed('the output no longer fits its grammar'); return; }
+          g.grammar.applyMask(row);
+        }
+      } catch (e) { grammarFailed(`the grammar engine failed: ${(e as Error).message}`); return; }
       const token = sampleRow(g, p.seq.outputIds.length, row, this.weightsOf);
-      if (g.grammar !== null && !g.grammar.accept(token.tokenId)) { this.end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: `the grammar refused token ${token.tokenId}` }); return; }
+      let accepted = true;
+      try { accepted = g.grammar === null || g.grammar.accept(token.tokenId); } catch (e) { grammarFailed(`the grammar engine failed: ${(e as Error).message}`); return; }
+      if (!accepted) { grammarFailed(`the grammar refused token ${token.tokenId}`); return; }
       sampled.set(p.seq.spec.id, token.tokenId);
       emitted.push({ seq: p.seq, token });
     });
@@ -136,7 +143,9 @@ export class StepLoop {
     if (g.stop.has(tokenId)) { this.finish(seq, 'stop'); return; }
     this.outbox.add({ type: 'token', id: seq.spec.id, tokenId, ...(logprobs ? { logprobs } : {}) });
     // A complete structure that nothing may follow ends here, without another forward pass.
-    if (g.grammar?.canOnlyEnd() === true) { this.finish(seq, 'stop'); return; }
+    let complete = false;
+    try { complete = g.grammar !== null && (g.grammar.isTerminated() || g.grammar.canOnlyEnd()); } catch { complete = true; }
+    if (complete) { this.finish(seq, 'stop'); return; }
     if (seq.outputIds.length >= g.req.maxTokens) this.finish(seq, 'length');
   }
 

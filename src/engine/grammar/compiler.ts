@@ -70,7 +70,13 @@ export class ConstraintCompiler {
   private checker: Xgrammar | null = null;
 
   /** `vocab` is read on first compile (or `warm()`); until then nothing is built. */
-  constructor(private readonly vocab: () => GrammarVocab, opts: GrammarCompilerOptions = {}) {
+  /** The vocabulary, read once (reading Gemma's tokenizer.json takes seconds: never per request). */
+  private vocabRead: GrammarVocab | null = null;
+  private vocab(): GrammarVocab {
+    return this.vocabRead ??= this.readVocab();
+  }
+
+  constructor(private readonly readVocab: () => GrammarVocab, opts: GrammarCompilerOptions = {}) {
     this.cacheSize = Math.max(1, opts.cacheSize ?? DEFAULT_GRAMMAR_CACHE_SIZE);
     this.xg = loadXgrammar();
   }

@@ -59,6 +59,9 @@ export class SequenceGrammar {
   /** Computes the allowed next tokens into `mask` (one WebAssembly call and one 4V/32-byte copy). */
   fillMask(): void {
     if (this.fresh) return;
+    // A terminated matcher (it accepted an end token) allows nothing more, and xgrammar aborts
+    // its WebAssembly program if asked for a mask then.
+    if (this.handle.IsTerminated()) { this.mask.fill(0); this.fresh = true; return; }
     const vector = this.handle.GetNextTokenBitmask(this.grammar.vocabSize);
     try {
       this.mask.set(this.grammar.binding.vecIntToView(vector));
