@@ -215,7 +215,37 @@ function jsonSchemaObject(schema: unknown): object {
     throw new ConstraintError(`the schema is not valid JSON: ${(e as Error).message}`, { cause: e });
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConstraintError('the schema must be a JSON object');
-  return v;
+  return boundedNumbersAsIntegers(v) as object;
+}
+
+/** Schema keywords whose values are data, not subschemas (left as they are). */
+const DATA_KEYWORDS = new Set(['const', 'enum', 'default', 'examples']);
+
+/**
+ * Each `type: "number"` with bounds made `type: "integer"` with the integer bounds inside them.
+ * xgrammar 0.1.27 gets bounded numbers wrong: with integer bounds it lets a fraction follow the
+ * maximum (maximum 87 gives 87.332331) and ignores exclusiveMinimum/exclusiveMaximum; with a
+ * fractional bound its range regex has an unescaped "." (maximum 87.25 lets "87x25" through).
+ * Its integer ranges are right (exclusive bounds too), so a bounded number is generated as an
+ * integer in range: valid for the schema, without fractions. No integer in range: a refusal.
+ */
+function boundedNumbersAsIntegers(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(boundedNumbersAsIntegers);
+  if (typeof v !== 'object' || v === null) return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) out[k] = DATA_KEYWORDS.has(k) ? x : boundedNumbersAsIntegers(x);
+  const num = (k: string): number | undefined => (typeof out[k] === 'number' ? out[k] : undefined);
+  const [min, max, xmin, xmax] = [num('minimum'), num('maximum'), num('exclusiveMinimum'), num('exclusiveMaximum')];
+  if (out['type'] !== 'number' || (min ?? max ?? xmin ?? xmax) === undefined) return out;
+  // Draft 4 wrote exclusive bounds as `exclusiveMinimum: true` beside `minimum`.
+  const lo = Math.max(min === undefined ? -Infinity : out['exclusiveMinimum'] === true ? Math.floor(min) + 1 : Math.ceil(min), xmin === undefined ? -Infinity : Math.floor(xmin) + 1);
+  const hi = Math.min(max === undefined ? Infinity : out['exclusiveMaximum'] === true ? Math.ceil(max) - 1 : Math.floor(max), xmax === undefined ? Infinity : Math.ceil(xmax) - 1);
+  if (lo > hi) throw new ConstraintError(`a number between ${min ?? xmin} and ${max ?? xmax} with no integer in range is not supported (bounded numbers are generated as integers)`);
+  delete out['exclusiveMinimum'];
+  delete out['exclusiveMaximum'];
+  delete out['minimum'];
+  delete out['maximum'];
+  return { ...out, type: 'integer', ...(lo > -Infinity ? { minimum: lo } : {}), ...(hi < Infinity ? { maximum: hi } : {}) };
 }
 
 function checkedChoices(choices: readonly string[]): readonly string[] {
