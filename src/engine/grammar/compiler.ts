@@ -261,13 +261,21 @@ function checkedChoices(choices: readonly string[]): readonly string[] {
  * otherwise allow any whitespace inside JSON, which a weak or random-weight model fills with
  * spaces and newlines until max_tokens.
  */
+/** xgrammar 0.1.27's character class for a length-bounded JSON string, and the one JSON allows. */
+const STRING_CHAR_CLASS = '[^"\\\\\\r\\n]';
+const JSON_STRING_CHAR_CLASS = '[^\\0-\\x1f"\\\\]';
+
 async function compactJsonFormats(v: unknown, xg: Xgrammar): Promise<unknown> {
   if (Array.isArray(v)) return Promise.all(v.map((x) => compactJsonFormats(x, xg)));
   if (typeof v !== 'object' || v === null) return v;
   const o = v as Record<string, unknown>;
   if (o['type'] === 'json_schema' && 'json_schema' in o) {
     await xg.binding();
-    return { type: 'grammar', grammar: await xg.Testings._jsonSchemaToEBNF(JSON.stringify(jsonSchemaObject(o['json_schema'])), ...JSON_LAYOUT, true) };
+    const ebnf = await xg.Testings._jsonSchemaToEBNF(JSON.stringify(jsonSchemaObject(o['json_schema'])), ...JSON_LAYOUT, true);
+    // A structural tag cannot take the control-character deny list (its tags and free text
+    // have newlines), so a string with minLength/maxLength, written `[^"\\\r\n]{m,n}`, is
+    // narrowed here to exclude U+0000-U+001F as JSON requires (tool arguments had raw \x0f).
+    return { type: 'grammar', grammar: ebnf.replaceAll(STRING_CHAR_CLASS, JSON_STRING_CHAR_CLASS) };
   }
   const out: Record<string, unknown> = {};
   for (const [k, x] of Object.entries(o)) out[k] = await compactJsonFormats(x, xg);
