@@ -68,7 +68,9 @@ function responseFormat(v: unknown): Constraint | null {
       if (!isObject(schema) && typeof schema !== 'boolean') throw new InvalidRequestError(`${param}.json_schema.schema: must be a JSON Schema object`, `${param}.json_schema.schema`);
       const strict = js['strict'];
       if (strict !== undefined && strict !== null && typeof strict !== 'boolean') throw new InvalidRequestError(`${param}.json_schema.strict: must be a boolean`, `${param}.json_schema.strict`);
-      return { kind: 'json_schema', schema, strict: strict === true, param };
+      // Absent is strict, as the engine documents it (no properties the schema does not list);
+      // only `strict: false` lets the schema's own additionalProperties rules apply.
+      return { kind: 'json_schema', schema, strict: strict !== false, param };
     }
     default:
       throw new InvalidRequestError(`${param}.type: must be text, json_object or json_schema`, `${param}.type`);
@@ -105,7 +107,8 @@ function oneConstraint(kind: string, v: unknown, param: string): Constraint {
         try { schema = JSON.parse(v) as unknown; } catch { throw new InvalidRequestError(`${param}: not valid JSON`, param); }
       }
       if (!isObject(schema) && typeof schema !== 'boolean') throw new InvalidRequestError(`${param}: must be a JSON Schema (an object, or its JSON text)`, param);
-      return { kind: 'json_schema', schema, strict: false, param };
+      // Strict, as vLLM compiles guided JSON with xgrammar (its strict mode is the default).
+      return { kind: 'json_schema', schema, strict: true, param };
     }
     case 'json_object':
       if (v !== true) throw new InvalidRequestError(`${param}: must be true`, param);

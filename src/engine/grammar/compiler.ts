@@ -251,6 +251,10 @@ function checkedChoices(choices: readonly string[]): readonly string[] {
  * otherwise allow any whitespace inside JSON, which a weak or random-weight model fills with
  * spaces and newlines until max_tokens.
  */
+/** xgrammar 0.1.27's character class for a length-bounded JSON string, and the one JSON allows. */
+const STRING_CHAR_CLASS = '[^"\\\\\\r\\n]';
+const JSON_STRING_CHAR_CLASS = '[^\\0-\\x1f"\\\\]';
+
 async function compactJsonFormats(v: unknown, xg: Xgrammar): Promise<unknown> {
   if (Array.isArray(v)) return Promise.all(v.map((x) => compactJsonFormats(x, xg)));
   if (typeof v !== 'object' || v === null) return v;
@@ -259,8 +263,12 @@ async function compactJsonFormats(v: unknown, xg: Xgrammar): Promise<unknown> {
     await xg.binding();
     // The same exact numeric ranges as a json_schema constraint (numeric-bounds.ts).
     const { schema, rules } = extractNumericBounds(jsonSchemaObject(o['json_schema']), BOUND_TAG);
-    const ebnf = await xg.Testings._jsonSchemaToEBNF(JSON.stringify(schema), ...JSON_LAYOUT, true);
-    return { type: 'grammar', grammar: rules.size === 0 ? ebnf : substituteRules(ebnf, rules) };
+    const raw = await xg.Testings._jsonSchemaToEBNF(JSON.stringify(schema), ...JSON_LAYOUT, true);
+    const ebnf = rules.size === 0 ? raw : substituteRules(raw, rules);
+    // A structural tag cannot take the control-character deny list (its tags and free text
+    // have newlines), so a string with minLength/maxLength, written `[^"\\\r\n]{m,n}`, is
+    // narrowed here to exclude U+0000-U+001F as JSON requires (tool arguments had raw \x0f).
+    return { type: 'grammar', grammar: ebnf.replaceAll(STRING_CHAR_CLASS, JSON_STRING_CHAR_CLASS) };
   }
   const out: Record<string, unknown> = {};
   for (const [k, x] of Object.entries(o)) out[k] = await compactJsonFormats(x, xg);
