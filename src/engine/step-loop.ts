@@ -127,7 +127,7 @@ export class StepLoop {
         }
       } catch (e) { grammarFailed(`the grammar engine failed: ${(e as Error).message}`); return; }
       const token = sampleRow(g, p.seq.outputIds.length, row, this.weightsOf);
-      let accepted = true;
+      let accepted: boolean;
       try { accepted = g.grammar === null || g.grammar.accept(token.tokenId); } catch (e) { grammarFailed(`the grammar engine failed: ${(e as Error).message}`); return; }
       if (!accepted) { grammarFailed(`the grammar refused token ${token.tokenId}`); return; }
       sampled.set(p.seq.spec.id, token.tokenId);
@@ -143,7 +143,7 @@ export class StepLoop {
     if (g.stop.has(tokenId)) { this.finish(seq, 'stop'); return; }
     this.outbox.add({ type: 'token', id: seq.spec.id, tokenId, ...(logprobs ? { logprobs } : {}) });
     // A complete structure that nothing may follow ends here, without another forward pass.
-    let complete = false;
+    let complete: boolean;
     try { complete = g.grammar !== null && (g.grammar.isTerminated() || g.grammar.canOnlyEnd()); } catch { complete = true; }
     if (complete) { this.finish(seq, 'stop'); return; }
     if (seq.outputIds.length >= g.req.maxTokens) this.finish(seq, 'length');
