@@ -19,14 +19,28 @@ export interface ChatMessage {
   readonly content: string;
 }
 
+/**
+ * A message for a template that handles tools itself (`handlesTools`): Hugging Face's shape,
+ * assistant `tool_calls` ({id, type, function: {name, arguments}}) and tool results with
+ * `tool_call_id`, handed to the template as they are.
+ */
+export type ToolTemplateMessage =
+  | ChatMessage
+  | { readonly role: 'assistant'; readonly content: string; readonly tool_calls: readonly { readonly id: string; readonly type: 'function'; readonly function: { readonly name: string; readonly arguments: unknown } }[] }
+  | { readonly role: 'tool'; readonly content: string; readonly tool_call_id: string };
+
 export interface RenderOptions {
   /** End with the opening of the model's turn (`<start_of_turn>model\n`). */
   readonly addGenerationPrompt: boolean;
+  /** Tool definitions (OpenAI's `tools`), passed as the template's `tools` variable. */
+  readonly tools?: readonly unknown[];
 }
 
 export interface ChatTemplate {
   /** The prompt text; it already contains `<bos>` when the template writes it (Gemma's does). */
-  renderChat(messages: readonly ChatMessage[], options: RenderOptions): string;
+  renderChat(messages: readonly ToolTemplateMessage[], options: RenderOptions): string;
+  /** The template reads a `tools` variable (its checkpoint knows how to offer tools). */
+  readonly handlesTools: boolean;
 }
 
 /** The token strings templates may reference (`bos_token`, `eos_token`, ...). */
@@ -47,13 +61,15 @@ export function createChatTemplate(source: string, tokens: TemplateTokens = GEMM
   } catch (e) {
     throw new CheckpointError(`${origin}: chat_template does not parse (${(e as Error).message})`, { cause: e });
   }
-  const render = (messages: readonly ChatMessage[], options: RenderOptions): string =>
+  const render = (messages: readonly ToolTemplateMessage[], options: RenderOptions): string =>
     template.render({
       ...tokens,
-      messages: messages.map((m) => ({ role: m.role, content: m.content })),
+      messages: messages.map((m) => ({ ...m })),
       add_generation_prompt: options.addGenerationPrompt,
+      ...(options.tools !== undefined ? { tools: options.tools } : {}),
     });
   return {
+    handlesTools: /\btools\b/.test(source),
     renderChat(messages, options) {
       try {
         return render(messages, options);
@@ -98,8 +114,8 @@ export function loadChatTemplate(tokenizerConfigPath: string | null): ChatTempla
  * Each system message joins the next user turn ("system\n\nuser"); one with no user turn
  * after it becomes a user turn, which the template then judges like any other.
  */
-export function foldSystemIntoUser(messages: readonly ChatMessage[]): ChatMessage[] {
-  const out: ChatMessage[] = [];
+export function foldSystemIntoUser<M extends ToolTemplateMessage>(messages: readonly M[]): (M | ChatMessage)[] {
+  const out: (M | ChatMessage)[] = [];
   let pending: string[] = [];
   for (const m of messages) {
     if (m.role === 'system') {

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { loadChatTemplate, type ChatMessage, type ChatTemplate } from './chat-template.ts';
+import { loadChatTemplate, type ChatMessage, type ChatTemplate, type ToolTemplateMessage } from './chat-template.ts';
 import { Detokenizer } from './detokenizer.ts';
 import { readManifest } from './manifest.ts';
 import { resolveModel, defaultDataDir } from './resolve-model.ts';
@@ -382,11 +382,11 @@ export class Engine {
    * A prompt whose characters alone prove it longer than the context (no token covers more than
    * `tokenizer.maxPieceChars` characters) is refused at once, before any tokenizing.
    */
-  encodeChat(messages: readonly ChatMessage[], addGenerationPrompt: boolean, param = 'messages'): Promise<Int32Array> {
+  encodeChat(messages: readonly ToolTemplateMessage[], addGenerationPrompt: boolean, param = 'messages', tools?: readonly unknown[]): Promise<Int32Array> {
     let chars = 0;
     for (const m of messages) chars += m.content.length;
     this.checkCharacters(chars, param);
-    return this.text.encodeChat(messages, addGenerationPrompt);
+    return this.text.encodeChat(messages, addGenerationPrompt, tools);
   }
 
   /**

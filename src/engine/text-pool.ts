@@ -4,7 +4,7 @@
  * Jobs go to the worker with the fewest outstanding; each answers in order.
  */
 import { Worker } from 'node:worker_threads';
-import type { ChatMessage } from './chat-template.ts';
+import type { ToolTemplateMessage } from './chat-template.ts';
 import { EngineError, InvalidRequestError } from '../errors.ts';
 
 export interface TextPoolInit {
@@ -17,7 +17,7 @@ export interface TextPoolInit {
 /** A job for a text worker. */
 export type TextJob =
   | { readonly type: 'encode'; readonly id: number; readonly text: string }
-  | { readonly type: 'chat'; readonly id: number; readonly messages: readonly ChatMessage[]; readonly addGenerationPrompt: boolean };
+  | { readonly type: 'chat'; readonly id: number; readonly messages: readonly ToolTemplateMessage[]; readonly addGenerationPrompt: boolean; readonly tools?: readonly unknown[] };
 
 /** A worker's answer (id -1: loaded, or failed to load). */
 export type TextReply =
@@ -81,8 +81,8 @@ export class TextPool {
   }
 
   /** The chat template rendered and tokenized; a template rejection is a 400 on `messages`. */
-  encodeChat(messages: readonly ChatMessage[], addGenerationPrompt: boolean): Promise<Int32Array> {
-    return this.run((id) => ({ type: 'chat', id, messages, addGenerationPrompt }));
+  encodeChat(messages: readonly ToolTemplateMessage[], addGenerationPrompt: boolean, tools?: readonly unknown[]): Promise<Int32Array> {
+    return this.run((id) => ({ type: 'chat', id, messages, addGenerationPrompt, ...(tools !== undefined ? { tools } : {}) }));
   }
 
   async close(): Promise<void> {

@@ -26,7 +26,7 @@ try {
       } else {
         const plain = !init.specialTokensInContent;
         const messages = plain ? job.messages.map((m) => ({ ...m, content: guard.protect(m.content) })) : job.messages;
-        const text = template.renderChat(messages, { addGenerationPrompt: job.addGenerationPrompt });
+        const text = template.renderChat(messages, { addGenerationPrompt: job.addGenerationPrompt, ...(job.tools !== undefined ? { tools: job.tools } : {}) });
         ids = plain ? guard.encode(text) : tokenizer.encode(text);
       }
       reply = { id: job.id, ids };

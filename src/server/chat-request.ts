@@ -23,6 +23,8 @@ export interface ChatRequest extends GenerationParams {
   readonly constraint: Constraint | null;
   /** Tool calling as asked (null: no tools); with a choice other than none, output is parsed for calls. */
   readonly tools: ToolRequest | null;
+  /** The messages as sent, tool calls and results included: for a template that handles tools itself. */
+  readonly toolMessages: readonly ToolAwareMessage[];
 }
 
 /** Known OpenAI fields we cannot honour yet; each maps to the values that change nothing. */
@@ -49,12 +51,13 @@ export function parseChatRequest(body: ChatCompletionBody): ChatRequest {
   rejectUnsupported(body, UNSUPPORTED);
   const { constraint, tools } = outputConstraints(body as unknown as Readonly<Record<string, unknown>>, { tools: true });
   const offerTools = tools !== null && tools.choice !== 'none';
-  const messages = renderToolMessages(parseMessages(body.messages), tools?.tools ?? [], offerTools);
+  const toolMessages = parseMessages(body.messages);
+  const messages = renderToolMessages(toolMessages, tools?.tools ?? [], offerTools);
   const params = parseGenerationParams(body, body.max_completion_tokens ?? body.max_tokens);
   if (body.top_logprobs != null && body.logprobs !== true) throw new InvalidRequestError('top_logprobs: requires logprobs to be true', 'top_logprobs');
   // params spread last: on Node 20 `{ ...params, more }` took ~12 us a call in a micro-benchmark,
   // `{ more, ...params }` under 1 us; params has neither key, so the result is the same.
-  return { messages, logprobs: body.logprobs === true ? body.top_logprobs ?? 0 : null, constraint, tools: offerTools ? tools : null, ...params };
+  return { messages, logprobs: body.logprobs === true ? body.top_logprobs ?? 0 : null, constraint, tools: offerTools ? tools : null, toolMessages, ...params };
 }
 
 /** The messages as sent, tool calls and tool results included (renderToolMessages writes them as turns). */

@@ -12,7 +12,8 @@ import { chatLogprobEntry, startChoices, UsageCounter, type ChoiceEvent, type Ch
 import type { EngineState } from '../engine-state.ts';
 import { checkModel } from '../request-fields.ts';
 import { postGeneration } from '../generation-route.ts';
-import { parseToolCalls, ToolCallParser, type ToolParseEvent } from '../tool-calls.ts';
+import { parseToolCalls, ToolCallParser, type ToolAwareMessage, type ToolParseEvent } from '../tool-calls.ts';
+import type { ToolTemplateMessage } from '../../engine/chat-template.ts';
 import { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, type ChatCompletionBody, type ChatLogprobEntry } from '../schemas/chat.ts';
 
 /** A validated chat request whose generations have started. */
@@ -34,12 +35,32 @@ export function systemFingerprint(engine: Engine): string {
 export async function startChat(engine: Engine, body: ChatCompletionBody, signal: AbortSignal, observer?: ChoiceObserver): Promise<StartedChat> {
   const req = parseChatRequest(body);
   checkModel(engine.modelId, req.model);
-  const promptIds = Array.from(await engine.encodeChat(req.messages, true));
+  // A checkpoint whose template takes `tools` renders them and the tool turns itself (the calls
+  // are still forced and parsed in the <tool_call> format, docs/API.md); others get ours.
+  const own = req.tools !== null && engine.chatTemplate.handlesTools;
+  const promptIds = Array.from(own
+    ? await engine.encodeChat(templateMessages(req.toolMessages), true, 'messages', req.tools!.tools.map((f) => ({ type: 'function', function: f })))
+    : await engine.encodeChat(req.messages, true));
   // A schema or grammar that does not compile is a 400 now, before the stream starts.
   if (req.constraint !== null) await engine.checkConstraint(req.constraint);
   const choices = startChoices(engine, [promptIds], req, { logprobs: req.logprobs, constraint: req.constraint }, signal, observer);
   const base = { id: `chatcmpl-${randomUUID().replace(/-/g, '')}`, created: Math.floor(Date.now() / 1000), model: req.model, system_fingerprint: systemFingerprint(engine) };
   return { req, choices, base };
+}
+
+/** The messages in Hugging Face's shape for a template that handles tools (arguments as objects). */
+function templateMessages(messages: readonly ToolAwareMessage[]): ToolTemplateMessage[] {
+  return messages.map((m): ToolTemplateMessage => {
+    if (m.role === 'tool') return { role: 'tool', content: m.content, tool_call_id: m.toolCallId };
+    if ('toolCalls' in m) {
+      return { role: 'assistant', content: m.content, tool_calls: m.toolCalls.map((c) => ({ id: c.id, type: 'function' as const, function: { name: c.name, arguments: parseArguments(c.arguments) } })) };
+    }
+    return m;
+  });
+}
+
+function parseArguments(text: string): unknown {
+  try { return JSON.parse(text) as unknown; } catch { return text; }
 }
 
 const newCallId = (): string => `call_${randomUUID().replace(/-/g, '').slice(0, 24)}`;
