@@ -54,6 +54,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     ajv: { customOptions: AJV_OPTIONS },
     schemaErrorFormatter: (errors: readonly unknown[]) => schemaError(errors as SchemaError[]),
     clientErrorHandler,
+    // A request without Host is refused by our hook (client-errors.ts), in the one error shape,
+    // instead of Node's empty 400.
+    http: { requireHostHeader: false },
     // The router's own refusals (a URL that does not decode, a bad content type) in the one shape.
     frameworkErrors: (error: FastifyError, _request: FastifyRequest, reply: FastifyReply) => {
       void reply.status(error.statusCode ?? 400).send(errorBody(error.message, 'invalid_request_error', null, error.code));
@@ -70,6 +73,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   registerRequestLog(app, { metrics, logPrompts: opts.logPrompts ?? false });
   registerErrorHandler(app, bodyLimit);
   registerRawRefusals(app);
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.raw.httpVersionMajor === 1 && request.raw.httpVersionMinor >= 1 && request.headers.host === undefined) {
+      return reply.status(400).send(errorBody('HTTP/1.1 requests need a Host header.', 'invalid_request_error', null, 'missing_host'));
+    }
+  });
   // The WebSocket plugin's hooks first: it must see every upgrade, including those the auth
   // and CORS hooks refuse, or a refused upgrade's socket is never destroyed.
   void app.register(fastifyWebsocket, { options: { maxPayload: bodyLimit } });

@@ -1,6 +1,7 @@
 // What never reaches a route still gets OpenAI's error shape: Node's parser errors, headers
 // over the limit, a bad chunk, an HTTP/2 preface, a bad URL, an Expect other than
-// 100-continue, CONNECT, and a plain GET of the WebSocket endpoint.
+// 100-continue, CONNECT, a missing Host, WebSocket handshakes the ws library would refuse in
+// text/html, and a plain GET of the WebSocket endpoint.
 import t, { type Test } from 'tap';
 import { connect } from 'node:net';
 import { startTinyServer } from './tiny-server.ts';
@@ -45,6 +46,9 @@ const cases: [string, string, number][] = [
   ['a bad URL', 'GET /%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 400],
   ['Expect: foo', 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: foo\r\n\r\n', 417],
   ['CONNECT', 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', 405],
+  ['a missing Host', 'GET /health HTTP/1.1\r\nConnection: close\r\n\r\n', 400],
+  ['a WebSocket upgrade without Sec-WebSocket-Key', 'GET /v1/chat/completions/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n', 400],
+  ['a WebSocket upgrade of version 99', 'GET /v1/chat/completions/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 99\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n', 400],
   ['a plain GET of the WebSocket endpoint', 'GET /v1/chat/completions/ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 426],
 ];
 

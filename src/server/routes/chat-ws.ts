@@ -41,6 +41,20 @@ const MAX_PER_SOCKET = 64;
 const HIGH_WATER_BYTES = 1 << 20;
 
 /** The CORS hook (cors.ts) has run: it sets Access-Control-Allow-Origin only for an allowed Origin. */
+/**
+ * An upgrade the `ws` library would refuse with a text/html body (no valid Sec-WebSocket-Key,
+ * a version other than 13 or 8) is refused here first, in the one error shape.
+ */
+async function refuseBadHandshake(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  if (request.headers.upgrade?.toLowerCase() !== 'websocket') return;
+  const key = request.headers['sec-websocket-key'];
+  const version = request.headers['sec-websocket-version'];
+  const problem = typeof key !== 'string' || !/^[+/0-9A-Za-z]{22}==$/.test(key.trim()) ? 'a missing or invalid Sec-WebSocket-Key header'
+    : version !== '13' && version !== '8' ? 'an unsupported Sec-WebSocket-Version (13 is supported)' : null;
+  if (problem === null) return;
+  return reply.status(400).header('sec-websocket-version', '13').send(errorBody(`WebSocket handshake refused: ${problem}.`, 'invalid_request_error', null, 'bad_websocket_handshake'));
+}
+
 async function refuseCrossOrigin(request: FastifyRequest, reply: FastifyReply): Promise<void> {
   const origin = request.headers.origin;
   if (origin === undefined || reply.hasHeader('access-control-allow-origin')) return;
@@ -77,7 +91,7 @@ export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): vo
   // @fastify/websocket marks its routes hidden from OpenAPI; this one is part of the API.
   const config = { swaggerTransform: ({ url }: { url: string }) => ({ schema: { ...schema, hide: false }, url }) };
   app.route({
-    method: 'GET', url: CHAT_WS_PATH, preHandler: refuseCrossOrigin, schema, config,
+    method: 'GET', url: CHAT_WS_PATH, preHandler: [refuseBadHandshake, refuseCrossOrigin], schema, config,
     // A plain GET (no upgrade) is told what the endpoint needs, in the one error shape.
     handler: async (_request, reply) => reply.status(426).header('upgrade', 'websocket').send(errorBody(
       `${CHAT_WS_PATH} is a WebSocket endpoint: send an upgrade request (Connection: Upgrade, Upgrade: websocket)`, 'invalid_request_error', null, 'upgrade_required')),
