@@ -143,8 +143,14 @@ export class StepLoop {
     if (g.stop.has(tokenId)) { this.finish(seq, 'stop'); return; }
     this.outbox.add({ type: 'token', id: seq.spec.id, tokenId, ...(logprobs ? { logprobs } : {}) });
     // A complete structure that nothing may follow ends here, without another forward pass.
+    // canOnlyEnd is also true once the matcher has terminated (its mask is then empty).
     let complete: boolean;
-    try { complete = g.grammar !== null && (g.grammar.isTerminated() || g.grammar.canOnlyEnd()); } catch { complete = true; }
+    try {
+      complete = g.grammar !== null && g.grammar.canOnlyEnd();
+    } catch (e) {
+      this.end(seq.spec.id, { type: 'error', id: seq.spec.id, message: `the grammar engine failed: ${(e as Error).message}` });
+      return;
+    }
     if (complete) { this.finish(seq, 'stop'); return; }
     if (seq.outputIds.length >= g.req.maxTokens) this.finish(seq, 'length');
   }
