@@ -8,6 +8,7 @@
 import type { FastifyInstance } from 'fastify';
 import { GemmaServeError } from '../errors.ts';
 import { errorBody, publicErrorBody } from './error-body.ts';
+import { closeAfterBody } from './linger.ts';
 
 export function registerErrorHandler(app: FastifyInstance, bodyLimit: number): void {
   app.setErrorHandler((err: Error, request, reply) => {
@@ -19,6 +20,8 @@ export function registerErrorHandler(app: FastifyInstance, bodyLimit: number): v
     }
     const status = (err as { statusCode?: number }).statusCode;
     if ((err as { code?: string }).code === 'FST_ERR_CTP_BODY_TOO_LARGE' || status === 413) {
+      // The body is still arriving: read it (discarded) before closing, or the 413 may be lost.
+      if (!request.raw.complete) closeAfterBody(request.raw, reply.raw);
       return reply.status(413).send(errorBody(`Request body too large: the limit is ${bodyLimit} bytes.`, 'invalid_request_error', null, 'request_too_large'));
     }
     if (typeof status === 'number' && status >= 400 && status < 500) {
