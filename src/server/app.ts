@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import fastifyWebsocket from '@fastify/websocket';
 import { Engine } from '../engine/engine.ts';
 import { registerAuth } from './auth.ts';
+import { JsonParser, registerJsonBodyParser } from './json-body.ts';
 import { registerCors } from './cors.ts';
 import { EngineState } from './engine-state.ts';
 import { clientErrorHandler, registerRawRefusals } from './client-errors.ts';
@@ -33,6 +34,8 @@ export interface AppOptions {
   readonly apiKeys?: readonly string[];
   /** Origins allowed by CORS ('*' = any); empty or absent = CORS off. */
   readonly corsOrigins?: readonly string[];
+  /** Request bodies this large or larger are parsed off the event loop (default 64 KiB; Infinity: never, for benchmarks). */
+  readonly jsonThreadMinBytes?: number;
   /** Largest accepted request body; larger ones get a 413. Default 4 MiB. */
   readonly bodyLimitBytes?: number;
   /** The metrics to feed and serve at GET /metrics; default: new ones named `metricsNames`. */
@@ -73,6 +76,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   registerRequestLog(app, { metrics, logPrompts: opts.logPrompts ?? false });
   registerErrorHandler(app, bodyLimit);
   registerRawRefusals(app);
+  // Request JSON: large bodies are parsed in a thread of their own (json-body.ts).
+  const jsonParser = new JsonParser(opts.jsonThreadMinBytes);
+  registerJsonBodyParser(app, jsonParser);
   app.addHook('onRequest', async (request, reply) => {
     if (request.raw.httpVersionMajor === 1 && request.raw.httpVersionMinor >= 1 && request.headers.host === undefined) {
       return reply.status(400).send(errorBody('HTTP/1.1 requests need a Host header.', 'invalid_request_error', null, 'missing_host'));
@@ -95,7 +101,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     chatCompletionsRoute(api, state);
     completionsRoute(api, state);
     tokenizeRoutes(api, state);
-    chatWebSocketRoute(api, state);
+    chatWebSocketRoute(api, state, jsonParser);
   });
   return app;
 }

@@ -24,6 +24,7 @@ import { Type } from 'typebox';
 import type { WebSocket } from 'ws';
 import { GemmaServeError, InvalidRequestError } from '../../errors.ts';
 import { errorBody, publicErrorBody } from '../error-body.ts';
+import type { JsonParser } from '../json-body.ts';
 import type { EngineState } from '../engine-state.ts';
 import { chunksUntilShutdown, ShutdownError } from '../drain.ts';
 import { schemaError, type SchemaError } from '../schema-errors.ts';
@@ -86,7 +87,7 @@ const wsSchema = () => ({
   },
 });
 
-export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): void {
+export function chatWebSocketRoute(app: FastifyInstance, state: EngineState, json: JsonParser): void {
   const schema = wsSchema();
   // @fastify/websocket marks its routes hidden from OpenAPI; this one is part of the API.
   const config = { swaggerTransform: ({ url }: { url: string }) => ({ schema: { ...schema, hide: false }, url }) };
@@ -139,35 +140,45 @@ export function chatWebSocketRoute(app: FastifyInstance, state: EngineState): vo
       }
     };
 
+    // Messages are taken in the order sent, though a large one is parsed off the loop (a
+    // cancel must not overtake the request it cancels).
+    let inOrder: Promise<void> = Promise.resolve();
     socket.on('message', (data, isBinary) => {
-      let id: string | undefined;
-      try {
-        if (isBinary) throw new InvalidRequestError('send JSON text messages', null);
-        let parsed: unknown;
+      const bytes = isBinary ? null : wsBytes(data);
+      const parsing = bytes === null ? Promise.resolve(undefined) : json.parse(bytes).then((v) => ({ v }), () => null);
+      inOrder = inOrder.then(async () => {
+        const result = await parsing;
+        let id: string | undefined;
         try {
-          parsed = JSON.parse(data.toString());
-        } catch {
-          throw new InvalidRequestError('the message is not valid JSON', null);
+          if (result === undefined) throw new InvalidRequestError('send JSON text messages', null);
+          if (result === null) throw new InvalidRequestError('the message is not valid JSON', null);
+          const parsed = result.v;
+          // The id first, so that every later refusal is addressed to its request.
+          if (isObject(parsed) && typeof parsed['id'] === 'string' && parsed['id'] !== '') id = parsed['id'];
+          if (!validMessage(parsed)) throw schemaError(validMessage.errors ?? [], '', 'the message');
+          const msg = parsed as WsClientMessage;
+          if (msg.type === 'request') {
+            if (msg.body === undefined) throw new InvalidRequestError('body: a chat completion request (an object) is required', 'body');
+            void run(msg.id, msg.body);
+          } else {
+            const c = running.get(msg.id);
+            if (c === undefined) throw new InvalidRequestError(`id: no running request ${JSON.stringify(msg.id)} on this socket`, 'id');
+            c.abort();
+          }
+        } catch (e) {
+          sendError(id ?? null, e);
         }
-        // The id first, so that every later refusal is addressed to its request.
-        if (isObject(parsed) && typeof parsed['id'] === 'string' && parsed['id'] !== '') id = parsed['id'];
-        if (!validMessage(parsed)) throw schemaError(validMessage.errors ?? [], '', 'the message');
-        const msg = parsed as WsClientMessage;
-        if (msg.type === 'request') {
-          if (msg.body === undefined) throw new InvalidRequestError('body: a chat completion request (an object) is required', 'body');
-          void run(msg.id, msg.body);
-        } else {
-          const c = running.get(msg.id);
-          if (c === undefined) throw new InvalidRequestError(`id: no running request ${JSON.stringify(msg.id)} on this socket`, 'id');
-          c.abort();
-        }
-      } catch (e) {
-        sendError(id ?? null, e);
-      }
+      });
     });
     socket.on('close', () => {
       for (const c of running.values()) c.abort();
       running.clear();
     });
   } });
+}
+
+/** A text message's bytes, however ws framed them. */
+function wsBytes(data: Buffer | ArrayBuffer | Buffer[]): Uint8Array {
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return data instanceof ArrayBuffer ? new Uint8Array(data) : data;
 }

@@ -1,0 +1,92 @@
+/**
+ * Request JSON parsed off the event loop. Decoding and parsing cost about 10 ms per MiB on the
+ * loop (utf8 decode plus JSON.parse), which every other client, /health included, would wait
+ * for: a few clients sending megabyte prompts held /health at a p99 of hundreds of ms. Bodies
+ * of `OFF_LOOP_BYTES` and more are parsed in a worker thread (`json-worker.ts`, started on the
+ * first such body) and come back by structured clone, which for a prompt is mostly one string
+ * copy; smaller ones are parsed in place, where a thread hop would cost more than the parse.
+ * Both refuse what Fastify's own parser refuses (empty, invalid, `__proto__` or `constructor`
+ * poisoning) with Fastify's own errors, so error bodies do not change.
+ */
+import { Worker } from 'node:worker_threads';
+import { errorCodes, type FastifyInstance } from 'fastify';
+import { parseJsonBytes, type JsonJob, type JsonReply } from './json-parse.ts';
+
+/** Bodies this large or larger are parsed in the worker thread. */
+export const OFF_LOOP_BYTES = 64 * 1024;
+
+/** Why a body is not a request: Fastify's own errors (400s), shaped by the error handler. */
+function invalid(): Error {
+  return new errorCodes.FST_ERR_CTP_INVALID_JSON_BODY();
+}
+
+/** One lazily started worker thread parsing JSON; a crash fails its pending jobs and the next job starts a new one. */
+export class JsonParser {
+  /** `minBytes`: bodies this large or larger go to the thread (Infinity: none do; benchmarks compare). */
+  constructor(private readonly minBytes = OFF_LOOP_BYTES) {}
+
+  private worker: Worker | null = null;
+  private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  private nextId = 0;
+  private closed = false;
+
+  /**
+   * The parsed body; rejects with Fastify's invalid/empty JSON errors. `transfer`: the caller
+   * gives the body's memory away (moved to the thread, not copied, where it owns a whole buffer).
+   */
+  parse(body: Uint8Array, transfer = false): Promise<unknown> {
+    if (body.length === 0) return Promise.reject(new errorCodes.FST_ERR_CTP_EMPTY_JSON_BODY());
+    if (body.length < this.minBytes || this.closed) {
+      try {
+        return Promise.resolve(parseJsonBytes(body));
+      } catch {
+        return Promise.reject(invalid());
+      }
+    }
+    const worker = this.worker ?? this.start();
+    const id = this.nextId++;
+    const owned = transfer && body.byteOffset === 0 && body.buffer.byteLength === body.byteLength && body.buffer instanceof ArrayBuffer;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      worker.postMessage({ id, body } satisfies JsonJob, owned ? [body.buffer as ArrayBuffer] : []);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const w = this.worker;
+    this.worker = null;
+    if (w !== null) await w.terminate();
+  }
+
+  private start(): Worker {
+    const entry = import.meta.url.endsWith('.ts') ? new URL('./json-worker-boot.mjs', import.meta.url) : new URL('./json-worker.js', import.meta.url);
+    const worker = new Worker(entry, { execArgv: [] });
+    // Idle, it must not keep the process alive (a server that is closing waits for nothing here).
+    worker.unref();
+    worker.on('message', (r: JsonReply) => {
+      const job = this.pending.get(r.id);
+      if (job === undefined) return;
+      this.pending.delete(r.id);
+      if ('invalid' in r) job.reject(invalid()); else job.resolve(r.value);
+    });
+    const failAll = (e: Error): void => {
+      if (this.worker === worker) this.worker = null;
+      for (const job of this.pending.values()) job.reject(e);
+      this.pending.clear();
+    };
+    worker.on('error', (e) => failAll(new Error(`JSON parser thread failed: ${e.message}`)));
+    worker.on('exit', () => failAll(new Error('JSON parser thread exited')));
+    this.worker = worker;
+    return worker;
+  }
+}
+
+/** Replaces Fastify's JSON body parser with `parser` (the same content types, errors and body limit). */
+export function registerJsonBodyParser(app: FastifyInstance, parser: JsonParser): void {
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request: unknown, body: Buffer) =>
+    // Fastify concatenates a body this large into a buffer of its own and keeps no reference.
+    parser.parse(body, true));
+  app.addHook('onClose', async () => { await parser.close(); });
+}
