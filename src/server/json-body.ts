@@ -2,15 +2,15 @@
  * Request JSON parsed off the event loop. Decoding and parsing cost about 10 ms per MiB on the
  * loop (utf8 decode plus JSON.parse), which every other client, /health included, would wait
  * for: a few clients sending megabyte prompts held /health at a p99 of hundreds of ms. Bodies
- * of `OFF_LOOP_BYTES` and more are parsed in a worker thread (`json-worker.ts`, started on the
- * first such body) and come back by structured clone, which for a prompt is mostly one string
+ * of `OFF_LOOP_BYTES` and more are parsed in a worker thread (json-parse.ts's `PARSER_THREAD`,
+ * started when the server listens) and come back by structured clone, which for a prompt is mostly one string
  * copy; smaller ones are parsed in place, where a thread hop would cost more than the parse.
  * Both refuse what Fastify's own parser refuses (empty, invalid, `__proto__` or `constructor`
  * poisoning) with Fastify's own errors, so error bodies do not change.
  */
 import { Worker } from 'node:worker_threads';
 import { errorCodes, type FastifyInstance } from 'fastify';
-import { parseJsonBytes, type JsonJob, type JsonReply } from './json-parse.ts';
+import { parseJsonBytes, PARSER_THREAD, PARSER_THREAD_DATA, type JsonJob, type JsonReply } from './json-parse.ts';
 
 /** Bodies this large or larger are parsed in the worker thread. */
 export const OFF_LOOP_BYTES = 64 * 1024;
@@ -52,6 +52,11 @@ export class JsonParser {
     });
   }
 
+  /** Starts the thread now, so the first large body does not wait for it to boot. */
+  warm(): void {
+    if (this.worker === null && !this.closed && this.minBytes !== Infinity) this.start();
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     const w = this.worker;
@@ -60,8 +65,7 @@ export class JsonParser {
   }
 
   private start(): Worker {
-    const entry = import.meta.url.endsWith('.ts') ? new URL('./json-worker-boot.mjs', import.meta.url) : new URL('./json-worker.js', import.meta.url);
-    const worker = new Worker(entry, { execArgv: [] });
+    const worker = new Worker(PARSER_THREAD, { eval: true, workerData: PARSER_THREAD_DATA, execArgv: [] });
     // Idle, it must not keep the process alive (a server that is closing waits for nothing here).
     worker.unref();
     worker.on('message', (r: JsonReply) => {
@@ -88,5 +92,7 @@ export function registerJsonBodyParser(app: FastifyInstance, parser: JsonParser)
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request: unknown, body: Buffer) =>
     // Fastify concatenates a body this large into a buffer of its own and keeps no reference.
     parser.parse(body, true));
+  // A listening server boots the thread at once; an app only injected into never does.
+  app.addHook('onListen', async () => { parser.warm(); });
   app.addHook('onClose', async () => { await parser.close(); });
 }

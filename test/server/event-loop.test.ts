@@ -55,3 +55,19 @@ t.test('long prompts (43k tokens each) are tokenized off the loop: /health answe
   const p50 = health[Math.floor(health.length / 2)]!;
   t.ok(p50 < 50, `/health p50 ${p50.toFixed(1)} ms (max ${health.at(-1)!.toFixed(1)} ms, ${health.length} probes)`);
 });
+
+t.test('4 MiB prompts and 8k-token prompts together: /health answers within 50 ms (median)', async (t) => {
+  const big = 'word '.repeat((4 * 2 ** 20 - 1024) / 5);
+  const words = ['alpha', 'beta', 'gamma', 'delta', 'epsilon'];
+  const long = Array.from({ length: 8000 }, (_, i) => words[i % words.length]).join(' ');
+  const runs = [
+    ...Array.from({ length: 2 }, () => chat(big).then((r) => r.status)),
+    ...Array.from({ length: 2 }, () => fetch(`${s.baseURL}/tokenize`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: s.model, prompt: long }),
+    }).then((r) => r.status)),
+  ];
+  const health = await healthWhile(Promise.all(runs));
+  t.same(await Promise.all(runs), [400, 400, 200, 200]);
+  const p50 = health[Math.floor(health.length / 2)]!;
+  t.ok(p50 < 50, `/health p50 ${p50.toFixed(1)} ms (max ${health.at(-1)!.toFixed(1)} ms, ${health.length} probes)`);
+});
