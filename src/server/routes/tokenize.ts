@@ -36,7 +36,7 @@ export function tokenizeRoutes(app: FastifyInstance, state: EngineState): void {
       tokens = [...(bos ? [engine.tokenizer.bosId] : []), ...await engine.encodeText(prompt, null)];
     } else {
       if (b.add_special_tokens === true) throw new InvalidRequestError('add_special_tokens: the chat template writes the special tokens itself', 'add_special_tokens');
-      tokens = [...await engine.tokenizeChat(renderToolMessages(parseMessages(b.messages!), [], false), b.add_generation_prompt ?? true)];
+      tokens = [...await engine.tokenizeChat(renderToolMessages(parseMessages(b.messages!), [], false), { addGenerationPrompt: b.add_generation_prompt ?? true })];
     }
     return {
       count: tokens.length, max_model_len: engine.contextLength, tokens,
