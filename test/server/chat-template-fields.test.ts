@@ -39,11 +39,8 @@ for (const name of ['single', 'system', 'two-systems', 'parts', 'parts-with-syst
     const r = await complete(ref.request);
     t.equal(r.status, 200, JSON.stringify(r.body));
     t.equal((r.body['usage'] as { prompt_tokens: number }).prompt_tokens, ref.ids.length);
-    const { messages, add_generation_prompt: agp } = ref.request;
-    if (ref.request['continue_final_message'] === undefined && ref.request['chat_template_kwargs'] === undefined) {
-      const tok = await post('/tokenize', { messages, ...(agp !== undefined ? { add_generation_prompt: agp } : {}) });
-      t.same(tok.body['tokens'], ref.ids);
-    }
+    const tok = await post('/tokenize', ref.request);
+    t.same(tok.body['tokens'], ref.ids);
   });
 }
 
@@ -59,4 +56,6 @@ t.test('chat_template_kwargs may not replace a variable the server sets', async 
   t.equal((r.body['error'] as { param: string }).param, 'chat_template_kwargs.messages');
   const bad = await complete({ messages: [{ role: 'user', content: 'Hi' }], chat_template_kwargs: 'x' });
   t.equal(bad.status, 400, 'kwargs must be an object');
+  const withPrompt = await post('/tokenize', { prompt: 'Hi', continue_final_message: true });
+  t.equal(withPrompt.status, 400, '/tokenize: template fields only with messages');
 });
