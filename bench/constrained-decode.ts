@@ -26,7 +26,7 @@ if (modelDir === undefined) {
 const engine = await Engine.start({ modelDir, dataDir: join(dir, 'data'), kvCacheBytes: 256 * 2 ** 20, maxNumSeqs: 8 });
 const fields = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`f${i}`, i % 3 === 0 ? { type: 'string' } : i % 3 === 1 ? { type: 'integer' } : { type: 'array', items: { type: 'string' } }]));
 const constraint: Constraint = { kind: 'json_schema', schema: { type: 'object', properties: fields, required: Object.keys(fields), additionalProperties: false } };
-const prompt = Array.from(await engine.encodeChat([{ role: 'user', content: 'Fill in the form.' }], true));
+const prompt = Array.from(await engine.encodeChat([{ role: 'user', content: 'Fill in the form.' }], { addGenerationPrompt: true }));
 const t0c = performance.now();
 await engine.checkConstraint(constraint);
 console.log(`compile (20 fields, cold, incl. token table): ${(performance.now() - t0c).toFixed(0)} ms`);

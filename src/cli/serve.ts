@@ -9,6 +9,7 @@ import { INT4_KERNELS } from '../engine/native/q4-graph.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
+import { loadChatTemplate } from '../engine/chat-template.ts';
 import { DEFAULT_MAX_NUM_SEQS, DEFAULT_MAX_WAITING, Engine } from '../engine/engine.ts';
 import { defaultDataDir } from '../engine/resolve-model.ts';
 import { KV_DTYPES, type KvDtype } from '../engine/graph-io.ts';
@@ -42,6 +43,7 @@ export async function serve(argv: string[]): Promise<number> {
     'metrics-names': { type: 'string' },
     'log-prompts': { type: 'boolean' },
     'special-tokens-in-content': { type: 'boolean' },
+    'chat-template': { type: 'string' },
     'stats-interval': { type: 'string' },
     'shutdown-timeout': { type: 'string' },
   });
@@ -65,6 +67,7 @@ export async function serve(argv: string[]): Promise<number> {
   const metricsNames = resolveMetricsNames(values['metrics-names'] ?? env['GEMMA_SERVE_METRICS_NAMES']);
   const logPrompts = values['log-prompts'] ?? booleanEnv('log-prompts', env['GEMMA_SERVE_LOG_PROMPTS']);
   const specialTokensInContent = values['special-tokens-in-content'] ?? booleanEnv('special-tokens-in-content', env['GEMMA_SERVE_SPECIAL_TOKENS_IN_CONTENT']);
+  const chatTemplate = resolveChatTemplate(values['chat-template'] ?? env['GEMMA_SERVE_CHAT_TEMPLATE']);
   const statsInterval = secondsFlag('stats-interval', values['stats-interval'] ?? env['GEMMA_SERVE_STATS_INTERVAL']) ?? DEFAULT_STATS_INTERVAL_SECONDS;
   const shutdownTimeout = secondsFlag('shutdown-timeout', values['shutdown-timeout'] ?? env['GEMMA_SERVE_SHUTDOWN_TIMEOUT']) ?? DEFAULT_SHUTDOWN_TIMEOUT_SECONDS;
   const threads = integerFlag('threads', values.threads ?? env['GEMMA_SERVE_THREADS'], 0);
@@ -89,7 +92,7 @@ export async function serve(argv: string[]): Promise<number> {
   const onSignal = (signal: string): void => { stopLoading.abort(); stopSignal?.(signal); };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const loading = Engine.start({ signal: stopLoading.signal, modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, modelId: servedModelName, specialTokensInContent });
+  const loading = Engine.start({ signal: stopLoading.signal, modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, modelId: servedModelName, specialTokensInContent, chatTemplate });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
   const metrics = new Metrics({ state, names: metricsNames });
@@ -181,6 +184,17 @@ function splitList(text: string | undefined): string[] {
 }
 
 /** Keys from --api-key (repeatable) and --api-key-file, else GEMMA_SERVE_API_KEY(_FILE). */
+/** `--chat-template FILE`: read and compiled now, so a bad file exits before anything loads. */
+function resolveChatTemplate(file: string | undefined): string | undefined {
+  if (file === undefined || file === '') return undefined;
+  try {
+    loadChatTemplate(null, file);
+  } catch (e) {
+    throw new ConfigError(`serve: --chat-template: ${(e as Error).message}`, 'chat-template');
+  }
+  return file;
+}
+
 function resolveApiKeys(flagKeys: string[] | undefined, flagFile: string | undefined, env: NodeJS.ProcessEnv): string[] {
   const fromFlags = flagKeys !== undefined || flagFile !== undefined;
   const keys = fromFlags ? [...(flagKeys ?? [])] : splitList(env['GEMMA_SERVE_API_KEY']);

@@ -2,74 +2,88 @@
  * Incremental detokenization for streaming (TGI's prefix_offset / read_offset scheme): each
  * new token's text is the difference between decoding a short window with and without the
  * unread tokens. Decoding a window rather than single tokens keeps whatever the decoder does
- * across token boundaries, and the text is held back while it ends in U+FFFD, i.e. while a
- * multi-byte character is still arriving as byte-fallback tokens, so a delta never carries
- * half a character. Special tokens are skipped unless asked otherwise.
+ * across token boundaries. The contract: the deltas of a sequence, concatenated, equal the
+ * one-shot `decode` of the same ids, always.
+ *
+ * Byte-fallback tokens are where that takes care. Hugging Face's decoder turns a whole run of
+ * them into its UTF-8 string, or, when the run is not valid UTF-8, into one U+FFFD per byte of
+ * the run (a valid character inside an invalid run becomes U+FFFDs too). So a run is held back
+ * while it is valid so far: the next byte could still make all of it invalid. It is released
+ * when a token that is not a byte ends it, or byte by byte (one U+FFFD each) from the moment
+ * no continuation could make it valid. Special tokens that are skipped do not end a run: the
+ * decoder never sees them. Special tokens are skipped unless asked otherwise.
  */
 import type { TextTokenizer } from './tokenizer.ts';
-
-/**
- * A UTF-8 character is at most 4 bytes, so at most 3 trailing byte tokens can be an unfinished
- * character; more held tokens ending in U+FFFD mean genuinely invalid bytes (a random model
- * does emit them), which are released rather than buffered without bound.
- */
-const MAX_INCOMPLETE_TOKENS = 3;
 
 export class Detokenizer {
   private readonly ids: number[] = [];
   /** Start of the context window: decoded but only used to diff against. */
   private prefixOffset = 0;
-  /** Everything before this has been emitted. */
+  /** Everything before this has been emitted; ids from here on are an open byte run (and skipped specials). */
   private readOffset = 0;
+  /** The bytes of the open run. */
+  private run: number[] = [];
+  /** U+FFFDs already emitted for the open run (it proved invalid; each further byte is one more). */
+  private runEmitted = 0;
+  /** Checks a run incrementally: throws once the bytes can no longer be the start of valid UTF-8. */
+  private readonly utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
   /** `skipSpecialTokens` false keeps them in the text (echoed prompts, whose text shows them). */
   constructor(private readonly tokenizer: TextTokenizer, private readonly skipSpecialTokens = true) {}
 
-  /** Adds one token; returns the text it completes (often '', e.g. mid-character or special). */
+  /** Adds one token; returns the text it completes (often '', e.g. a held byte run or a special). */
   push(id: number): string {
     this.ids.push(id);
-    const end = this.ids.length;
-    const delta = this.deltaUpTo(end);
-    if (delta !== null) return delta;
-    if (end - this.readOffset > MAX_INCOMPLETE_TOKENS) {
-      // Release the invalid bytes, keep the last few that may still start a character.
-      const cut = end - MAX_INCOMPLETE_TOKENS;
-      const forced = this.diff(cut);
-      this.prefixOffset = cut;
-      this.readOffset = cut;
-      return forced;
-    }
-    return '';
+    if (this.skipSpecialTokens && this.tokenizer.isSpecial(id)) return '';
+    const byte = this.tokenizer.fallbackByte(id);
+    if (byte === null) return this.release();
+    this.run.push(byte);
+    if (this.runEmitted === 0 && this.couldBeValid(byte)) return '';
+    // Invalid whatever follows: the run decodes to one U+FFFD per byte, so far and from now on.
+    const more = this.run.length - this.runEmitted;
+    this.runEmitted = this.run.length;
+    return '\uFFFD'.repeat(more);
   }
 
-  /** The remaining held-back text (with U+FFFD for bytes that never formed a character). */
+  /** The remaining held-back text (an unfinished run decodes as the whole sequence would). */
   flush(): string {
-    const rest = this.diff(this.ids.length);
-    this.prefixOffset = this.ids.length;
-    this.readOffset = this.ids.length;
-    return rest;
+    return this.release();
   }
 
-  /** Delta through `end` if it ends on a complete character (then offsets advance), else null. */
-  private deltaUpTo(end: number): string | null {
-    const prefixText = this.decode(this.prefixOffset, this.readOffset);
+  /** Emits everything after readOffset (less the U+FFFDs already sent) and closes the run. */
+  private release(): string {
+    const end = this.ids.length;
+    const prefixText = this.decode(this.prefixOffset, this.readOffset) + '\uFFFD'.repeat(this.runEmitted);
     const newText = this.decode(this.prefixOffset, end);
-    if (newText.endsWith('\uFFFD')) return null;
-    if (newText.length <= prefixText.length) return '';
+    if (this.run.length > 0) this.endRun();
     this.prefixOffset = this.readOffset;
     this.readOffset = end;
     return newText.startsWith(prefixText) ? newText.slice(prefixText.length) : newText.slice(commonPrefixLength(prefixText, newText));
   }
 
-  /** Text of ids[readOffset, end), decoded with its context. */
-  private diff(end: number): string {
-    const prefixText = this.decode(this.prefixOffset, this.readOffset);
-    const newText = this.decode(this.prefixOffset, end);
-    return newText.slice(commonPrefixLength(prefixText, newText));
+  private endRun(): void {
+    this.run = [];
+    this.runEmitted = 0;
+    try {
+      this.utf8.decode(); // ends the decoder's stream: the next run starts from a clean state
+    } catch {
+      // an unfinished character was pending: nothing to keep
+    }
+  }
+
+  /** Whether the open run, `byte` just added, is still a prefix of some valid UTF-8. */
+  private couldBeValid(byte: number): boolean {
+    try {
+      // stream: true keeps an unfinished character pending instead of calling it an error.
+      this.utf8.decode(Uint8Array.of(byte), { stream: true });
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private decode(from: number, to: number): string {
-    return this.tokenizer.decode(this.ids.slice(from, to), { skipSpecialTokens: this.skipSpecialTokens });
+    return from === to ? '' : this.tokenizer.decode(this.ids.slice(from, to), { skipSpecialTokens: this.skipSpecialTokens });
   }
 }
 

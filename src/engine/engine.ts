@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { loadChatTemplate, type ChatMessage, type ChatTemplate, type ToolTemplateMessage } from './chat-template.ts';
+import { loadChatTemplate, type ChatMessage, type ChatTemplate, type RenderOptions, type ToolTemplateMessage } from './chat-template.ts';
 import { Detokenizer } from './detokenizer.ts';
 import { readManifest } from './manifest.ts';
 import { resolveModel, defaultDataDir } from './resolve-model.ts';
@@ -52,6 +52,8 @@ export interface EngineOptions {
    * are control tokens. Default false: content is plain text (special-text.ts).
    */
   readonly specialTokensInContent?: boolean;
+  /** `--chat-template`: a Jinja file, or a tokenizer_config.json-like JSON, replacing the checkpoint's template. */
+  readonly chatTemplate?: string;
   /** Aborting it stops loading (the export, the model, the text workers) and rejects start(). */
   readonly signal?: AbortSignal;
 }
@@ -180,9 +182,9 @@ export class Engine {
     const tokenizerJson = file('tokenizer.json');
     if (tokenizerJson === null) throw new EngineError(`${exportDir}: tokenizer.json is missing`, 'invalid_checkpoint');
     const tokenizer = loadTokenizer(tokenizerJson, file('tokenizer_config.json'));
-    const chatTemplate = loadChatTemplate(file('tokenizer_config.json'));
+    const chatTemplate = loadChatTemplate(file('tokenizer_config.json'), opts.chatTemplate ?? null);
     const stopIds = generationEos(file('generation_config.json')) ?? [...config.eosTokenIds];
-    const textPool = TextPool.start({ tokenizerJson, tokenizerConfig: file('tokenizer_config.json'), specialTokensInContent: opts.specialTokensInContent ?? false }, opts.textWorkers ?? 1);
+    const textPool = TextPool.start({ tokenizerJson, tokenizerConfig: file('tokenizer_config.json'), chatTemplate: opts.chatTemplate ?? null, specialTokensInContent: opts.specialTokensInContent ?? false }, opts.textWorkers ?? 1);
     textPool.catch(() => undefined); // awaited below
 
     const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
@@ -382,11 +384,11 @@ export class Engine {
    * A prompt whose characters alone prove it longer than the context (no token covers more than
    * `tokenizer.maxPieceChars` characters) is refused at once, before any tokenizing.
    */
-  encodeChat(messages: readonly ToolTemplateMessage[], addGenerationPrompt: boolean, param = 'messages', tools?: readonly unknown[]): Promise<Int32Array> {
+  encodeChat(messages: readonly ToolTemplateMessage[], options: RenderOptions, param = 'messages'): Promise<Int32Array> {
     let chars = 0;
     for (const m of messages) chars += m.content.length;
     this.checkCharacters(chars, param);
-    return this.text.encodeChat(messages, addGenerationPrompt, tools);
+    return this.text.encodeChat(messages, options);
   }
 
   /**
@@ -399,8 +401,8 @@ export class Engine {
   }
 
   /** A chat rendered and tokenized in a text worker without the length bound (/tokenize). */
-  tokenizeChat(messages: readonly ChatMessage[], addGenerationPrompt: boolean): Promise<Int32Array> {
-    return this.text.encodeChat(messages, addGenerationPrompt);
+  tokenizeChat(messages: readonly ChatMessage[], options: RenderOptions): Promise<Int32Array> {
+    return this.text.encodeChat(messages, options);
   }
 
   private checkCharacters(chars: number, param: string): void {

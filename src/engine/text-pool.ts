@@ -4,12 +4,14 @@
  * Jobs go to the worker with the fewest outstanding; each answers in order.
  */
 import { Worker } from 'node:worker_threads';
-import type { ToolTemplateMessage } from './chat-template.ts';
+import type { RenderOptions, ToolTemplateMessage } from './chat-template.ts';
 import { EngineError, InvalidRequestError } from '../errors.ts';
 
 export interface TextPoolInit {
   readonly tokenizerJson: string;
   readonly tokenizerConfig: string | null;
+  /** `--chat-template`: a file replacing the checkpoint's template (chat-template.ts loadChatTemplate). */
+  readonly chatTemplate?: string | null;
   /** The old behaviour: special-token strings in message content are control tokens. */
   readonly specialTokensInContent: boolean;
 }
@@ -17,7 +19,7 @@ export interface TextPoolInit {
 /** A job for a text worker. */
 export type TextJob =
   | { readonly type: 'encode'; readonly id: number; readonly text: string }
-  | { readonly type: 'chat'; readonly id: number; readonly messages: readonly ToolTemplateMessage[]; readonly addGenerationPrompt: boolean; readonly tools?: readonly unknown[] };
+  | { readonly type: 'chat'; readonly id: number; readonly messages: readonly ToolTemplateMessage[]; readonly options: RenderOptions };
 
 /** A worker's answer (id -1: loaded, or failed to load). */
 export type TextReply =
@@ -81,8 +83,8 @@ export class TextPool {
   }
 
   /** The chat template rendered and tokenized; a template rejection is a 400 on `messages`. */
-  encodeChat(messages: readonly ToolTemplateMessage[], addGenerationPrompt: boolean, tools?: readonly unknown[]): Promise<Int32Array> {
-    return this.run((id) => ({ type: 'chat', id, messages, addGenerationPrompt, ...(tools !== undefined ? { tools } : {}) }));
+  encodeChat(messages: readonly ToolTemplateMessage[], options: RenderOptions): Promise<Int32Array> {
+    return this.run((id) => ({ type: 'chat', id, messages, options }));
   }
 
   async close(): Promise<void> {

@@ -15,7 +15,7 @@ if (port === null) throw new Error('text-worker.ts must run in a worker thread')
 const init = workerData as TextPoolInit;
 try {
   const tokenizer = loadTokenizer(init.tokenizerJson, init.tokenizerConfig);
-  const template = loadChatTemplate(init.tokenizerConfig);
+  const template = loadChatTemplate(init.tokenizerConfig, init.chatTemplate ?? null);
   const guard = new SpecialTextGuard(tokenizer, tokenizer.specialTokens());
   port.on('message', (job: TextJob) => {
     let reply: TextReply;
@@ -26,7 +26,7 @@ try {
       } else {
         const plain = !init.specialTokensInContent;
         const messages = plain ? job.messages.map((m) => ({ ...m, content: guard.protect(m.content) })) : job.messages;
-        const text = template.renderChat(messages, { addGenerationPrompt: job.addGenerationPrompt, ...(job.tools !== undefined ? { tools: job.tools } : {}) });
+        const text = template.renderChat(messages, job.options);
         ids = plain ? guard.encode(text) : tokenizer.encode(text);
       }
       reply = { id: job.id, ids };

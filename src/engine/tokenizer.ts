@@ -3,7 +3,8 @@
  * the checkpoint's own tokenizer.json). `encode` never adds BOS/EOS: Gemma's chat template
  * writes `<bos>` itself, so where BOS comes from is decided by the caller, once. Special
  * tokens written in the text (`<start_of_turn>`, `<bos>`) are still recognized as their ids,
- * since the rendered chat template contains them as text.
+ * since the rendered chat template contains them as text. `decode` gives what Hugging Face's
+ * Rust `tokenizers` gives, invalid byte runs included (`hfByteFallback`).
  */
 import { readFileSync } from 'node:fs';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -24,6 +25,11 @@ export interface TextTokenizer {
   specialTokens(): string[];
   /** The token's own bytes (a byte-fallback token `<0xE4>` is the one byte 0xE4). */
   tokenBytes(id: number): Uint8Array;
+  /**
+   * The byte a byte-fallback token stands for (`<0xE4>` is 0xE4), else null: the decoder turns a
+   * run of them into one string, or into one U+FFFD per byte when the run is not valid UTF-8.
+   */
+  fallbackByte(id: number): number | null;
   readonly bosId: number;
   /**
    * The tokenizer's end-of-sequence ids: `eos_token`, plus `<end_of_turn>` where the vocabulary
@@ -59,6 +65,8 @@ class HfTextTokenizer implements TextTokenizer {
   readonly maxPieceChars: number;
   private readonly specialIds: ReadonlySet<number>;
   private readonly cleanUpSpaces: boolean;
+  /** Byte-fallback token id -> its byte; empty when the decoder has no ByteFallback step. */
+  private readonly fallbackBytes = new Map<number, number>();
 
   constructor(private readonly tok: Tokenizer, config: Record<string, unknown>, file: string) {
     const id = (key: string, fallback: string): number => {
@@ -79,6 +87,12 @@ class HfTextTokenizer implements TextTokenizer {
     }
     this.vocabSize = max + 1;
     this.maxPieceChars = longest;
+    if (hfByteFallback(tok.decoder)) {
+      for (let b = 0; b < 256; b++) {
+        const v = tok.token_to_id(byteToken(b));
+        if (v !== undefined) this.fallbackBytes.set(v, b);
+      }
+    }
     this.specialIds = new Set([...tok.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([i]) => i));
     // Gemma says false; the library defaults to true, which would rewrite " ." into ".".
     this.cleanUpSpaces = config['clean_up_tokenization_spaces'] === true;
@@ -114,6 +128,44 @@ class HfTextTokenizer implements TextTokenizer {
     if (byte !== null) return Uint8Array.of(parseInt(byte[1]!, 16));
     return new TextEncoder().encode(this.decode([id]));
   }
+
+  fallbackByte(id: number): number | null {
+    return this.fallbackBytes.get(id) ?? null;
+  }
+}
+
+/** The vocabulary's spelling of a byte-fallback token (`<0xE4>`). */
+function byteToken(b: number): string {
+  return `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
+}
+
+/**
+ * Gives each ByteFallback step of `decoder` Hugging Face's rule for a run of byte tokens: the
+ * run's string when it is valid UTF-8, else one U+FFFD per byte of the run (tokenizers'
+ * decoders/byte_fallback.rs). The JS library decodes the run with a lenient TextDecoder,
+ * which writes one U+FFFD per maximal invalid subpart: fewer, and valid characters kept.
+ * Returns whether the decoder has such a step.
+ */
+function hfByteFallback(decoder: unknown): boolean {
+  // Decoder instances are callable objects; the package's type declarations do not resolve
+  // under NodeNext, so the steps are recognized by their config's type, as the library does.
+  if ((typeof decoder !== 'object' && typeof decoder !== 'function') || decoder === null) return false;
+  const step = decoder as { config?: { type?: unknown }; text_decoder?: unknown; decoders?: unknown };
+  if (step.config?.type === 'ByteFallback') {
+    const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+    // The step calls only text_decoder.decode(bytes).
+    step.text_decoder = {
+      decode(bytes: Uint8Array): string {
+        try {
+          return strict.decode(bytes);
+        } catch {
+          return '\uFFFD'.repeat(bytes.length);
+        }
+      },
+    };
+    return true;
+  }
+  return Array.isArray(step.decoders) && step.decoders.map(hfByteFallback).includes(true);
 }
 
 /** tokenizer_config.json writes a token either as a string or as {content: ...}. */

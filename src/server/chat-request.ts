@@ -5,7 +5,7 @@
  * implemented (tools, response formats other than text, audio, ...) are refused by name.
  */
 import type { Static } from 'typebox';
-import type { ChatMessage } from '../engine/chat-template.ts';
+import { TEMPLATE_VARIABLES, type ChatMessage, type RenderOptions } from '../engine/chat-template.ts';
 import { InvalidRequestError } from '../errors.ts';
 import type { Constraint } from '../engine/grammar/constraint.ts';
 import { outputConstraints, type ToolRequest } from './structured-output.ts';
@@ -25,6 +25,8 @@ export interface ChatRequest extends GenerationParams {
   readonly tools: ToolRequest | null;
   /** The messages as sent, tool calls and results included: for a template that handles tools itself. */
   readonly toolMessages: readonly ToolAwareMessage[];
+  /** add_generation_prompt, continue_final_message, chat_template_kwargs (the template's tools are added by the route). */
+  readonly render: RenderOptions;
 }
 
 /** Known OpenAI fields we cannot honour yet; each maps to the values that change nothing. */
@@ -57,7 +59,22 @@ export function parseChatRequest(body: ChatCompletionBody): ChatRequest {
   if (body.top_logprobs != null && body.logprobs !== true) throw new InvalidRequestError('top_logprobs: requires logprobs to be true', 'top_logprobs');
   // params spread last: on Node 20 `{ ...params, more }` took ~12 us a call in a micro-benchmark,
   // `{ more, ...params }` under 1 us; params has neither key, so the result is the same.
-  return { messages, logprobs: body.logprobs === true ? body.top_logprobs ?? 0 : null, constraint, tools: offerTools ? tools : null, toolMessages, ...params };
+  const render = parseRenderOptions(body);
+  return { messages, logprobs: body.logprobs === true ? body.top_logprobs ?? 0 : null, constraint, tools: offerTools ? tools : null, toolMessages, render, ...params };
+}
+
+/** The template fields vLLM takes: add_generation_prompt (default true, false for a prefill), continue_final_message, chat_template_kwargs. */
+export function parseRenderOptions(body: { readonly add_generation_prompt?: boolean | null; readonly continue_final_message?: boolean | null; readonly chat_template_kwargs?: Readonly<Record<string, unknown>> | null }): RenderOptions {
+  const continueFinalMessage = body.continue_final_message === true;
+  const addGenerationPrompt = body.add_generation_prompt ?? !continueFinalMessage;
+  if (continueFinalMessage && addGenerationPrompt) {
+    throw new InvalidRequestError('continue_final_message: cannot be true together with add_generation_prompt: true (a prefill continues the last message; it does not open a new turn)', 'continue_final_message');
+  }
+  const kwargs = body.chat_template_kwargs ?? {};
+  for (const name of Object.keys(kwargs)) {
+    if (TEMPLATE_VARIABLES.includes(name)) throw new InvalidRequestError(`chat_template_kwargs.${name}: set by the server (use the request's own field)`, `chat_template_kwargs.${name}`);
+  }
+  return { addGenerationPrompt, continueFinalMessage, kwargs };
 }
 
 /** The messages as sent, tool calls and tool results included (renderToolMessages writes them as turns). */
@@ -68,7 +85,8 @@ export function parseMessages(messages: Static<typeof ChatMessages>): ToolAwareM
     const role = m.role === 'developer' ? 'system' : m.role;
     const c = m.content;
     if (c === null && role !== 'assistant') throw new InvalidRequestError(`${p}.content: must be a string or an array of text parts (null only on an assistant turn)`, `${p}.content`);
-    const content = c == null ? '' : typeof c === 'string' ? c : c.map((part) => part.text).join('');
+    // Text parts joined by a newline, as vLLM joins them before templating.
+    const content = c == null ? '' : typeof c === 'string' ? c : c.map((part) => part.text).join('\n');
     if (m.tool_call_id != null && role !== 'tool') throw new InvalidRequestError(`${p}.tool_call_id: only on a tool message`, `${p}.tool_call_id`);
     if (m.tool_calls != null && m.tool_calls.length > 0 && role !== 'assistant') throw new InvalidRequestError(`${p}.tool_calls: only on an assistant message`, `${p}.tool_calls`);
     if (role === 'tool') {

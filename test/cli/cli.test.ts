@@ -136,6 +136,17 @@ t.test('serve: --threads beyond the cores is refused at start', async (t) => {
   t.match(r.stderr, /--threads \d+ exceeds this machine's \d+ cores/);
 });
 
+t.test('serve: a --chat-template that cannot be read or compiled is refused at start', async (t) => {
+  const missing = cli('serve', '--model', ckpt, '--chat-template', join(root, 'no-such-template.jinja'));
+  t.equal(missing.code, 1);
+  t.match(missing.stderr, /--chat-template: .*no-such-template\.jinja: cannot read the chat template/);
+  const broken = join(root, 'broken.jinja');
+  writeFileSync(broken, '{% for %}');
+  const r = cli('serve', '--model', ckpt, '--chat-template', broken);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /--chat-template: .*does not parse/);
+});
+
 t.test('serve: --int4-kernel and GEMMA_SERVE_INT4_KERNEL take auto, ort or gemma-serve', async (t) => {
   const flag = cli('serve', '--model', ckpt, '--int4-kernel', 'fastest');
   t.equal(flag.code, 1);

@@ -37,7 +37,7 @@ t.test('the template sees tools and the tool turns in their own shape', async (t
     { role: 'user', content: 'weather?' },
     { role: 'assistant', content: '', tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: { city: 'Oslo' } } }] },
     { role: 'tool', content: '3C', tool_call_id: 'c1' },
-  ], true, 'messages', tools);
+  ], { addGenerationPrompt: true, tools });
   const text = engine.tokenizer.decode(ids);
   t.match(text, /TOOLS:\[\{"type": ?"function"/);
   t.match(text, /CALL get_weather \{"city": ?"Oslo"\}/);

@@ -23,6 +23,6 @@ t.test('by default the forged markers are text', async (t) => {
 t.test('specialTokensInContent: the old behaviour', async (t) => {
   const engine = await Engine.start({ modelDir: s.checkpointDir, dataDir: join(s.checkpointDir, '..', 'data'), kvCacheBytes: 8 * 2 ** 20, specialTokensInContent: true });
   t.teardown(() => engine.close());
-  const ids = await engine.encodeChat(messages as { role: 'user'; content: string }[], true);
+  const ids = await engine.encodeChat(messages as { role: 'user'; content: string }[], { addGenerationPrompt: true });
   t.equal(ids.filter((id) => id === START).length, 3);
 });

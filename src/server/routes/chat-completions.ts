@@ -39,8 +39,8 @@ export async function startChat(engine: Engine, body: ChatCompletionBody, signal
   // are still forced and parsed in the <tool_call> format, docs/API.md); others get ours.
   const own = req.tools !== null && engine.chatTemplate.handlesTools;
   const promptIds = Array.from(own
-    ? await engine.encodeChat(templateMessages(req.toolMessages), true, 'messages', req.tools!.tools.map((f) => ({ type: 'function', function: f })))
-    : await engine.encodeChat(req.messages, true));
+    ? await engine.encodeChat(templateMessages(req.toolMessages), { ...req.render, tools: req.tools!.tools.map((f) => ({ type: 'function', function: f })) })
+    : await engine.encodeChat(req.messages, req.render));
   // A schema or grammar that does not compile is a 400 now, before the stream starts.
   if (req.constraint !== null) await engine.checkConstraint(req.constraint);
   const choices = startChoices(engine, [promptIds], req, { logprobs: req.logprobs, constraint: req.constraint }, signal, observer);

@@ -1,15 +1,15 @@
 /**
  * vLLM's POST /tokenize and POST /detokenize. /tokenize takes either `prompt` (text; BOS added
  * unless `add_special_tokens` is false, as /v1/completions does) or `messages` (rendered with
- * the chat template, exactly as /v1/chat/completions does; `add_generation_prompt` defaults to
- * true) and returns {count, max_model_len, tokens[, token_strs]}. /detokenize takes `tokens`
+ * the chat template, exactly as /v1/chat/completions does, with its `add_generation_prompt`
+ * (default true), `continue_final_message` and `chat_template_kwargs`) and returns {count, max_model_len, tokens[, token_strs]}. /detokenize takes `tokens`
  * and returns {prompt}. `model`, when given, must be the served model. Bodies are validated by
  * their schemas (schemas/tokenize.ts); what they cannot state is checked here.
  */
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { InvalidRequestError } from '../../errors.ts';
-import { parseMessages } from '../chat-request.ts';
+import { parseMessages, parseRenderOptions } from '../chat-request.ts';
 import { renderToolMessages } from '../tool-calls.ts';
 import type { EngineState } from '../engine-state.ts';
 import { checkModel } from '../request-fields.ts';
@@ -31,12 +31,14 @@ export function tokenizeRoutes(app: FastifyInstance, state: EngineState): void {
     if ((prompt === undefined) === !hasMessages) throw new InvalidRequestError('give exactly one of prompt and messages', prompt === undefined ? 'prompt' : 'messages');
     let tokens: number[];
     if (prompt !== undefined) {
-      if (b.add_generation_prompt != null) throw new InvalidRequestError('add_generation_prompt: only with messages', 'add_generation_prompt');
+      for (const field of ['add_generation_prompt', 'continue_final_message', 'chat_template_kwargs'] as const) {
+        if (b[field] != null) throw new InvalidRequestError(`${field}: only with messages`, field);
+      }
       const bos = b.add_special_tokens ?? true;
       tokens = [...(bos ? [engine.tokenizer.bosId] : []), ...await engine.encodeText(prompt, null)];
     } else {
       if (b.add_special_tokens === true) throw new InvalidRequestError('add_special_tokens: the chat template writes the special tokens itself', 'add_special_tokens');
-      tokens = [...await engine.tokenizeChat(renderToolMessages(parseMessages(b.messages!), [], false), b.add_generation_prompt ?? true)];
+      tokens = [...await engine.tokenizeChat(renderToolMessages(parseMessages(b.messages!), [], false), parseRenderOptions(b))];
     }
     return {
       count: tokens.length, max_model_len: engine.contextLength, tokens,

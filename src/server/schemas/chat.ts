@@ -6,6 +6,13 @@
 import { Type, type Static } from 'typebox';
 import { ChatMessages, ConstraintFields, FinishReason, generationFields, Nullable, OptionalNullable, SafeInteger, ToolCallObject, Unsupported, Usage } from './common.ts';
 
+/** vLLM's chat template fields (chat completions, the WebSocket, /tokenize with messages). */
+export const ChatTemplateFields = {
+  add_generation_prompt: OptionalNullable(Type.Boolean({ description: "End the prompt with the opening of the model's turn (default true; false when continue_final_message is true)." })),
+  continue_final_message: OptionalNullable(Type.Boolean({ description: 'Assistant prefill: the last message is left open and the model continues it (not with add_generation_prompt: true).' })),
+  chat_template_kwargs: OptionalNullable(Type.Record(Type.String(), Type.Unknown(), { description: 'Further variables for the chat template (docs/API.md "Chat template").' })),
+};
+
 export const ChatCompletionRequest = Type.Object({
   ...generationFields(1),
   messages: ChatMessages,
@@ -15,6 +22,7 @@ export const ChatCompletionRequest = Type.Object({
   tools: OptionalNullable(Type.Unknown({ description: 'Functions the model may call: [{type: "function", function: {name, description, parameters}}] (docs/API.md "Tool calling").' })),
   tool_choice: OptionalNullable(Type.Unknown({ description: 'none, auto (default with tools), required, or {type: "function", function: {name}}.' })),
   parallel_tool_calls: OptionalNullable(Type.Unknown({ description: 'false: at most one call (default true).' })),
+  ...ChatTemplateFields,
   ...ConstraintFields,
   functions: Unsupported('[]'),
   function_call: Unsupported('"none"'),

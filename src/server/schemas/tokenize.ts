@@ -1,5 +1,6 @@
 /** vLLM's POST /tokenize and POST /detokenize: request bodies and responses. */
 import { Type, type Static } from 'typebox';
+import { ChatTemplateFields } from './chat.ts';
 import { ChatMessages, OptionalNullable, TokenId } from './common.ts';
 
 const Model = OptionalNullable(Type.String({ description: 'When given, the served model.' }));
@@ -9,7 +10,7 @@ export const TokenizeRequest = Type.Object({
   prompt: OptionalNullable(Type.String({ description: 'Text, tokenized as /v1/completions does (exactly one of prompt and messages).' })),
   messages: OptionalNullable(ChatMessages),
   add_special_tokens: OptionalNullable(Type.Boolean({ description: 'With prompt: <bos> first (default true).' })),
-  add_generation_prompt: OptionalNullable(Type.Boolean({ description: 'With messages: end with the model turn (default true).' })),
+  ...ChatTemplateFields,
   return_token_strs: OptionalNullable(Type.Boolean({ description: 'Each token as text too.' })),
 }, { additionalProperties: false });
 export type TokenizeBody = Static<typeof TokenizeRequest>;
