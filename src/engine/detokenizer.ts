@@ -13,7 +13,7 @@
  * no continuation could make it valid. Special tokens that are skipped do not end a run: the
  * decoder never sees them. Special tokens are skipped unless asked otherwise.
  */
-import type { TextTokenizer } from './tokenizer.ts';
+import type { TokenDecoder } from './token-table.ts';
 
 export class Detokenizer {
   private readonly ids: number[] = [];
@@ -29,7 +29,7 @@ export class Detokenizer {
   private readonly utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
   /** `skipSpecialTokens` false keeps them in the text (echoed prompts, whose text shows them). */
-  constructor(private readonly tokenizer: TextTokenizer, private readonly skipSpecialTokens = true) {}
+  constructor(private readonly tokenizer: TokenDecoder, private readonly skipSpecialTokens = true) {}
 
   /** Adds one token; returns the text it completes (often '', e.g. a held byte run or a special). */
   push(id: number): string {

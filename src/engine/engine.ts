@@ -11,7 +11,8 @@ import { loadChatTemplate, type ChatMessage, type ChatTemplate, type RenderOptio
 import { Detokenizer } from './detokenizer.ts';
 import { readManifest } from './manifest.ts';
 import { resolveModel, defaultDataDir } from './resolve-model.ts';
-import { loadTokenizer, type TextTokenizer } from './tokenizer.ts';
+import { loadTokenizer } from './tokenizer.ts';
+import { TokenTable, type TokenDecoder } from './token-table.ts';
 import type { Device } from './session.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
 import type { KvDtype } from './graph-io.ts';
@@ -135,7 +136,8 @@ export class Engine {
   private constructor(
     private readonly worker: Worker,
     private readonly text: TextPool,
-    readonly tokenizer: TextTokenizer,
+    /** Ids to text on this thread (encoding happens in the text workers: encodeChat, encodeText). */
+    readonly tokenizer: TokenDecoder,
     readonly chatTemplate: ChatTemplate,
     readonly modelId: string,
     readonly contextLength: number,
@@ -181,7 +183,6 @@ export class Engine {
     const file = (name: string): string | null => (existsSync(join(exportDir, name)) ? join(exportDir, name) : null);
     const tokenizerJson = file('tokenizer.json');
     if (tokenizerJson === null) throw new EngineError(`${exportDir}: tokenizer.json is missing`, 'invalid_checkpoint');
-    const tokenizer = loadTokenizer(tokenizerJson, file('tokenizer_config.json'));
     const chatTemplate = loadChatTemplate(file('tokenizer_config.json'), opts.chatTemplate ?? null);
     const stopIds = generationEos(file('generation_config.json')) ?? [...config.eosTokenIds];
     const textPool = TextPool.start({ tokenizerJson, tokenizerConfig: file('tokenizer_config.json'), chatTemplate: opts.chatTemplate ?? null, specialTokensInContent: opts.specialTokensInContent ?? false }, opts.textWorkers ?? 1);
@@ -225,6 +226,9 @@ export class Engine {
       throw new EngineError('loading was stopped', 'engine_closed', 503);
     }
     const { maxSequenceTokens, maxRunning, int4Swapped } = facts;
+    // Decoding needs no tokenizer here: a text worker described every token's text (token-table.ts).
+    // A decoder the table cannot reproduce is the exception, and costs the load on this thread.
+    const tokenizer: TokenDecoder = text.table !== null ? new TokenTable(text.table) : loadTokenizer(tokenizerJson, file('tokenizer_config.json'));
     const modelId = opts.modelId ?? basename(resolve(opts.modelDir));
     return new Engine(worker, text, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped);
   }

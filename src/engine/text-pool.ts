@@ -6,6 +6,7 @@
 import { Worker } from 'node:worker_threads';
 import type { RenderOptions, ToolTemplateMessage } from './chat-template.ts';
 import { EngineError, InvalidRequestError } from '../errors.ts';
+import type { TokenTableData } from './token-table.ts';
 
 export interface TextPoolInit {
   readonly tokenizerJson: string;
@@ -16,14 +17,20 @@ export interface TextPoolInit {
   readonly specialTokensInContent: boolean;
 }
 
+/** What a worker is started with: the pool's init, and whether it describes the tokens for the main thread. */
+export interface TextWorkerData extends TextPoolInit {
+  readonly buildTable: boolean;
+}
+
 /** A job for a text worker. */
 export type TextJob =
   | { readonly type: 'encode'; readonly id: number; readonly text: string }
   | { readonly type: 'chat'; readonly id: number; readonly messages: readonly ToolTemplateMessage[]; readonly options: RenderOptions };
 
-/** A worker's answer (id -1: loaded, or failed to load). */
+/** A worker's answer (id -1: loaded, with the token table when asked for one; or failed to load). */
 export type TextReply =
   | { readonly id: number; readonly ids: Int32Array }
+  | { readonly id: -1; readonly table: TokenTableData | null }
   | { readonly id: number; readonly error: { readonly message: string; readonly param: string | null; readonly status: number } };
 
 type Job = { readonly resolve: (ids: Int32Array) => void; readonly reject: (e: Error) => void };
@@ -33,11 +40,15 @@ export class TextPool {
   private nextId = 0;
   private closed = false;
 
-  private constructor(private readonly slots: readonly Slot[]) {
+  private constructor(
+    private readonly slots: readonly Slot[],
+    /** Every token's text, for decoding on the main thread (null: the tokenizer's decoder needs the tokenizer). */
+    readonly table: TokenTableData | null,
+  ) {
     for (const slot of slots) {
       slot.worker.on('message', (r: TextReply) => {
         const job = slot.jobs.get(r.id);
-        if (job === undefined) return;
+        if (job === undefined || 'table' in r) return;
         slot.jobs.delete(r.id);
         if ('ids' in r) job.resolve(r.ids);
         else job.reject(r.error.status === 400 ? new InvalidRequestError(r.error.message, r.error.param) : new EngineError(`text worker: ${r.error.message}`));
@@ -51,15 +62,16 @@ export class TextPool {
     }
   }
 
-  /** Starts `size` workers and waits until each has loaded the tokenizer and template. */
+  /** Starts `size` workers and waits until each has loaded the tokenizer and template (the first also builds the token table). */
   static async start(init: TextPoolInit, size: number): Promise<TextPool> {
-    const workers = Array.from({ length: Math.max(1, size) }, () => new Worker(workerEntry(), { workerData: init, execArgv: [] }));
+    const workers = Array.from({ length: Math.max(1, size) }, (_, i) => new Worker(workerEntry(), { workerData: { ...init, buildTable: i === 0 } satisfies TextWorkerData, execArgv: [] }));
+    let tables: (TokenTableData | null)[];
     try {
-      await Promise.all(workers.map((w) => new Promise<void>((res, rej) => {
+      tables = await Promise.all(workers.map((w) => new Promise<TokenTableData | null>((res, rej) => {
         const onMessage = (r: TextReply): void => {
           if (r.id !== -1) return;
           cleanup();
-          if ('ids' in r) res(); else rej(new EngineError(`text worker: ${r.error.message}`));
+          if ('table' in r) res(r.table); else rej(new EngineError(`text worker: ${'error' in r ? r.error.message : 'no table'}`));
         };
         const onError = (e: Error): void => { cleanup(); rej(e); };
         const onExit = (code: number): void => { cleanup(); rej(new EngineError(`text worker exited (code ${code}) while loading`)); };
@@ -74,7 +86,7 @@ export class TextPool {
       await Promise.all(workers.map((w) => w.terminate()));
       throw e;
     }
-    return new TextPool(workers.map((worker) => ({ worker, jobs: new Map() })));
+    return new TextPool(workers.map((worker) => ({ worker, jobs: new Map() })), tables[0] ?? null);
   }
 
   /** Token ids of plain text (no BOS added). */

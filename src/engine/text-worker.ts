@@ -1,18 +1,20 @@
 /**
  * A text worker: chat templating and tokenization off the HTTP event loop. Each worker loads
  * the checkpoint's tokenizer and chat template once, then answers TextJob messages in order.
- * Message content is protected by SpecialTextGuard unless `specialTokensInContent` is set.
+ * Message content is protected by SpecialTextGuard unless `specialTokensInContent` is set. The
+ * first worker also builds the main thread's TokenTable.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadChatTemplate } from './chat-template.ts';
 import { SpecialTextGuard } from './special-text.ts';
 import { loadTokenizer } from './tokenizer.ts';
 import { GemmaServeError } from '../errors.ts';
-import type { TextJob, TextPoolInit, TextReply } from './text-pool.ts';
+import type { TextJob, TextReply, TextWorkerData } from './text-pool.ts';
+import { tokenTableData } from './token-table.ts';
 
 const port = parentPort;
 if (port === null) throw new Error('text-worker.ts must run in a worker thread');
-const init = workerData as TextPoolInit;
+const init = workerData as TextWorkerData;
 try {
   const tokenizer = loadTokenizer(init.tokenizerJson, init.tokenizerConfig);
   const template = loadChatTemplate(init.tokenizerConfig, init.chatTemplate ?? null);
@@ -38,7 +40,10 @@ try {
       port.postMessage(reply);
     }
   });
-  port.postMessage({ id: -1, ids: new Int32Array(0) } satisfies TextReply);
+  // The first worker describes every token's text for the main thread, which then decodes
+  // without loading the tokenizer (token-table.ts); the arrays are moved, not copied.
+  const table = init.buildTable ? tokenTableData(tokenizer) : null;
+  port.postMessage({ id: -1, table } satisfies TextReply, table === null ? [] : [table.text.buffer as ArrayBuffer, table.offsets.buffer as ArrayBuffer, table.kinds.buffer as ArrayBuffer]);
 } catch (e) {
   port.postMessage({ id: -1, error: { message: (e as Error).message, param: null, status: 500 } } satisfies TextReply);
 }

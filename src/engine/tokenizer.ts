@@ -9,40 +9,17 @@
 import { readFileSync } from 'node:fs';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { CheckpointError } from '../errors.ts';
+import type { DecodeOptions, TokenSource } from './token-table.ts';
 
-export interface DecodeOptions {
-  /** Drop special tokens (`<bos>`, `<end_of_turn>`, ...) from the text. */
-  readonly skipSpecialTokens?: boolean;
-}
+export type { DecodeOptions } from './token-table.ts';
 
-export interface TextTokenizer {
+/** The full tokenizer (text workers): encodes, and is what a main-thread TokenTable is built from. */
+export interface TextTokenizer extends TokenSource {
   encode(text: string): Int32Array;
-  decode(ids: ArrayLike<number>, options?: DecodeOptions): string;
   /** The id of a token string, or null when it is not in the vocabulary. */
   tokenToId(token: string): number | null;
-  isSpecial(id: number): boolean;
   /** The strings of the special tokens (`<bos>`, `<start_of_turn>`, …): control tokens when written in text. */
   specialTokens(): string[];
-  /** The token's own bytes (a byte-fallback token `<0xE4>` is the one byte 0xE4). */
-  tokenBytes(id: number): Uint8Array;
-  /**
-   * The byte a byte-fallback token stands for (`<0xE4>` is 0xE4), else null: the decoder turns a
-   * run of them into one string, or into one U+FFFD per byte when the run is not valid UTF-8.
-   */
-  fallbackByte(id: number): number | null;
-  readonly bosId: number;
-  /**
-   * The tokenizer's end-of-sequence ids: `eos_token`, plus `<end_of_turn>` where the vocabulary
-   * has it (Gemma's chat turns end there). generation_config.json may list more.
-   */
-  readonly eosIds: readonly number[];
-  /** One past the largest id (the tokenizer's view; the model's vocab_size may be larger). */
-  readonly vocabSize: number;
-  /**
-   * The most characters one token covers (31 for Gemma): `ceil(text.length / maxPieceChars)`
-   * is a lower bound on a text's token count, known without tokenizing.
-   */
-  readonly maxPieceChars: number;
 }
 
 /** Loads tokenizer.json (+ optional tokenizer_config.json); throws CheckpointError naming the file. */
@@ -55,7 +32,7 @@ export function loadTokenizer(tokenizerJsonPath: string, tokenizerConfigPath: st
   } catch (e) {
     throw new CheckpointError(`${tokenizerJsonPath}: cannot build a tokenizer (${(e as Error).message})`, { cause: e });
   }
-  return new HfTextTokenizer(tok, config, tokenizerJsonPath);
+  return new HfTextTokenizer(tok, config, tokenizerJsonPath, json['decoder'] ?? null);
 }
 
 class HfTextTokenizer implements TextTokenizer {
@@ -64,11 +41,11 @@ class HfTextTokenizer implements TextTokenizer {
   readonly vocabSize: number;
   readonly maxPieceChars: number;
   private readonly specialIds: ReadonlySet<number>;
-  private readonly cleanUpSpaces: boolean;
+  readonly cleanUpSpaces: boolean;
   /** Byte-fallback token id -> its byte; empty when the decoder has no ByteFallback step. */
   private readonly fallbackBytes = new Map<number, number>();
 
-  constructor(private readonly tok: Tokenizer, config: Record<string, unknown>, file: string) {
+  constructor(private readonly tok: Tokenizer, config: Record<string, unknown>, file: string, readonly decoderConfig: unknown) {
     const id = (key: string, fallback: string): number => {
       const content = tokenContent(config[key]) ?? fallback;
       const v = tok.token_to_id(content);
@@ -108,6 +85,10 @@ class HfTextTokenizer implements TextTokenizer {
       skip_special_tokens: options.skipSpecialTokens ?? false,
       clean_up_tokenization_spaces: this.cleanUpSpaces,
     });
+  }
+
+  idToToken(id: number): string | null {
+    return this.tok.id_to_token(id) ?? null;
   }
 
   tokenToId(token: string): number | null {

@@ -13,6 +13,7 @@ import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
 import { Engine, type EngineOptions, type GenerateRequest } from '../../src/engine/engine.ts';
 import type { Constraint } from '../../src/engine/grammar/constraint.ts';
 import { InvalidRequestError } from '../../src/errors.ts';
+import { tokenizerOf } from '../text/engine-tokenizer.ts';
 
 const BLOCK = 16;
 const dir = mkdtempSync(join(tmpdir(), 'gs-grammar-'));
@@ -27,7 +28,7 @@ async function start(opts: Omit<EngineOptions, 'dataDir' | 'modelDir'>): Promise
   return engine;
 }
 const engine = await start({ maxNumSeqs: 32 });
-const promptIds = Array.from(engine.tokenizer.encode('<bos>Answer in JSON:'));
+const promptIds = Array.from(tokenizerOf(engine).encode('<bos>Answer in JSON:'));
 
 interface Output { ids: number[]; text: string; reason: string }
 async function run(e: Engine, req: Partial<GenerateRequest>): Promise<Output> {
@@ -184,7 +185,7 @@ t.test('constrained and free requests batched together give each its output alon
   const reqs: Partial<GenerateRequest>[] = [
     { temperature: 0, maxTokens: 40, ignoreEos: true },
     { temperature: 0, constraint: { kind: 'json_schema', schema: SCHEMAS['nested objects']! } },
-    { temperature: 0, maxTokens: 30, ignoreEos: true, promptIds: Array.from(engine.tokenizer.encode('<bos>Something else entirely')) },
+    { temperature: 0, maxTokens: 30, ignoreEos: true, promptIds: Array.from(tokenizerOf(engine).encode('<bos>Something else entirely')) },
     { temperature: 0, constraint: { kind: 'regex', pattern: '[a-z]{3,9}' } },
     { temperature: 0, constraint: { kind: 'choice', choices: ['alpha', 'beta'] } },
   ];

@@ -6,10 +6,11 @@ import OpenAI from 'openai';
 import type { Completion } from 'openai/resources/completions';
 import { Gemma2Reference } from '../reference/gemma2-reference.ts';
 import { startTinyServer } from './tiny-server.ts';
+import { tokenizerOf } from '../text/engine-tokenizer.ts';
 
 const { client, model, engine, checkpointDir } = await startTinyServer('completions');
 const bos = engine.tokenizer.bosId;
-const idsOf = (text: string): number[] => [bos, ...engine.tokenizer.encode(text)];
+const idsOf = (text: string): number[] => [bos, ...tokenizerOf(engine).encode(text)];
 const PROMPT = 'Hello there, how are';
 const PROMPTS = ['Hello there', 'The quick brown fox'];
 
@@ -43,7 +44,7 @@ t.test('a string prompt: one choice, <bos> counted in prompt_tokens', async (t) 
   t.equal(r.choices[0]!.index, 0);
   t.equal(r.choices[0]!.logprobs, null);
   t.type(r.choices[0]!.text, 'string');
-  t.equal(r.usage!.prompt_tokens, 1 + engine.tokenizer.encode(PROMPT).length);
+  t.equal(r.usage!.prompt_tokens, 1 + tokenizerOf(engine).encode(PROMPT).length);
   t.ok(r.usage!.completion_tokens >= 1 && r.usage!.completion_tokens <= 5);
   t.equal(r.usage!.total_tokens, r.usage!.prompt_tokens + r.usage!.completion_tokens);
   if (r.choices[0]!.finish_reason === 'length') t.equal(r.usage!.completion_tokens, 5);

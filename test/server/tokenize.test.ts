@@ -2,6 +2,7 @@
 // tokens come from the tokenizer and chat template, or from the generation endpoints' usage.
 import t from 'tap';
 import { startTinyServer } from './tiny-server.ts';
+import { tokenizerOf } from '../text/engine-tokenizer.ts';
 
 const { client, model, baseURL, engine } = await startTinyServer('tokenize');
 const bos = engine.tokenizer.bosId;
@@ -28,7 +29,7 @@ const detokenize = async (tokens: unknown): Promise<string> => (await ok<{ promp
 
 t.test('a prompt: <bos> then its tokens, unless add_special_tokens is false', async (t) => {
   const prompt = 'Hello there, how are you?';
-  const ids = [...engine.tokenizer.encode(prompt)];
+  const ids = [...tokenizerOf(engine).encode(prompt)];
   const r = await tokenize({ model, prompt });
   t.same(r, { count: ids.length + 1, max_model_len: engine.contextLength, tokens: [bos, ...ids] });
   t.same(await tokenize({ prompt, add_special_tokens: true }), r, 'true is the default; model is optional');
@@ -44,10 +45,10 @@ t.test('messages: the tokens /v1/chat/completions bills', async (t) => {
   const r = await tokenize({ model, messages });
   const chat = await client.chat.completions.create({ model, messages, max_tokens: 1 });
   t.equal(r.count, chat.usage!.prompt_tokens);
-  t.same(r.tokens, [...engine.tokenizer.encode(engine.chatTemplate.renderChat(messages, { addGenerationPrompt: true }))]);
+  t.same(r.tokens, [...tokenizerOf(engine).encode(engine.chatTemplate.renderChat(messages, { addGenerationPrompt: true }))]);
   t.equal(r.max_model_len, engine.contextLength);
   const noPrompt = await tokenize({ messages, add_generation_prompt: false });
-  t.same(noPrompt.tokens, [...engine.tokenizer.encode(engine.chatTemplate.renderChat(messages, { addGenerationPrompt: false }))]);
+  t.same(noPrompt.tokens, [...tokenizerOf(engine).encode(engine.chatTemplate.renderChat(messages, { addGenerationPrompt: false }))]);
   t.ok(noPrompt.count < r.count, 'the generation prompt adds tokens');
   t.same(noPrompt.tokens, r.tokens.slice(0, noPrompt.count), 'as a suffix');
   t.same(await tokenize({ messages, add_special_tokens: false }), r, 'add_special_tokens false is accepted');
