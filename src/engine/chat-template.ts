@@ -155,11 +155,11 @@ function overrideSource(path: string): string {
   } catch {
     return text; // not JSON: a Jinja file
   }
-  if (typeof json === 'object' && json !== null && !Array.isArray(json)) {
-    const source = templateSource((json as Record<string, unknown>)['chat_template'], path);
-    if (source !== null) return source;
-  }
-  throw new CheckpointError(`${path}: a JSON chat template file must be an object with a chat_template`);
+  // A Jinja file may happen to be JSON too ("text" alone); only an object is a config.
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) return text;
+  const source = templateSource((json as Record<string, unknown>)['chat_template'], path);
+  if (source === null) throw new CheckpointError(`${path}: a JSON chat template file must be an object with a chat_template`);
+  return source;
 }
 
 function readJsonObject(path: string): Record<string, unknown> {
