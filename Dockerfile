@@ -75,7 +75,7 @@ COPY native ./native
 # production install (dist/ comes from the build stage).
 COPY scripts ./scripts
 # onnxruntime-node's own install script would fetch the CUDA provider from NuGet: skipped
-# (package.json's allowScripts for npm >= 11; ONNXRUNTIME_NODE_INSTALL=skip for the npm 10
+# (package.json's allowScripts for npm >= 11.16; ONNXRUNTIME_NODE_INSTALL=skip for the npm 10
 # the Node 22 image bundles). The CUDA image then runs it explicitly with
 # ONNXRUNTIME_NODE_INSTALL=cuda12 (`npm run install:cuda`) and fails unless the provider landed.
 RUN set -eux; \

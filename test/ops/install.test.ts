@@ -1,7 +1,7 @@
 /**
  * How a clone installs (issue 21): `npm ci` reaches nothing but the npm registry on npm 10, 11
  * and 12 without an npm config key npm does not know. onnxruntime-node's install script (which
- * downloads CUDA libraries from NuGet) is denied by package.json's allowScripts (npm 11 and 12);
+ * downloads CUDA libraries from NuGet) is denied by package.json's allowScripts (npm 11.16+, 12);
  * every dependency with install scripts is reviewed there (npm 12 blocks unreviewed ones, npm 11
  * prints a notice); npm 10, which ignores allowScripts, gets ONNXRUNTIME_NODE_INSTALL=skip where
  * this repository runs npm ci (.ci/run, the Dockerfile). Node 22 is the target, Node 20 is still
