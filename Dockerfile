@@ -43,10 +43,13 @@ RUN set -eu; mkdir -p /out; \
 # ---- runtime-base: the variant's base with Node and the unprivileged user ----
 FROM ${CUDA_RUNTIME_IMAGE:-${NODE_IMAGE}} AS runtime-base
 ARG CUDA
+# The device the image serves on, from CUDA; set by hand (the former --build-arg DEVICE=cuda)
+# it would disagree with the base, so the check below refuses it.
+ARG DEVICE=${CUDA:+cuda}
 # Empty for the CPU image (its base is the Node image itself).
 COPY --from=node-dist /out/ /
 RUN set -eu; \
-    case "$CUDA" in ''|12) ;; *) echo "CUDA=$CUDA: only CUDA=12 (or empty, for CPU) is supported" >&2; exit 1 ;; esac; \
+    case "$CUDA:$DEVICE" in :|12:cuda) ;; *) echo "CUDA=$CUDA DEVICE=$DEVICE: build the CPU image with neither, the CUDA 12 image with --build-arg CUDA=12 alone" >&2; exit 1 ;; esac; \
     groupadd --system --gid 10001 gemma; \
     useradd --system --uid 10001 --gid gemma --home-dir /app --shell /usr/sbin/nologin gemma; \
     node --version

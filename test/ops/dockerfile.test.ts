@@ -305,7 +305,9 @@ t.test('multi-stage, CPU by default on Node 22, CUDA 12 runtime base with CUDA=1
   t.equal(env(CPU).get('GEMMA_SERVE_DEVICE'), 'cpu', 'the CPU image serves on the CPU');
   t.equal(env(CUDA).get('GEMMA_SERVE_DEVICE'), 'cuda', 'the CUDA image serves on the GPU');
   const check = stage(df, 'runtime-base').instructions.filter((i) => i.cmd === 'RUN').map((i) => i.args).join('\n');
-  t.match(check, /case "\$CUDA" in ''\|12\) ;; \*\) echo [^;]*; exit 1 ;; esac/, 'any other CUDA value fails the build');
+  t.match(check, /case "\$CUDA:\$DEVICE" in :\|12:cuda\) ;; \*\) echo [^;]*; exit 1 ;; esac/, 'any other CUDA value, or a DEVICE set by hand, fails the build');
+  t.equal(stageVars(df, CPU, stage(df, 'runtime-base')).get('DEVICE'), '', 'DEVICE follows CUDA: empty for CPU');
+  t.equal(stageVars(df, CUDA, stage(df, 'runtime-base')).get('DEVICE'), 'cuda', 'cuda for CUDA=12');
 });
 
 t.test('production dependencies only; onnxruntime-node\'s download skipped, the CUDA provider installed for CUDA=12', async (t) => {
