@@ -35,7 +35,8 @@ export function sessionCreateError(device: Device, modelPath: string, e: unknown
   if (device === 'cuda') {
     return new EngineError(
       `cannot start the CUDA execution provider (${msg}). Install onnxruntime-node's CUDA binaries on this host ` +
-      `(ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci, CUDA 12/13 and cuDNN 9 libraries on LD_LIBRARY_PATH), or use --device cpu.`,
+      `(npm run install:cuda in a clone, i.e. ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js; ` +
+      `CUDA 12/13 and cuDNN 9 libraries on LD_LIBRARY_PATH), or use --device cpu.`,
       'cuda_unavailable', 500, { cause: e });
   }
   return new EngineError(`cannot load ${modelPath} into ONNX Runtime: ${msg}`, 'model_load_failed', 500, { cause: e });
