@@ -34,7 +34,7 @@ export function systemFingerprint(engine: Engine): string {
  */
 export async function startChat(engine: Engine, body: ChatCompletionBody, signal: AbortSignal, observer?: ChoiceObserver): Promise<StartedChat> {
   const req = parseChatRequest(body);
-  checkModel(engine.modelId, req.model);
+  checkModel(engine.modelNames, req.model);
   // A checkpoint whose template takes `tools` renders them and the tool turns itself (the calls
   // are still forced and parsed in the <tool_call> format, docs/API.md); others get ours.
   const own = req.tools !== null && engine.chatTemplate.handlesTools;
