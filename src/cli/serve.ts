@@ -39,7 +39,7 @@ export async function serve(argv: string[]): Promise<number> {
     'max-num-batched-tokens': { type: 'string' },
     threads: { type: 'string' },
     'int4-kernel': { type: 'string' },
-    'served-model-name': { type: 'string' },
+    'served-model-name': { type: 'string', multiple: true },
     'metrics-names': { type: 'string' },
     'log-prompts': { type: 'boolean' },
     'special-tokens-in-content': { type: 'boolean' },
@@ -75,10 +75,14 @@ export async function serve(argv: string[]): Promise<number> {
     throw new ConfigError(`serve: --threads ${threads} exceeds this machine's ${availableParallelism()} cores (oversubscribing slows every step)`, 'threads');
   }
   const int4Kernel = choiceFlag('int4-kernel', values['int4-kernel'] ?? env['GEMMA_SERVE_INT4_KERNEL'], INT4_KERNELS) ?? 'auto';
-  const servedModelName = values['served-model-name'] ?? env['GEMMA_SERVE_SERVED_MODEL_NAME'];
-  if (servedModelName !== undefined && !/^[\w.:/@+-]{1,128}$/.test(servedModelName)) {
-    throw new ConfigError(`serve: --served-model-name must be 1-128 characters of letters, digits and . _ : / @ + -, got ${JSON.stringify(servedModelName)}`, 'served-model-name');
+  // Repeatable: the first is the model's name, the rest aliases it also answers to.
+  const servedModelNames = values['served-model-name'] ?? splitList(env['GEMMA_SERVE_SERVED_MODEL_NAME']);
+  for (const name of servedModelNames) {
+    if (!/^[\w.:/@+-]{1,128}$/.test(name)) {
+      throw new ConfigError(`serve: --served-model-name must be 1-128 characters of letters, digits and . _ : / @ + -, got ${JSON.stringify(name)}`, 'served-model-name');
+    }
   }
+  const [servedModelName, ...modelAliases] = servedModelNames;
   const logger = createLogger();
   const dataDir = defaultDataDir();
   const modelDir = await resolveModelDir('serve', 'model', values.model, dataDir, logger);
@@ -92,7 +96,7 @@ export async function serve(argv: string[]): Promise<number> {
   const onSignal = (signal: string): void => { stopLoading.abort(); stopSignal?.(signal); };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const loading = Engine.start({ signal: stopLoading.signal, modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, modelId: servedModelName, specialTokensInContent, chatTemplate });
+  const loading = Engine.start({ signal: stopLoading.signal, modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, modelId: servedModelName, modelAliases, specialTokensInContent, chatTemplate });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
   const metrics = new Metrics({ state, names: metricsNames });

@@ -32,6 +32,8 @@ export interface EngineOptions {
   readonly dataDir?: string;
   /** Served model name; defaults to the model directory's name. */
   readonly modelId?: string;
+  /** Further names the model answers to (`--served-model-name` after the first). */
+  readonly modelAliases?: readonly string[];
   /** Sequences decoding together (default 64); more wait in order of arrival. */
   readonly maxNumSeqs?: number;
   /** Requests that may wait beyond maxNumSeqs (default 256); more are refused (QueueFullError). */
@@ -153,6 +155,8 @@ export class Engine {
     readonly maxRunning: number,
     /** Int4 matmuls the model runs with gemma-serve's kernel (0: ONNX Runtime's MatMulNBits, or no int4 weights). */
     readonly int4Swapped: number,
+    /** Every name the model answers to: modelId first, then its aliases. */
+    readonly modelNames: readonly string[],
   ) {
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'compiled') { this.compiles.get(m.id)?.(m.error); this.compiles.delete(m.id); return; }
@@ -230,7 +234,7 @@ export class Engine {
     // A decoder the table cannot reproduce is the exception, and costs the load on this thread.
     const tokenizer: TokenDecoder = text.table !== null ? new TokenTable(text.table) : loadTokenizer(tokenizerJson, file('tokenizer_config.json'));
     const modelId = opts.modelId ?? basename(resolve(opts.modelDir));
-    return new Engine(worker, text, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped);
+    return new Engine(worker, text, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped, [...new Set([modelId, ...opts.modelAliases ?? []])]);
   }
 
   /** The scheduler's counters after its latest step (null before the first). */

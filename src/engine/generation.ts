@@ -22,7 +22,7 @@ export interface Generation {
 }
 
 export function newGeneration(req: SubmitMessage, grammar: SequenceGrammar | null = null): Generation {
-  return { req, rand: mulberry32(req.seed), stop: new Set(req.stopIds), history: new TokenHistory(req.promptIds), scored: 0, promptEntries: [], scheduled: false, grammar };
+  return { req, rand: mulberry32(req.seed), stop: new Set(req.stopIds), history: new TokenHistory(req.promptIds, req.sampling.penaltyLastN), scored: 0, promptEntries: [], scheduled: false, grammar };
 }
 
 /** mulberry32: a tiny seeded PRNG returning floats in [0, 1). */

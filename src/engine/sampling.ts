@@ -16,20 +16,64 @@ export interface SamplingParams {
   readonly repetitionPenalty: number;
   /** [token id, bias] pairs. */
   readonly logitBias: ReadonlyArray<readonly [number, number]>;
+  /**
+   * llama.cpp's penalty window (Ollama's repeat_last_n): N > 0 applies all three penalties to
+   * the tokens among the last N of prompt and output, presence and frequency counted there
+   * too; -1 the same over the whole sequence. Absent or 0: vLLM's semantics above (repetition
+   * over every token seen, presence and frequency over the output only).
+   */
+  readonly penaltyLastN?: number;
 }
 
 export const DEFAULT_SAMPLING: SamplingParams = {
   temperature: 1, topP: 1, topK: 0, minP: 0, presencePenalty: 0, frequencyPenalty: 0, repetitionPenalty: 1, logitBias: [],
 };
 
-/** Token history of one sequence: ids seen in prompt + output, and output counts. */
+/**
+ * Token history of one sequence: ids seen in prompt + output, and output counts; with a
+ * penalty window (SamplingParams.penaltyLastN), the counts of the ids in that window instead.
+ */
 export class TokenHistory {
   readonly seen = new Set<number>();
   readonly outputCounts = new Map<number, number>();
-  constructor(promptIds: Iterable<number>) { for (const id of promptIds) this.seen.add(id); }
+  /** Counts of the ids in the window (null: no window); what the penalties read when set. */
+  readonly windowCounts: Map<number, number> | null;
+  /** A bounded window's ids, a ring (the oldest at `next` once full), to evict the oldest. */
+  private readonly ring: Int32Array | null;
+  private next = 0;
+  private filled = 0;
+
+  constructor(promptIds: Iterable<number>, penaltyLastN = 0) {
+    this.windowCounts = penaltyLastN === 0 ? null : new Map();
+    this.ring = penaltyLastN > 0 ? new Int32Array(penaltyLastN) : null;
+    if (this.windowCounts === null) {
+      for (const id of promptIds) this.seen.add(id);
+    } else {
+      for (const id of promptIds) this.slide(id);
+    }
+  }
+
   add(id: number): void {
+    if (this.windowCounts !== null) { this.slide(id); return; }
     this.seen.add(id);
     this.outputCounts.set(id, (this.outputCounts.get(id) ?? 0) + 1);
+  }
+
+  private slide(id: number): void {
+    const counts = this.windowCounts!;
+    counts.set(id, (counts.get(id) ?? 0) + 1);
+    const ring = this.ring;
+    if (ring === null) return;
+    if (this.filled === ring.length) {
+      const old = ring[this.next]!;
+      const n = counts.get(old)! - 1;
+      if (n === 0) counts.delete(old);
+      else counts.set(old, n);
+    } else {
+      this.filled++;
+    }
+    ring[this.next] = id;
+    this.next = (this.next + 1) % ring.length;
   }
 }
 
@@ -39,7 +83,15 @@ export function processLogits(logits: Float32Array, p: SamplingParams, history: 
   const pen = p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
   if (!(rep && history) && !(pen && history) && p.logitBias.length === 0) return logits;
   const out = new Float32Array(logits);
-  if (history !== null) {
+  if (history?.windowCounts != null) {
+    // llama.cpp's penalties: every id in the window, presence and frequency counted there.
+    for (const [id, n] of history.windowCounts) {
+      if (id < 0 || id >= out.length) continue;
+      let x = out[id]!;
+      if (rep) x = x > 0 ? x / p.repetitionPenalty : x * p.repetitionPenalty;
+      out[id] = x - p.frequencyPenalty * n - p.presencePenalty;
+    }
+  } else if (history !== null) {
     if (rep) {
       for (const id of history.seen) {
         if (id < 0 || id >= out.length) continue;

@@ -1,6 +1,6 @@
 /**
  * The HTTP app (no listen): composes the hooks, the error handler (error-handler.ts) and the
- * OpenAI-compatible routes over one Engine. Nothing imports this module but the entry points
+ * OpenAI-compatible and Ollama routes over one Engine. Nothing imports this module but the entry points
  * and tests, so it may import everything.
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -24,6 +24,9 @@ import { metricsRoute } from './routes/metrics.ts';
 import { modelsRoute } from './routes/models.ts';
 import { tokenizeRoutes } from './routes/tokenize.ts';
 import { openApiRoute, registerOpenApi } from './openapi.ts';
+import { registerOllamaErrors } from './ollama/errors.ts';
+import { ollamaGenerationRoutes } from './routes/ollama.ts';
+import { ollamaModelRoutes } from './routes/ollama-models.ts';
 import { AJV_OPTIONS, schemaError, type SchemaError } from './schema-errors.ts';
 
 export interface AppOptions {
@@ -75,6 +78,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   // First, before auth: every request gets its id header, its log line and its HTTP metrics.
   registerRequestLog(app, { metrics, logPrompts: opts.logPrompts ?? false });
   registerErrorHandler(app, bodyLimit);
+  registerOllamaErrors(app);
   registerRawRefusals(app);
   // Request JSON: large bodies are parsed in a thread of their own (json-body.ts).
   const jsonParser = new JsonParser(opts.jsonThreadMinBytes);
@@ -102,6 +106,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     completionsRoute(api, state);
     tokenizeRoutes(api, state);
     chatWebSocketRoute(api, state, jsonParser);
+    ollamaGenerationRoutes(api, state);
+    ollamaModelRoutes(api, state);
   });
   return app;
 }

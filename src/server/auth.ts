@@ -5,8 +5,9 @@
  * A WebSocket upgrade may instead offer the key as the subprotocol `openai-insecure-api-key.KEY`
  * (browsers cannot set headers on a WebSocket; OpenAI's Realtime API takes keys the same way).
  * Every route except GET /health and GET /ready (probes), GET /metrics (Prometheus scrapes,
- * as vLLM serves them: counts only, no request content) and GET /openapi.json (the API's
- * description, no data) needs a key once keys are configured.
+ * as vLLM serves them: counts only, no request content), GET /openapi.json (the API's
+ * description, no data) and GET / (Ollama's "Ollama is running", which its clients probe)
+ * needs a key once keys are configured; Ollama's /api/* routes do (its clients send Bearer keys).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
@@ -41,7 +42,7 @@ export function subprotocolKey(header: string | string[] | undefined): string | 
   return hit === undefined ? undefined : hit.slice(WS_KEY_PROTOCOL_PREFIX.length);
 }
 
-const OPEN_PATHS = new Set(['/health', '/ready', '/metrics', '/openapi.json']);
+const OPEN_PATHS = new Set(['/', '/health', '/ready', '/metrics', '/openapi.json']);
 
 export function registerAuth(app: FastifyInstance, apiKeys: readonly string[]): void {
   if (apiKeys.length === 0) return;

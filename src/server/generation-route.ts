@@ -4,7 +4,8 @@
  * before any byte), abort on client disconnect, then answer with one JSON object (serialized
  * by the response schema) or an SSE stream of chunks (written as they come; the chunk schema
  * only documents them). The request's trace watches its generations (logs, metrics); a
- * drain's cut ends it with a server_shutdown error (drain.ts).
+ * drain's cut ends it with a server_shutdown error (drain.ts). Ollama's routes stream NDJSON
+ * instead (ollama/ndjson.ts).
  */
 import type { FastifyInstance } from 'fastify';
 import type { Static, TSchema } from 'typebox';
@@ -13,6 +14,7 @@ import type { ChoiceObserver } from './choices.ts';
 import { chunksUntilShutdown, untilShutdown } from './drain.ts';
 import type { EngineState } from './engine-state.ts';
 import { ErrorResponse } from './schemas/common.ts';
+import { sendNdjson } from './ollama/ndjson.ts';
 import { sendSse } from './sse.ts';
 
 export interface GenerationSchemas<B extends TSchema, R extends TSchema, C extends TSchema> {
@@ -23,6 +25,10 @@ export interface GenerationSchemas<B extends TSchema, R extends TSchema, C exten
   readonly chunk: C;
   readonly summary: string;
   readonly tag: string;
+  /** How a stream is framed: OpenAI's server-sent events (default) or Ollama's NDJSON. */
+  readonly framing?: 'sse' | 'ndjson';
+  /** The error body's schema (default OpenAI's). */
+  readonly error?: TSchema;
 }
 
 export interface GenerationEndpoint<B, R, C, T extends { readonly req: { readonly stream: boolean } }> {
@@ -36,17 +42,21 @@ export function postGeneration<B extends TSchema, R extends TSchema, C extends T
   app: FastifyInstance, path: string, state: EngineState, schemas: GenerationSchemas<B, R, C>,
   endpoint: GenerationEndpoint<Static<B>, Static<R>, Static<C>, T>,
 ): void {
+  const ndjson = schemas.framing === 'ndjson';
   const schema = {
     summary: schemas.summary,
     tags: [schemas.tag],
     body: schemas.body,
     response: {
-      200: {
+      200: ndjson ? {
+        description: 'The response (stream false), or newline-delimited JSON objects, the last with done: true (stream true or absent).',
+        content: { 'application/json': { schema: schemas.response }, 'application/x-ndjson': { schema: schemas.chunk } },
+      } : {
         description: 'The completion (stream false), or server-sent events `data: <chunk>` ending with `data: [DONE]` (stream true).',
         content: { 'application/json': { schema: schemas.response }, 'text/event-stream': { schema: schemas.chunk } },
       },
-      '4xx': ErrorResponse,
-      '5xx': ErrorResponse,
+      '4xx': schemas.error ?? ErrorResponse,
+      '5xx': schemas.error ?? ErrorResponse,
     },
   };
   // The body's type is the schema's (validated before the handler runs); the endpoint's types tie
@@ -58,6 +68,6 @@ export function postGeneration<B extends TSchema, R extends TSchema, C extends T
     const started = await endpoint.start(engine, request.body as Static<B>, controller.signal, request.trace);
     const stop = (): void => controller.abort();
     if (!started.req.stream) return untilShutdown(endpoint.collect(engine, started), state.shutdown, stop);
-    await sendSse(reply, chunksUntilShutdown(endpoint.chunks(engine, started), state.shutdown, stop), request.log);
+    await (ndjson ? sendNdjson : sendSse)(reply, chunksUntilShutdown(endpoint.chunks(engine, started), state.shutdown, stop), request.log);
   });
 }

@@ -6,6 +6,7 @@
  */
 import type { SamplingParams } from '../engine/sampling.ts';
 import { GemmaServeError, InvalidRequestError } from '../errors.ts';
+import { matchModelName } from './model-names.ts';
 import type { GenerationBody } from './schemas/common.ts';
 
 /** Generation settings common to both endpoints, validated. */
@@ -83,9 +84,10 @@ export function parseGenerationParams(body: GenerationBody, maxTokens: number | 
   };
 }
 
-/** A 404 model_not_found unless `model` is the one served. */
-export function checkModel(served: string, model: string): void {
-  if (model !== served) {
-    throw new GemmaServeError(`The model '${model}' does not exist. This server serves '${served}'.`, 'model_not_found', 404, 'invalid_request_error', 'model');
+/** A 404 model_not_found unless `model` is one of the served names (model-names.ts: `name` also matches `name:latest`). */
+export function checkModel(served: readonly string[], model: string): void {
+  if (matchModelName(served, model) === undefined) {
+    const names = served.map((n) => `'${n}'`).join(', ');
+    throw new GemmaServeError(`The model '${model}' does not exist. This server serves ${names}.`, 'model_not_found', 404, 'invalid_request_error', 'model');
   }
 }

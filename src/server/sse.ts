@@ -17,11 +17,31 @@ export const SSE_HEADERS = {
 } as const;
 
 export async function sendSse(reply: FastifyReply, chunks: AsyncIterable<object>, log: FastifyBaseLogger): Promise<void> {
+  await sendStream(reply, SSE_HEADERS, chunks, log, {
+    chunk: (c) => `data: ${JSON.stringify(c)}\n\n`,
+    error: (e) => `data: ${JSON.stringify(publicErrorBody(e))}\n\n`,
+    end: 'data: [DONE]\n\n',
+  });
+}
+
+/** How a streamed body frames its chunks, a failure after the headers, and its end. */
+export interface StreamFraming {
+  chunk(c: object): string;
+  error(e: unknown): string;
+  readonly end: string;
+}
+
+/**
+ * Writes `chunks` as they come under `headers` (status 200), flushed, each write waiting for
+ * the socket to drain; a failure mid-stream is written as `framing.error` and logged unless
+ * it is a client error or the drain's cut. SSE (above) and Ollama's NDJSON share it.
+ */
+export async function sendStream(reply: FastifyReply, headers: Readonly<Record<string, string>>, chunks: AsyncIterable<object>, log: FastifyBaseLogger, framing: StreamFraming): Promise<void> {
   reply.hijack();
   const res = reply.raw;
-  const headers: Record<string, string | number | string[]> = {};
-  for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) headers[k] = v;
-  res.writeHead(200, { ...headers, ...SSE_HEADERS });
+  const own: Record<string, string | number | string[]> = {};
+  for (const [k, v] of Object.entries(reply.getHeaders())) if (v !== undefined) own[k] = v;
+  res.writeHead(200, { ...own, ...headers });
   res.socket?.setNoDelay(true);
   const write = async (text: string): Promise<void> => {
     if (res.destroyed) return;
@@ -36,11 +56,11 @@ export async function sendSse(reply: FastifyReply, chunks: AsyncIterable<object>
   try {
     for await (const chunk of chunks) {
       if (res.destroyed) break;
-      await write(`data: ${JSON.stringify(chunk)}\n\n`);
+      await write(framing.chunk(chunk));
     }
   } catch (e) {
     if (!(e instanceof GemmaServeError) || (e.status >= 500 && e.code !== 'server_shutdown')) log.error({ err: e }, 'generation failed mid-stream');
-    await write(`data: ${JSON.stringify(publicErrorBody(e))}\n\n`);
+    await write(framing.error(e));
   }
-  if (!res.destroyed) res.end('data: [DONE]\n\n');
+  if (!res.destroyed) res.end(framing.end);
 }

@@ -91,7 +91,7 @@ t.test('a bad checkpoint exits 1 with a message naming the problem, no stack', a
 
 t.test('serve: listens, becomes ready, serves, exits 0 on SIGTERM', async (t) => {
   const { spawn } = await import('node:child_process');
-  const child = spawn(process.execPath, [BIN, 'serve', '--model', ckpt, '--port', '0', '--max-num-seqs', '2', '--max-waiting', '0', '--threads', '1', '--served-model-name', 'my-gemma'],
+  const child = spawn(process.execPath, [BIN, 'serve', '--model', ckpt, '--port', '0', '--max-num-seqs', '2', '--max-waiting', '0', '--threads', '1', '--served-model-name', 'my-gemma', '--served-model-name', 'gemma2:9b'],
     { env: { ...process.env, GEMMA_SERVE_DATA_DIR: join(root, 'serve-data') }, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stdout.on('data', (d: Buffer) => { log += d.toString(); });
@@ -109,7 +109,9 @@ t.test('serve: listens, becomes ready, serves, exits 0 on SIGTERM', async (t) =>
   }
   t.equal(ready, 200);
   const models = await (await fetch(`${url}/v1/models`)).json() as { data: { id: string }[] };
-  t.equal(models.data[0]!.id, 'my-gemma', '--served-model-name names the model');
+  t.same(models.data.map((m) => m.id), ['my-gemma', 'gemma2:9b'], '--served-model-name names the model, repeated: its aliases');
+  const tags = await (await fetch(`${url}/api/tags`)).json() as { models: { name: string }[] };
+  t.same(tags.models.map((m) => m.name), ['my-gemma', 'gemma2:9b'], "Ollama's /api/tags lists them too");
   child.kill('SIGTERM');
   t.equal(await exited, 0);
   t.match(log, /model loaded: ready/);

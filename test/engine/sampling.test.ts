@@ -47,6 +47,26 @@ t.test('presence and frequency penalties count output tokens only', async (t) =>
   t.equal(out[1], 1 - 0.5 - 0.5);
 });
 
+t.test('a penalty window (llama.cpp, Ollama repeat_last_n) penalizes only the last N tokens of prompt and output, counts included', async (t) => {
+  // logits = [2, 1, 0.5, -1, 3]; window of 3 over prompt [0, 1] then output 1, 1, 4: holds [1, 1, 4].
+  const h = new TokenHistory([0, 1], 3);
+  h.add(1); h.add(1); h.add(4);
+  t.same([...h.windowCounts!.entries()].sort(), [[1, 2], [4, 1]]);
+  const out = processLogits(logits, { ...DEFAULT_SAMPLING, repetitionPenalty: 2, presencePenalty: 0.5, frequencyPenalty: 0.25, penaltyLastN: 3 }, h);
+  t.equal(out[0], logits[0], 'token 0 left the window: no penalty');
+  t.equal(out[1], logits[1]! / 2 - 0.5 - 2 * 0.25, 'twice in the window: divided, then presence + 2 x frequency');
+  t.equal(out[4], logits[4]! / 2 - 0.5 - 0.25);
+  t.equal(out[2], logits[2], 'never seen');
+});
+
+t.test('penalty window -1 covers the whole sequence, prompt counts included', async (t) => {
+  const h = new TokenHistory([2, 2, 0], -1);
+  h.add(0);
+  const out = processLogits(logits, { ...DEFAULT_SAMPLING, frequencyPenalty: 1, penaltyLastN: -1 }, h);
+  t.equal(out[2], logits[2]! - 2);
+  t.equal(out[0], logits[0]! - 2);
+});
+
 t.test('stop strings across deltas', async (t) => {
   const m = new StopMatcher(['END']);
   t.same(m.push('abc E'), { text: 'abc ', matched: false });

@@ -20,14 +20,22 @@ export interface TinyServer {
   readonly checkpointDir: string;
 }
 
+export interface TinyServerOptions {
+  readonly maxPositions?: number;
+  /** Further names the model answers to (EngineOptions.modelAliases). */
+  readonly modelAliases?: readonly string[];
+  /** API keys the app requires (none: open). */
+  readonly apiKeys?: readonly string[];
+}
+
 /** A tiny random model with a 256-token context (or `maxPositions`), served on 127.0.0.1. */
-export async function startTinyServer(name: string, opts: { readonly maxPositions?: number } = {}): Promise<TinyServer> {
+export async function startTinyServer(name: string, opts: TinyServerOptions = {}): Promise<TinyServer> {
   const dir = mkdtempSync(join(tmpdir(), `gs-${name}-`));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const checkpointDir = join(dir, 'ckpt');
   makeRandomCheckpoint({ shape: 'tiny', seed: 0, dtype: 'f32', out: checkpointDir, set: { max_position_embeddings: String(opts.maxPositions ?? 256) } });
-  const engine = await Engine.start({ modelDir: checkpointDir, dataDir: join(dir, 'data'), kvCacheBytes: Math.max(8, (opts.maxPositions ?? 256) / 32) * 2 ** 20 });
-  const app = buildApp({ engine });
+  const engine = await Engine.start({ modelDir: checkpointDir, dataDir: join(dir, 'data'), kvCacheBytes: Math.max(8, (opts.maxPositions ?? 256) / 32) * 2 ** 20, modelAliases: opts.modelAliases });
+  const app = buildApp({ engine, apiKeys: opts.apiKeys });
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(async () => { await app.close(); await engine.close(); });
   const baseURL = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;

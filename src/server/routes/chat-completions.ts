@@ -34,18 +34,28 @@ export function systemFingerprint(engine: Engine): string {
  */
 export async function startChat(engine: Engine, body: ChatCompletionBody, signal: AbortSignal, observer?: ChoiceObserver): Promise<StartedChat> {
   const req = parseChatRequest(body);
-  checkModel(engine.modelId, req.model);
-  // A checkpoint whose template takes `tools` renders them and the tool turns itself (the calls
-  // are still forced and parsed in the <tool_call> format, docs/API.md); others get ours.
-  const own = req.tools !== null && engine.chatTemplate.handlesTools;
-  const promptIds = Array.from(own
-    ? await engine.encodeChat(templateMessages(req.toolMessages), { ...req.render, tools: req.tools!.tools.map((f) => ({ type: 'function', function: f })) })
-    : await engine.encodeChat(req.messages, req.render));
+  checkModel(engine.modelNames, req.model);
+  const promptIds = await encodeChatPrompt(engine, req);
   // A schema or grammar that does not compile is a 400 now, before the stream starts.
   if (req.constraint !== null) await engine.checkConstraint(req.constraint);
   const choices = startChoices(engine, [promptIds], req, { logprobs: req.logprobs, constraint: req.constraint }, signal, observer);
   const base = { id: `chatcmpl-${randomUUID().replace(/-/g, '')}`, created: Math.floor(Date.now() / 1000), model: req.model, system_fingerprint: systemFingerprint(engine) };
   return { req, choices, base };
+}
+
+/**
+ * A chat's prompt ids (templated and tokenized in a text worker). A checkpoint whose template
+ * takes `tools` renders them and the tool turns itself (the calls are still forced and parsed
+ * in the <tool_call> format, docs/API.md); others get ours, already written into `messages`.
+ * Shared with Ollama's /api/chat.
+ */
+export async function encodeChatPrompt(engine: Engine, req: Pick<ChatRequest, 'messages' | 'toolMessages' | 'tools' | 'render'>): Promise<number[]> {
+  // A checkpoint whose template takes `tools` renders them and the tool turns itself (the calls
+  // are still forced and parsed in the <tool_call> format, docs/API.md); others get ours.
+  const own = req.tools !== null && engine.chatTemplate.handlesTools;
+  return Array.from(own
+    ? await engine.encodeChat(templateMessages(req.toolMessages), { ...req.render, tools: req.tools!.tools.map((f) => ({ type: 'function', function: f })) })
+    : await engine.encodeChat(req.messages, req.render));
 }
 
 /** The messages in Hugging Face's shape for a template that handles tools (arguments as objects). */

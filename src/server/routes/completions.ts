@@ -118,7 +118,7 @@ class LegacyLogprobsBuilder {
 
 async function startCompletion(engine: Engine, body: CompletionBody, signal: AbortSignal, observer?: ChoiceObserver) {
   const req = await parseCompletionRequest(engine, body);
-  checkModel(engine.modelId, req.model);
+  checkModel(engine.modelNames, req.model);
   const scorePrompt = req.echo && req.logprobs !== null;
   if (req.constraint !== null) await engine.checkConstraint(req.constraint);
   const choices = startChoices(engine, req.prompts.map((p) => p.ids), req, { logprobs: req.logprobs, promptLogprobs: scorePrompt ? req.logprobs : null, promptParam: 'prompt', constraint: req.constraint }, signal, observer);

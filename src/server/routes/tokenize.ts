@@ -25,7 +25,7 @@ export function tokenizeRoutes(app: FastifyInstance, state: EngineState): void {
   }, async (request): Promise<TokenizeResponse> => {
     const engine = state.require();
     const b = request.body;
-    if (b.model != null) checkModel(engine.modelId, b.model);
+    if (b.model != null) checkModel(engine.modelNames, b.model);
     const prompt = b.prompt ?? undefined;
     const hasMessages = b.messages != null;
     if ((prompt === undefined) === !hasMessages) throw new InvalidRequestError('give exactly one of prompt and messages', prompt === undefined ? 'prompt' : 'messages');
@@ -51,7 +51,7 @@ export function tokenizeRoutes(app: FastifyInstance, state: EngineState): void {
   }, async (request): Promise<DetokenizeResponse> => {
     const engine = state.require();
     const { model, tokens } = request.body;
-    if (model != null) checkModel(engine.modelId, model);
+    if (model != null) checkModel(engine.modelNames, model);
     for (const id of tokens) {
       if (id >= engine.vocabSize) throw new InvalidRequestError(`tokens: ${id} is not a token id (0..${engine.vocabSize - 1})`, 'tokens');
     }
