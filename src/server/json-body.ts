@@ -20,13 +20,30 @@ function invalid(): Error {
   return new errorCodes.FST_ERR_CTP_INVALID_JSON_BODY();
 }
 
+/** The body parsed on this thread (Fastify's invalid-JSON error when it is not JSON). */
+function parseHere(body: Uint8Array): Promise<unknown> {
+  try {
+    return Promise.resolve(parseJsonBytes(body));
+  } catch {
+    return Promise.reject(invalid());
+  }
+}
+
+/**
+ * A value nested beyond what structured clone can carry: no request nests like that (the
+ * schemas would refuse it), so it is refused as one, with Fastify's 400 for bodies it cannot use.
+ */
+function tooDeep(): Error {
+  return Object.assign(new Error('The request body nests too deeply.'), { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON_BODY' });
+}
+
 /** One lazily started worker thread parsing JSON; a crash fails its pending jobs and the next job starts a new one. */
 export class JsonParser {
   /** `minBytes`: bodies this large or larger go to the thread (Infinity: none do; benchmarks compare). */
   constructor(private readonly minBytes = OFF_LOOP_BYTES) {}
 
   private worker: Worker | null = null;
-  private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; body: Uint8Array | null }>();
   private nextId = 0;
   private closed = false;
 
@@ -36,18 +53,13 @@ export class JsonParser {
    */
   parse(body: Uint8Array, transfer = false): Promise<unknown> {
     if (body.length === 0) return Promise.reject(new errorCodes.FST_ERR_CTP_EMPTY_JSON_BODY());
-    if (body.length < this.minBytes || this.closed) {
-      try {
-        return Promise.resolve(parseJsonBytes(body));
-      } catch {
-        return Promise.reject(invalid());
-      }
-    }
+    if (body.length < this.minBytes || this.closed) return parseHere(body);
     const worker = this.worker ?? this.start();
     const id = this.nextId++;
     const owned = transfer && body.byteOffset === 0 && body.buffer.byteLength === body.byteLength && body.buffer instanceof ArrayBuffer;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      // A body moved away cannot be parsed here again if its value cannot come back (uncloneable).
+      this.pending.set(id, { resolve, reject, body: owned ? null : body });
       worker.postMessage({ id, body } satisfies JsonJob, owned ? [body.buffer as ArrayBuffer] : []);
     });
   }
@@ -72,7 +84,14 @@ export class JsonParser {
       const job = this.pending.get(r.id);
       if (job === undefined) return;
       this.pending.delete(r.id);
-      if ('invalid' in r) job.reject(invalid()); else job.resolve(r.value);
+      if ('invalid' in r) job.reject(invalid());
+      // Nested too deep to come back: parsed here when the body is still here (the schemas then
+      // name the field), else refused as such.
+      else if ('uncloneable' in r) {
+        if (job.body !== null) void parseHere(job.body).then(job.resolve, job.reject);
+        else job.reject(tooDeep());
+      }
+      else job.resolve(r.value);
     });
     const failAll = (e: Error): void => {
       if (this.worker === worker) this.worker = null;

@@ -9,7 +9,11 @@ import sjson from 'secure-json-parse';
 
 /** A body for the parser thread, and its answer. */
 export interface JsonJob { readonly id: number; readonly body: Uint8Array }
-export type JsonReply = { readonly id: number; readonly value: unknown } | { readonly id: number; readonly invalid: true };
+export type JsonReply =
+  | { readonly id: number; readonly value: unknown }
+  | { readonly id: number; readonly invalid: true }
+  /** Parsed, but the value cannot cross threads (nested too deep for structured clone): parse it in place. */
+  | { readonly id: number; readonly uncloneable: true };
 
 const PARSE_OPTIONS = { protoAction: 'error', constructorAction: 'error' } as const;
 
@@ -25,7 +29,7 @@ parentPort.on('message', ({ id, body }) => {
   let reply;
   try { reply = { id, value: sjson.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength), undefined, workerData.options) }; }
   catch { reply = { id, invalid: true }; }
-  parentPort.postMessage(reply);
+  try { parentPort.postMessage(reply); } catch { parentPort.postMessage({ id, uncloneable: true }); }
 });`;
 export const PARSER_THREAD_DATA = { sjson: createRequire(import.meta.url).resolve('secure-json-parse'), options: PARSE_OPTIONS };
 
