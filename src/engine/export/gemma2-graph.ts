@@ -50,9 +50,12 @@ export function buildGemma2Graph(cfg: Gemma2Config, weights: GraphWeights, opts:
 
   for (let l = 0; l < cfg.numLayers; l++) x = decoderLayer(g, cfg, weights, attn, l, x);
 
-  // Head: select rows, final norm, tied (or untied) LM head, final soft-cap.   [N_logits, V]
-  const rows = g.op1('Gather', '/model/head/GatherRows', [x, logitRows], { axis: 0 });
-  const normed = castIf(g, attn.half, '/model/norm/Cast', rmsNorm(g, cfg, weights, '/model/norm', 'model.norm.weight', rows), DType.FLOAT16);
+  // Final norm over every position (the hidden states embeddings pool, a graph output), then
+  // the head: select rows, tied (or untied) LM head, final soft-cap.   [N_logits, V]
+  const hidden = rmsNorm(g, cfg, weights, '/model/norm', 'model.norm.weight', x); // [N, H] float32
+  g.output(hidden, io.HIDDEN, DType.FLOAT, ['num_tokens', cfg.hiddenSize]);
+  const rows = g.op1('Gather', '/model/head/GatherRows', [hidden, logitRows], { axis: 0 });
+  const normed = castIf(g, attn.half, '/model/norm/Cast', rows, DType.FLOAT16);
   const headName = weights.has('lm_head.weight') ? 'lm_head.weight' : 'model.embed_tokens.weight';
   let logits = castIf(g, attn.half, '/model/lm_head/Cast', linear(g, weights, '/model/lm_head/Gemm', normed, headName), DType.FLOAT);
   if (cfg.finalLogitSoftcap !== null) logits = softcap(g, '/model/final_softcap', logits, cfg.finalLogitSoftcap);
