@@ -22,6 +22,8 @@ import { healthRoute } from './routes/health.ts';
 import { metricsRoute } from './routes/metrics.ts';
 import { modelsRoute } from './routes/models.ts';
 import { tokenizeRoutes } from './routes/tokenize.ts';
+import { embeddingsRoute } from './routes/embeddings.ts';
+import { ollamaEmbedRoutes } from './routes/ollama-embed.ts';
 import { openApiRoute, registerOpenApi } from './openapi.ts';
 import { AJV_OPTIONS, schemaError, type SchemaError } from './schema-errors.ts';
 
@@ -96,6 +98,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     completionsRoute(api, state);
     tokenizeRoutes(api, state);
     chatWebSocketRoute(api, state);
+    embeddingsRoute(api, state);
+    ollamaEmbedRoutes(api, state);
   });
   return app;
 }
