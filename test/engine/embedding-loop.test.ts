@@ -3,9 +3,9 @@
 // pooling, the last token's for last-token pooling), pooled across prefill chunks, ended with its
 // normalised vector after its last chunk, its cache given back in that same step.
 import t from 'tap';
-import { StepLoop } from '../../src/engine/step-loop.ts';
+import { driveLoop } from './drive-loop.ts';
 import { EmbeddingPool } from '../../src/engine/embedding-pool.ts';
-import { jsSoftmaxWeights, DEFAULT_SAMPLING } from '../../src/engine/sampling.ts';
+import { DEFAULT_SAMPLING } from '../../src/engine/sampling.ts';
 import type { Pooling, SequenceEvent, StepReport, SubmitMessage } from '../../src/engine/types.ts';
 import { hiddenOffsets, type CacheLayout, type Runner, type StepOutput, type StepPlan } from '../../src/scheduler/runner-contract.ts';
 
@@ -44,23 +44,7 @@ const embedding = (id: number, promptIds: number[], pooling: Pooling): SubmitMes
 });
 
 /** Runs the loop (steps of at most 8 tokens) until every request ended; the reports. */
-async function drive(runner: Runner, reqs: readonly SubmitMessage[]): Promise<StepReport[]> {
-  const reports: StepReport[] = [];
-  const pending = new Set(reqs.map((r) => r.id));
-  let done!: () => void;
-  const allEnded = new Promise<void>((res) => { done = res; });
-  const loop = new StepLoop(runner, { maxNumSeqs: 4, maxNumBatchedTokens: 8 }, (report) => {
-    reports.push(report);
-    for (const e of report.events) if (e.type === 'embedding' || e.type === 'error' || e.type === 'finish') pending.delete(e.id);
-    if (pending.size === 0) done();
-  }, jsSoftmaxWeights);
-  const running = loop.run();
-  for (const r of reqs) loop.submit(r);
-  await allEnded;
-  loop.close();
-  await running;
-  return reports;
-}
+const drive = (runner: Runner, reqs: readonly SubmitMessage[]): Promise<StepReport[]> => driveLoop(runner, reqs, { maxNumSeqs: 4, maxNumBatchedTokens: 8 });
 
 function expected(ids: readonly number[], pooling: Pooling): number[] {
   const rows = ids.map((id, pos) => state(id, pos));
