@@ -16,7 +16,7 @@ import { TokenTable, type TokenDecoder } from './token-table.ts';
 import type { Device } from './session.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
 import type { KvDtype } from './graph-io.ts';
-import type { FinishReason, FromWorker, SequenceEvent, TokenLogprobs, ToWorker, WorkerInit } from './types.ts';
+import type { FinishReason, FromWorker, Pooling, SequenceEvent, TokenLogprobs, ToWorker, WorkerInit } from './types.ts';
 import { DEFAULT_SAMPLING, type SamplingParams } from './sampling.ts';
 import { StopMatcher } from './stop-strings.ts';
 import { TextPool } from './text-pool.ts';
@@ -121,6 +121,22 @@ export type TokenEvent =
   /** `text` is what the detokenizer still held back at the end (usually ''). */
   | { readonly type: 'finish'; readonly reason: FinishReason; readonly usage: Usage; readonly text: string };
 
+/** An embedding (Engine.embed): [hiddenSize] pooled, L2-normalised; the input's token count. */
+export interface Embedding {
+  readonly embedding: Float32Array;
+  readonly promptTokens: number;
+}
+
+export interface EmbedOptions {
+  /** Default 'mean'. */
+  readonly pooling?: Pooling;
+  /** The request parameter that holds the input, named in errors (default 'input'). */
+  readonly param?: string;
+  /** Lower runs sooner (default 0). */
+  readonly priority?: number;
+  readonly signal?: AbortSignal;
+}
+
 type Pending = { push(m: SequenceEvent): void; fail(e: Error): void };
 
 export class Engine {
@@ -157,6 +173,8 @@ export class Engine {
     readonly int4Swapped: number,
     /** Every name the model answers to: modelId first, then its aliases. */
     readonly modelNames: readonly string[],
+    /** Floats per embedding (the model's hidden size); null: the export has no hidden-state output. */
+    readonly embeddingSize: number | null,
   ) {
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'compiled') { this.compiles.get(m.id)?.(m.error); this.compiles.delete(m.id); return; }
@@ -169,7 +187,7 @@ export class Engine {
         this.requests.get(ev.id)?.push(ev);
         // The last event of a generation: its queue holds it, so the entry can go even if
         // the generation is never iterated (e.g. started, then abandoned before reading).
-        if (ev.type === 'finish' || ev.type === 'error') { this.live.delete(ev.id); this.requests.delete(ev.id); }
+        if (ev.type === 'finish' || ev.type === 'error' || ev.type === 'embedding') { this.live.delete(ev.id); this.requests.delete(ev.id); }
       }
     });
     const failAll = (e: Error): void => {
@@ -203,7 +221,7 @@ export class Engine {
     const worker = new Worker(new URL(workerFile, import.meta.url), { workerData: init, execArgv: [] });
     const onAbort = (): void => void worker.terminate();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    const loaded = new Promise<{ maxSequenceTokens: number; maxRunning: number; int4Swapped: number }>((res, rej) => {
+    const loaded = new Promise<{ maxSequenceTokens: number; maxRunning: number; int4Swapped: number; hiddenSize: number | null }>((res, rej) => {
       const onMessage = (m: FromWorker): void => {
         if (m.type === 'ready') { cleanup(); res(m); }
         else if (m.type === 'error' && m.id === null) { cleanup(); rej(new EngineError(`cannot load the model: ${m.message}`)); }
@@ -216,7 +234,7 @@ export class Engine {
       worker.on('exit', onExit);
     });
     let text: TextPool;
-    let facts: { maxSequenceTokens: number; maxRunning: number; int4Swapped: number };
+    let facts: { maxSequenceTokens: number; maxRunning: number; int4Swapped: number; hiddenSize: number | null };
     try {
       [facts, text] = await Promise.all([loaded, textPool]);
     } catch (e) {
@@ -229,12 +247,12 @@ export class Engine {
       await Promise.all([worker.terminate(), text.close()]);
       throw new EngineError('loading was stopped', 'engine_closed', 503);
     }
-    const { maxSequenceTokens, maxRunning, int4Swapped } = facts;
+    const { maxSequenceTokens, maxRunning, int4Swapped, hiddenSize } = facts;
     // Decoding needs no tokenizer here: a text worker described every token's text (token-table.ts).
     // A decoder the table cannot reproduce is the exception, and costs the load on this thread.
     const tokenizer: TokenDecoder = text.table !== null ? new TokenTable(text.table) : loadTokenizer(tokenizerJson, file('tokenizer_config.json'));
     const modelId = opts.modelId ?? basename(resolve(opts.modelDir));
-    return new Engine(worker, text, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped, [...new Set([modelId, ...opts.modelAliases ?? []])]);
+    return new Engine(worker, text, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped, [...new Set([modelId, ...opts.modelAliases ?? []])], hiddenSize);
   }
 
   /** The scheduler's counters after its latest step (null before the first). */
@@ -385,6 +403,50 @@ export class Engine {
         }
       },
     };
+  }
+
+  /**
+   * The embedding of `promptIds` (docs/API.md "Embeddings"): a prefill-only sequence, batched by
+   * the scheduler with the other traffic, whose final hidden states are pooled and L2-normalised
+   * in the worker; its cache is free as soon as its last chunk ran. Refused: an empty input, one
+   * over the context or the KV cache (400), an export without the hidden-state output (501), a
+   * full queue (429). Aborting `signal` drops the sequence and rejects.
+   */
+  embed(promptIds: ArrayLike<number>, opts: EmbedOptions = {}): Promise<Embedding> {
+    if (this.closed) return Promise.reject(new EngineError('the engine is closed', 'engine_closed', 503));
+    const param = opts.param ?? 'input';
+    const ids = Array.from(promptIds);
+    if (this.embeddingSize === null) {
+      return Promise.reject(new EngineError(`${this.exportDir} was exported without the hidden-state output embeddings need (graph io 1): export the checkpoint again (a checkpoint served by its path is re-exported automatically)`, 'embeddings_unsupported', 501));
+    }
+    if (ids.length === 0) return Promise.reject(new InvalidRequestError('the input is empty', param));
+    if (ids.length > this.contextLength) return Promise.reject(new ContextLengthError(ids.length, 0, this.contextLength, param));
+    if (ids.length > this.maxSequenceTokens) return Promise.reject(new InvalidRequestError(`The KV cache holds at most ${this.maxSequenceTokens} tokens per sequence (--kv-cache-memory); this input has ${ids.length}.`, param, 'kv_cache_too_small'));
+    const bad = ids.find((t) => !Number.isInteger(t) || t < 0 || t >= this.vocabSize);
+    if (bad !== undefined) return Promise.reject(new InvalidRequestError(`${param}: ${bad} is not a token id (0..${this.vocabSize - 1})`, param));
+    try { this.ensureCapacity(1); } catch (e) { return Promise.reject(e as Error); }
+    const id = this.nextId++;
+    const abort = (): void => this.worker.postMessage({ type: 'abort', id } satisfies ToWorker);
+    return new Promise<Embedding>((res, rej) => {
+      this.requests.set(id, {
+        push: (m) => {
+          if (m.type === 'embedding') res({ embedding: m.embedding, promptTokens: m.promptTokens });
+          else if (m.type === 'error') rej(new EngineError(m.message));
+          else if (m.type === 'finish') rej(new EngineError('the embedding was aborted', 'aborted', 499));
+        },
+        fail: rej,
+      });
+      this.live.add(id);
+      this.worker.postMessage({
+        type: 'submit', id, promptIds: ids, maxTokens: 0, priority: opts.priority ?? 0, sampling: DEFAULT_SAMPLING, seed: 0,
+        stopIds: [], minTokens: 0, logprobs: null, promptLogprobs: null, pooling: opts.pooling ?? 'mean',
+      } satisfies ToWorker);
+      if (opts.signal?.aborted === true) abort();
+      else opts.signal?.addEventListener('abort', abort, { once: true });
+    }).finally(() => {
+      opts.signal?.removeEventListener('abort', abort);
+      this.requests.delete(id);
+    });
   }
 
   /**

@@ -6,6 +6,7 @@
 import { TokenHistory } from './sampling.ts';
 import type { SubmitMessage, TokenLogprobs } from './types.ts';
 import type { SequenceGrammar } from './grammar/matcher.ts';
+import { EmbeddingPool } from './embedding-pool.ts';
 
 export interface Generation {
   readonly req: SubmitMessage;
@@ -19,10 +20,14 @@ export interface Generation {
   scheduled: boolean;
   /** The constraint's state (constrained decoding), or null. */
   readonly grammar: SequenceGrammar | null;
+  /** An embedding's pooled hidden states (req.pooling), or null for a generation. */
+  readonly pool: EmbeddingPool | null;
 }
 
-export function newGeneration(req: SubmitMessage, grammar: SequenceGrammar | null = null): Generation {
-  return { req, rand: mulberry32(req.seed), stop: new Set(req.stopIds), history: new TokenHistory(req.promptIds, req.sampling.penaltyLastN), scored: 0, promptEntries: [], scheduled: false, grammar };
+/** `hiddenSize`: the runner's (an embedding needs one). */
+export function newGeneration(req: SubmitMessage, grammar: SequenceGrammar | null = null, hiddenSize?: number): Generation {
+  const pool = req.pooling !== undefined && hiddenSize !== undefined ? new EmbeddingPool(req.pooling, hiddenSize) : null;
+  return { req, rand: mulberry32(req.seed), stop: new Set(req.stopIds), history: new TokenHistory(req.promptIds, req.sampling.penaltyLastN), scored: 0, promptEntries: [], scheduled: false, grammar, pool };
 }
 
 /** mulberry32: a tiny seeded PRNG returning floats in [0, 1). */

@@ -19,6 +19,10 @@
  *                                       float32 right after the block gather
  * Outputs:
  * - `logits`           float32 [N, V]   final soft-capped logits of the selected rows
+ * - `hidden`           float32 [B*S, H] the final hidden state (after the final RMSNorm, before
+ *                                       the LM head) of every position, row b*S + s (padding
+ *                                       rows hold garbage); fetched only by a pass with an
+ *                                       embedding row (graph io 2; the 'gqa' graph has it too)
  * - `new.{l}.key|value` float32 [B, S, numKvHeads, headDim]: the K (rotated) / V rows of the
  *                                       new tokens, which the host writes into its pool
  */
@@ -33,11 +37,15 @@ export const kvDtypeBytes = (d: KvDtype): number => (d === 'fp16' ? 2 : 4);
 // The layer kinds name graph inputs; they are defined with the runner contract, whose block tables are per kind.
 export { LAYER_KINDS, type LayerKind } from '../scheduler/runner-contract.ts';
 
-export const GRAPH_IO_VERSION = 1;
+/** 2: the `hidden` output. A version-1 export still serves generation, not embeddings. */
+export const GRAPH_IO_VERSION = 2;
+/** The oldest graph io an export may have and still be served. */
+export const MIN_GRAPH_IO_VERSION = 1;
 export const INPUT_IDS = 'input_ids';
 export const POSITIONS = 'positions';
 export const LOGIT_ROWS = 'logit_rows';
 export const LOGITS = 'logits';
+export const HIDDEN = 'hidden';
 export const blockTable = (k: LayerKind): string => `block_table.${k}`;
 export const slotPositions = (k: LayerKind): string => `slot_positions.${k}`;
 export const cacheKey = (l: number): string => `cache.${l}.key`;
@@ -68,6 +76,7 @@ export const ATTENTION_LAYOUTS: readonly AttentionLayout[] = ['paged', 'gqa'];
  *                                       at positions 0 .. c_b - 1; later positions are not read
  * Outputs:
  * - `logits`           float32 [N, V]   final soft-capped logits (the cap computed in fp32)
+ * - `hidden`           float32 [B*S, H] as in 'paged' (the final norm computes in fp32)
  * - `present.{l}.key|value` T [B, numKvHeads, cache_len, headDim]: past's positions 0 .. c_b - 1,
  *                                       the new K (rotated) / V at c_b .. c_b + S - 1, and beyond
  *                                       that past's contents when shared, zeros otherwise. The GQA

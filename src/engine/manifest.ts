@@ -13,7 +13,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseGemma2Config, type Gemma2Config, type RawGemma2Config } from '../checkpoint/config.ts';
 import { CheckpointError } from '../errors.ts';
-import { ATTENTION_LAYOUTS, GRAPH_IO_VERSION, KV_DTYPES, type AttentionLayout, type KvDtype } from './graph-io.ts';
+import { ATTENTION_LAYOUTS, GRAPH_IO_VERSION, KV_DTYPES, MIN_GRAPH_IO_VERSION, type AttentionLayout, type KvDtype } from './graph-io.ts';
 
 export const MODEL_FILE = 'model.onnx';
 export const DATA_FILE = 'model.onnx.data';
@@ -71,6 +71,11 @@ export function manifestAttention(m: Manifest): AttentionLayout {
   return m.attention ?? 'paged';
 }
 
+/** Whether the export's graph has the `hidden` output (graph io 2), which embeddings need. */
+export function manifestHasHidden(m: Manifest): boolean {
+  return m.graphIoVersion >= 2;
+}
+
 /** Changes whenever a checkpoint file is replaced: names, sizes and mtimes of its files. */
 export function checkpointFingerprint(dir: string): string {
   const files = ['config.json', 'model.safetensors', 'model.safetensors.index.json'];
@@ -94,7 +99,8 @@ export function readManifest(dir: string): { manifest: Manifest; config: Gemma2C
   if (!existsSync(path)) throw new CheckpointError(`${dir}: no ${MANIFEST_FILE} (not a gemma-serve export; export it with 'gemma-serve export')`);
   const m = JSON.parse(readFileSync(path, 'utf8')) as Manifest;
   if (m.format !== MANIFEST_FORMAT) throw new CheckpointError(`${path}: format is ${JSON.stringify(m.format)}, expected ${MANIFEST_FORMAT}`);
-  if (m.graphIoVersion !== GRAPH_IO_VERSION || m.exporterVersion !== EXPORTER_VERSION) {
+  const io = m.graphIoVersion;
+  if (!(io >= MIN_GRAPH_IO_VERSION && io <= GRAPH_IO_VERSION) || m.exporterVersion !== EXPORTER_VERSION) {
     throw new CheckpointError(`${path}: exported by another gemma-serve version (exporter ${m.exporterVersion}, graph io ${m.graphIoVersion}; this one needs ${EXPORTER_VERSION}/${GRAPH_IO_VERSION}): export the checkpoint again`);
   }
   if (m.kvDtype !== undefined && !KV_DTYPES.includes(m.kvDtype)) throw new CheckpointError(`${path}: kvDtype is ${JSON.stringify(m.kvDtype)}, expected one of ${KV_DTYPES.join(', ')}`);

@@ -7,11 +7,11 @@
  * lengths and carry different numbers of new tokens (right-padded); a step is split into
  * passes by step-groups.ts.
  */
-import { manifestKvDtype, readManifest, MODEL_FILE } from './manifest.ts';
+import { manifestHasHidden, manifestKvDtype, readManifest, MODEL_FILE } from './manifest.ts';
 import * as io from './graph-io.ts';
 import { KvCache } from './kv-cache.ts';
-import { isContiguous, logitOffsets, scatterLogits, stepGroups } from './step-groups.ts';
-import { blocksNeeded, slotPosition, type CacheLayout, type PlanRow, type Runner, type StepOutput, type StepPlan } from '../scheduler/runner-contract.ts';
+import { copyHidden, isContiguous, logitOffsets, newHiddenRows, scatterLogits, stepGroups } from './step-groups.ts';
+import { blocksNeeded, slotPosition, type CacheLayout, type HiddenRows, type PlanRow, type Runner, type StepOutput, type StepPlan } from '../scheduler/runner-contract.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
 import { openGraphSession, type Binder, type GraphSession, type HostInput } from './graph-session.ts';
 import type { Device } from './session.ts';
@@ -47,12 +47,18 @@ export function defaultKvCacheBytes(config: Gemma2Config, blockSize: number, dty
 }
 
 export class ModelRunner implements Runner {
+  /** The model's hidden size where the export has the `hidden` output (embeddings); else undefined. */
+  readonly hiddenSize: number | undefined;
+
   private constructor(
     readonly config: Gemma2Config,
     /** The host block pools the graph reads and the runner writes. */
     readonly kv: KvCache,
     private readonly session: GraphSession,
-  ) {}
+    hasHidden: boolean,
+  ) {
+    this.hiddenSize = hasHidden ? config.hiddenSize : undefined;
+  }
 
   get layout(): CacheLayout {
     return this.kv.layout;
@@ -71,7 +77,7 @@ export class ModelRunner implements Runner {
     const layout = opts.kvCacheTokens !== undefined
       ? KvCache.layout(config, blockSize, { global: Math.ceil(opts.kvCacheTokens / blockSize) + 1, sliding: Math.ceil(opts.kvCacheTokens / blockSize) + 1 })
       : KvCache.layoutFromBudget(config, blockSize, opts.kvCacheBytes ?? defaultKvCacheBytes(config, blockSize, dtype), opts.maxNumSeqs, dtype);
-    return new ModelRunner(config, new KvCache(config, layout, dtype), session);
+    return new ModelRunner(config, new KvCache(config, layout, dtype), session, manifestHasHidden(manifest));
   }
 
   /** Runs a step: its passes (step-groups.ts), logits in plan order. The host pools keep nothing per sequence, so ends free nothing here. */
@@ -79,15 +85,21 @@ export class ModelRunner implements Runner {
     const V = this.config.vocabSize;
     const groups = stepGroups(plan.rows);
     if (groups.length === 0) return { logits: new Float32Array(0), offsets: [0], vocabSize: V };
-    if (groups.length === 1 && isContiguous(groups[0]!)) return { ...(await this.forward(plan.rows)), vocabSize: V };
+    const hidden = this.hiddenSize === undefined ? undefined : newHiddenRows(plan.rows, this.hiddenSize);
+    if (hidden === undefined && plan.rows.some((r) => r.hidden !== undefined)) throw new EngineError('this export has no hidden-state output (embeddings): export the checkpoint again');
+    const withHidden = hidden !== undefined ? { hidden } : {};
+    if (groups.length === 1 && isContiguous(groups[0]!)) return { ...(await this.forward(plan.rows, groups[0]!, hidden)), vocabSize: V, ...withHidden };
     const offsets = logitOffsets(plan.rows);
     const logits = new Float32Array(offsets.at(-1)! * V);
-    for (const g of groups) scatterLogits(g, (await this.forward(g.map((i) => plan.rows[i]!))).logits, offsets, V, logits);
-    return { logits, offsets, vocabSize: V };
+    for (const g of groups) scatterLogits(g, (await this.forward(g.map((i) => plan.rows[i]!), g, hidden)).logits, offsets, V, logits);
+    return { logits, offsets, vocabSize: V, ...withHidden };
   }
 
-  /** One forward pass over `rows`; cache room for every row's new tokens is reserved. */
-  private async forward(rows: readonly PlanRow[]): Promise<{ logits: Float32Array; offsets: number[] }> {
+  /**
+   * One forward pass over `rows` (plan rows `planIndex`); cache room for every row's new tokens
+   * is reserved. The hidden states its rows ask for are copied into `hidden`.
+   */
+  private async forward(rows: readonly PlanRow[], planIndex: readonly number[], hidden: HiddenRows | undefined): Promise<{ logits: Float32Array; offsets: number[] }> {
     const B = rows.length;
     if (B === 0) throw new EngineError('empty step');
     const S = Math.max(...rows.map((r) => r.tokenIds.length));
@@ -136,8 +148,12 @@ export class ModelRunner implements Runner {
     });
     const outputs = [{ name: io.LOGITS, dims: [logitRows.length, this.config.vocabSize] }];
     for (let l = 0; l < this.config.numLayers; l++) outputs.push({ name: io.newKey(l), dims: [B, S, nkv, D] }, { name: io.newValue(l), dims: [B, S, nkv, D] });
+    // The hidden states of every position cross only in a pass with an embedding row.
+    const wantsHidden = hidden !== undefined && rows.some((r) => r.hidden !== undefined);
+    if (wantsHidden) outputs.push({ name: io.HIDDEN, dims: [B * S, this.config.hiddenSize] });
 
     const out = await this.session.run(inputs, outputs);
+    if (wantsHidden) rows.forEach((r, b) => copyHidden(r, planIndex[b]!, out[io.HIDDEN]!, b * S, hidden));
 
     for (let l = 0; l < this.config.numLayers; l++) {
       const keys = out[io.newKey(l)]!; // [B, S, nkv, D]

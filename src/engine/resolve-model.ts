@@ -20,7 +20,7 @@ import { join, resolve } from 'node:path';
 import { isCheckpointDir } from '../checkpoint/checkpoint.ts';
 import { CheckpointError, ConfigError, EngineError } from '../errors.ts';
 import { checkpointFingerprint, manifestKvDtype, MANIFEST_FILE, readManifest } from './manifest.ts';
-import type { KvDtype } from './graph-io.ts';
+import { GRAPH_IO_VERSION, type KvDtype } from './graph-io.ts';
 import type { Device } from './session.ts';
 
 /** `$GEMMA_SERVE_DATA_DIR`, else `./.data`. */
@@ -50,7 +50,11 @@ export async function resolveModel(dir: string, cacheRoot: string = defaultDataD
     ? ['-gqa-fp16', { attention: 'gqa', dtype: 'fp16' } as const]
     : [kvDtype === 'fp16' ? '-kv-fp16' : '', { kvDtype: kvDtype ?? 'fp32' }];
   const out = join(cacheRoot, 'exports', key + suffix);
-  if (existsSync(join(out, MANIFEST_FILE))) return out;
+  if (existsSync(join(out, MANIFEST_FILE))) {
+    // A cached export from before the graph's latest outputs (embeddings' `hidden`) is made again.
+    if (readManifest(out).manifest.graphIoVersion >= GRAPH_IO_VERSION) return out;
+    rmSync(out, { recursive: true, force: true });
+  }
   mkdirSync(join(cacheRoot, 'exports'), { recursive: true });
   removeStaleExports(join(cacheRoot, 'exports'));
   await exportInWorker({ checkpointDir: abs, outDir: out, ...options }, signal);

@@ -18,12 +18,12 @@
  * window with local_window_size; it has no ring layout), so the hybrid cache's saving is not
  * taken on this path.
  */
-import { manifestKvDtype, readManifest, MODEL_FILE } from './manifest.ts';
+import { manifestHasHidden, manifestKvDtype, readManifest, MODEL_FILE } from './manifest.ts';
 import * as io from './graph-io.ts';
 import { KvCache } from './kv-cache.ts';
 import { defaultKvCacheBytes, type ModelRunnerOptions } from './model-runner.ts';
-import { isContiguous, logitOffsets, scatterLogits, stepGroups } from './step-groups.ts';
-import { blocksNeeded, type CacheLayout, type PlanRow, type Runner, type StepOutput, type StepPlan } from '../scheduler/runner-contract.ts';
+import { copyHidden, isContiguous, logitOffsets, newHiddenRows, scatterLogits, stepGroups } from './step-groups.ts';
+import { blocksNeeded, type CacheLayout, type HiddenRows, type PlanRow, type Runner, type StepOutput, type StepPlan } from '../scheduler/runner-contract.ts';
 import { NativeSession, OnnxType, type Binding } from './native/ort-native.ts';
 import type { Gemma2Config } from '../checkpoint/config.ts';
 import { EngineError } from '../errors.ts';
@@ -43,6 +43,10 @@ export class SlotRunner implements Runner {
   private readonly slotBytes: number;
   private readonly cacheType: typeof OnnxType.FLOAT | typeof OnnxType.FLOAT16;
   private logits = new Float32Array(0);
+  /** The `hidden` output of a pass with an embedding row, reused. */
+  private passHidden = new Float32Array(0);
+  /** The model's hidden size where the export has the `hidden` output (embeddings); else undefined. */
+  readonly hiddenSize: number | undefined;
 
   private constructor(
     readonly config: Gemma2Config,
@@ -52,7 +56,9 @@ export class SlotRunner implements Runner {
     readonly slotLength: number,
     slots: number,
     kvDtype: io.KvDtype,
+    hasHidden: boolean,
   ) {
+    this.hiddenSize = hasHidden ? config.hiddenSize : undefined;
     this.maxRunning = slots;
     this.occupant = new Array<number | undefined>(slots).fill(undefined);
     this.stored = new Array<number>(slots).fill(0);
@@ -86,7 +92,7 @@ export class SlotRunner implements Runner {
     const perSeq = Math.ceil(L / blockSize);
     const layout = KvCache.layout(config, blockSize, { global: slots * perSeq + 1, sliding: slots * perSeq + 1 }, L);
     try {
-      return new SlotRunner(config, layout, session, L, slots, dtype);
+      return new SlotRunner(config, layout, session, L, slots, dtype, manifestHasHidden(manifest));
     } catch (e) {
       session.release();
       throw new EngineError(`cannot allocate the KV cache (${slots} × ${L} positions): ${(e as Error).message}; lower --kv-cache-memory or --max-num-seqs`, 'kv_cache_alloc_failed', 500, { cause: e });
@@ -106,6 +112,8 @@ export class SlotRunner implements Runner {
       if (r.blocks.global.length < blocksNeeded(this.layout, 'global', r.start + n)) throw new EngineError('cache room was not reserved for a step row');
       this.takeSlot(r.seqId);
     }
+    const hidden = this.hiddenSize === undefined ? undefined : newHiddenRows(rows, this.hiddenSize);
+    if (hidden === undefined && rows.some((r) => r.hidden !== undefined)) throw new EngineError('this export has no hidden-state output (embeddings): export the checkpoint again');
     const offsets = logitOffsets(rows);
     if (this.logits.length < offsets.at(-1)! * V) this.logits = new Float32Array(offsets.at(-1)! * V);
     for (const g of stepGroups(rows)) {
@@ -115,26 +123,27 @@ export class SlotRunner implements Runner {
       if (!direct && this.scratch.length < size) this.scratch = new Float32Array(size);
       const out = direct ? this.logits.subarray(offsets[g[0]!]! * V, offsets[g.at(-1)! + 1]! * V) : this.scratch;
       const first = rows[g[0]!]!;
-      if (g.length === 1 && first.tokenIds.length > 1) this.runChunk(first, out);
-      else this.runDecode(g.map((i) => rows[i]!), out);
+      if (g.length === 1 && first.tokenIds.length > 1) this.runChunk(first, g[0]!, out, hidden);
+      else this.runDecode(g.map((i) => rows[i]!), g, out, hidden);
       if (!direct) scatterLogits(g, this.scratch, offsets, V, this.logits);
       for (const i of g) this.stored[this.slotOf.get(rows[i]!.seqId)!] = rows[i]!.start + rows[i]!.tokenIds.length;
     }
-    return { logits: this.logits.subarray(0, offsets.at(-1)! * V), offsets, vocabSize: V };
+    return { logits: this.logits.subarray(0, offsets.at(-1)! * V), offsets, vocabSize: V, ...(hidden !== undefined ? { hidden } : {}) };
   }
 
-  /** One row, n new tokens after its stored ones. */
-  private runChunk(r: PlanRow, out: Float32Array): void {
+  /** One row (plan row `i`), n new tokens after its stored ones. */
+  private runChunk(r: PlanRow, i: number, out: Float32Array, hidden: HiddenRows | undefined): void {
     const n = r.tokenIds.length;
     const p = r.start;
     const ids = BigInt64Array.from(r.tokenIds, (t) => BigInt(t));
     const positions = BigInt64Array.from({ length: n }, (_, s) => BigInt(p + s));
     const logitRows = r.logits === 'all' ? BigInt64Array.from({ length: n }, (_, s) => BigInt(s)) : BigInt64Array.of(BigInt(n - 1));
-    this.run(this.slotOf.get(r.seqId)!, 1, n, ids, positions, logitRows, Int32Array.of(p + n - 1), out);
+    const passHidden = this.run(this.slotOf.get(r.seqId)!, 1, n, ids, positions, logitRows, Int32Array.of(p + n - 1), out, hidden !== undefined && r.hidden !== undefined);
+    if (passHidden !== null) copyHidden(r, i, passHidden, 0, hidden!);
   }
 
-  /** Single-token rows: one run over the slot range they span. */
-  private runDecode(rows: readonly PlanRow[], out: Float32Array): void {
+  /** Single-token rows (plan rows `planIndex`): one run over the slot range they span. */
+  private runDecode(rows: readonly PlanRow[], planIndex: readonly number[], out: Float32Array, hidden: HiddenRows | undefined): void {
     const slots = rows.map((r) => this.slotOf.get(r.seqId)!);
     const lo = Math.min(...slots);
     const B = Math.max(...slots) - lo + 1;
@@ -156,10 +165,12 @@ export class SlotRunner implements Runner {
       seqlens[b] = r.start;
     });
     const logitRows = BigInt64Array.from(slots, (s) => BigInt(s - lo));
-    this.run(lo, B, 1, ids, positions, logitRows, seqlens, out);
+    const passHidden = this.run(lo, B, 1, ids, positions, logitRows, seqlens, out, hidden !== undefined && rows.some((r) => r.hidden !== undefined));
+    if (passHidden !== null) rows.forEach((r, i) => copyHidden(r, planIndex[i]!, passHidden, slots[i]! - lo, hidden!));
   }
 
-  private run(firstSlot: number, B: number, S: number, ids: BigInt64Array, positions: BigInt64Array, logitRows: BigInt64Array, seqlens: Int32Array, out: Float32Array): void {
+  /** One run; with `wantsHidden`, the `hidden` output of its B * S positions (valid until the next run), else null. */
+  private run(firstSlot: number, B: number, S: number, ids: BigInt64Array, positions: BigInt64Array, logitRows: BigInt64Array, seqlens: Int32Array, out: Float32Array, wantsHidden = false): Float32Array | null {
     const total = Math.max(...seqlens) + 1;
     const inputs: Binding[] = [
       { name: io.INPUT_IDS, type: OnnxType.INT64, dims: [B, S], data: ids },
@@ -169,6 +180,10 @@ export class SlotRunner implements Runner {
       { name: io.TOTAL_SEQUENCE_LENGTH, type: OnnxType.INT32, dims: [1], data: Int32Array.of(total) },
     ];
     const outputs: Binding[] = [{ name: io.LOGITS, type: OnnxType.FLOAT, dims: [logitRows.length, this.config.vocabSize], data: out }];
+    const H = this.config.hiddenSize;
+    if (wantsHidden && this.passHidden.length < B * S * H) this.passHidden = new Float32Array(B * S * H);
+    const passHidden = wantsHidden ? this.passHidden.subarray(0, B * S * H) : null;
+    if (passHidden !== null) outputs.push({ name: io.HIDDEN, type: OnnxType.FLOAT, dims: [B * S, H], data: passHidden });
     const dims = [B, this.config.numKvHeads, this.slotLength, this.config.headDim];
     const byteOffset = firstSlot * this.slotBytes;
     this.kv.forEach(({ key, value }, l) => {
@@ -178,6 +193,7 @@ export class SlotRunner implements Runner {
       outputs.push({ name: io.presentValue(l), type: this.cacheType, dims, data: { buffer: value, byteOffset } });
     });
     this.session.run(inputs, outputs);
+    return passHidden;
   }
 
   private takeSlot(seqId: number): void {

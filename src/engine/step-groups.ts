@@ -1,11 +1,11 @@
 /**
- * How a runner splits a step into forward passes, and how the passes' logits are put back in
- * plan order. Both ONNX runners share the policy: all single-token rows (decodes) in one
+ * How a runner splits a step into forward passes, and how the passes' logits (and hidden states,
+ * for embedding rows) are put back in plan order. Both ONNX runners share the policy: all single-token rows (decodes) in one
  * batched pass, each multi-token row (a prefill chunk) in a pass of its own, so short rows are
  * not padded to long ones (the paged graph) and prefill chunks never mix with decodes (GQA
  * refuses that). Decodes go first, as the scheduler lists them.
  */
-import type { PlanRow } from '../scheduler/runner-contract.ts';
+import { hiddenOffsets, type HiddenRows, type PlanRow } from '../scheduler/runner-contract.ts';
 
 /** Row indices of each pass, ascending within a pass: [decodes] then [chunk] per chunk. */
 export function stepGroups(rows: readonly PlanRow[]): number[][] {
@@ -38,4 +38,22 @@ export function scatterLogits(group: readonly number[], passLogits: Float32Array
     into.set(passLogits.subarray(at * vocabSize, (at + n) * vocabSize), offsets[r]! * vocabSize);
     at += n;
   }
+}
+
+/** The step's hidden-state buffer (StepOutput.hidden), or undefined when no row asks for hidden states. */
+export function newHiddenRows(rows: readonly PlanRow[], size: number): HiddenRows | undefined {
+  const offsets = hiddenOffsets(rows);
+  return offsets.at(-1)! > 0 ? { data: new Float32Array(offsets.at(-1)! * size), offsets, size } : undefined;
+}
+
+/**
+ * Copies the hidden states plan row `i` (`r`) asked for out of a pass's `hidden` output
+ * ([positions, size], the row's new tokens at `passRow`..) into the step's buffer. Right after
+ * the pass: a runner may reuse the output's memory on the next one.
+ */
+export function copyHidden(r: PlanRow, i: number, passHidden: Float32Array, passRow: number, into: HiddenRows): void {
+  if (r.hidden === undefined) return;
+  const n = r.tokenIds.length;
+  const first = r.hidden === 'all' ? 0 : n - 1;
+  into.data.set(passHidden.subarray((passRow + first) * into.size, (passRow + n) * into.size), into.offsets[i]! * into.size);
 }

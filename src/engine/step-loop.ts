@@ -3,13 +3,15 @@
  * the scheduler for a plan, hands the plan to the runner in one call, scores prompt rows and
  * samples the rows that reached their last known token, gives the sampled tokens back to the
  * scheduler (Scheduler.update), ends the sequences that stop, and sends everything the step
- * produced as one StepReport. Requests come in through submit/abort/close between steps.
+ * produced as one StepReport. An embedding is a prefill-only sequence: its rows' hidden states
+ * are pooled (embedding-pool.ts) and it ends with its vector after its last chunk. Requests come in through submit/abort/close between steps.
  */
 import { Scheduler, type SchedulerConfig } from '../scheduler/scheduler.ts';
 import { KvCacheManager } from '../scheduler/kv-cache-manager.ts';
-import type { Runner, StepOutput } from '../scheduler/runner-contract.ts';
+import type { PlanRow, Runner, StepOutput } from '../scheduler/runner-contract.ts';
 import type { SchedulerStep, Sequence } from '../scheduler/types.ts';
 import { newGeneration, type Generation } from './generation.ts';
+import type { EmbeddingPool } from './embedding-pool.ts';
 import type { SequenceGrammar } from './grammar/matcher.ts';
 import { scorePromptRow, wantsPromptLogits } from './prompt-scoring.ts';
 import type { SoftmaxWeights } from './sampling.ts';
@@ -38,7 +40,11 @@ export class StepLoop {
 
   /** Queues a request; `grammar`: its constraint's state, compiled already (or null). */
   submit(req: SubmitMessage, grammar: SequenceGrammar | null = null): void {
-    this.gens.set(req.id, newGeneration(req, grammar));
+    if (req.pooling !== undefined && this.runner.hiddenSize === undefined) {
+      this.post({ type: 'error', id: req.id, message: 'this model cannot compute embeddings (its runner returns no hidden states)' });
+      return;
+    }
+    this.gens.set(req.id, newGeneration(req, grammar, this.runner.hiddenSize));
     this.scheduler.add({ id: req.id, promptIds: req.promptIds, maxTokens: req.maxTokens, priority: req.priority });
     this.wake?.();
   }
@@ -70,7 +76,7 @@ export class StepLoop {
         this.wake = null;
         continue;
       }
-      const step = this.scheduler.schedule((seq) => wantsPromptLogits(this.gens.get(seq.spec.id)!));
+      const step = this.scheduler.schedule((seq) => wantsPromptLogits(this.gens.get(seq.spec.id)!), (seq) => this.gens.get(seq.spec.id)!.pool?.pooling);
       for (const seq of step.unservable) {
         this.end(seq.spec.id, { type: 'error', id: seq.spec.id, message: `the sequence (${Scheduler.numTokens(seq)} tokens) does not fit the KV cache even alone; raise --kv-cache-memory` });
       }
@@ -110,6 +116,7 @@ export class StepLoop {
         if (entries !== null) this.outbox.add({ type: 'prompt_logprobs', id: p.seq.spec.id, logprobs: entries });
       }
       if (this.aborted.has(p.seq.spec.id)) { this.finish(p.seq, 'abort'); return; }
+      if (g.pool !== null) { this.pool(p.seq, g.pool, step.plan.rows[i]!, i, out); return; }
       if (!p.sample) return;
       if (g.req.maxTokens === 0) { this.finish(p.seq, 'length'); return; } // prompt only (scored, when asked)
       const last = out.offsets[i + 1]! - 1;
@@ -135,6 +142,20 @@ export class StepLoop {
     });
     this.scheduler.update(step, sampled);
     for (const { seq, token } of emitted) this.emit(seq, token);
+  }
+
+  /**
+   * An embedding's row: its hidden states go into the pool; after the prompt's last chunk the
+   * sequence ends with its vector, its cache free at once (prefill only, nothing sampled).
+   */
+  private pool(seq: Sequence, pool: EmbeddingPool, row: PlanRow, i: number, out: StepOutput): void {
+    const h = out.hidden;
+    const n = h === undefined ? 0 : h.offsets[i + 1]! - h.offsets[i]!;
+    if (row.hidden !== undefined) {
+      if (h === undefined || n === 0) { this.end(seq.spec.id, { type: 'error', id: seq.spec.id, message: 'the runner returned no hidden states for an embedding row' }); return; }
+      pool.add(row.start, h.data, h.offsets[i]!, n);
+    }
+    if (row.sample) this.end(seq.spec.id, { type: 'embedding', id: seq.spec.id, embedding: pool.result(), promptTokens: seq.spec.promptIds.length });
   }
 
   /** After the scheduler appended a sampled token: reports it, or ends the sequence on a stop token or at max tokens. */

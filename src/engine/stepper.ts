@@ -16,6 +16,8 @@ export interface StepperRow {
   readonly logits: 'all' | 'last';
   /** False when the caller will not sample from this row (default true). */
   readonly sample?: boolean;
+  /** Final hidden states wanted (PlanRow.hidden); default none. */
+  readonly hidden?: 'all' | 'last';
 }
 
 export class Stepper<R extends Runner = Runner> {
@@ -30,6 +32,7 @@ export class Stepper<R extends Runner = Runner> {
     const out = await this.runner.execute({
       rows: rows.map((r) => ({
         seqId: r.seq.id, start: r.seq.numCached, tokenIds: Int32Array.from(r.tokenIds), blocks: r.seq.blocks, logits: r.logits, sample: r.sample ?? true,
+        ...(r.hidden !== undefined ? { hidden: r.hidden } : {}),
       })),
       finishedSeqIds: [],
       preemptedSeqIds: [],

@@ -19,6 +19,10 @@ export interface TokenLogprobs {
 /** Why a generation ended: a stop token or string, max tokens, or an abort. */
 export type FinishReason = 'stop' | 'length' | 'abort';
 
+/** How an embedding pools its final hidden states: their mean over the input's tokens, or the last token's. */
+export type Pooling = 'mean' | 'last';
+export const POOLINGS: readonly Pooling[] = ['mean', 'last'];
+
 /** The worker thread's workerData. */
 export interface WorkerInit {
   readonly exportDir: string;
@@ -57,6 +61,11 @@ export interface SubmitMessage {
   readonly promptLogprobs: number | null;
   /** Constrained decoding (grammar/constraint.ts): compiled before the sequence is queued. */
   readonly constraint?: Constraint;
+  /**
+   * An embedding (maxTokens 0): the prompt is prefilled, its final hidden states pooled so and
+   * L2-normalised, and the sequence ends with an 'embedding' event after its last chunk.
+   */
+  readonly pooling?: Pooling;
 }
 
 export type ToWorker = SubmitMessage | { readonly type: 'abort'; readonly id: number } | { readonly type: 'close' }
@@ -72,6 +81,8 @@ export type SequenceEvent =
   | { readonly type: 'token'; readonly id: number; readonly tokenId: number; readonly logprobs?: TokenLogprobs }
   /** The sequence ended; its last event. */
   | { readonly type: 'finish'; readonly id: number; readonly reason: FinishReason; readonly promptTokens: number; readonly completionTokens: number }
+  /** An embedding's result, its last event: [hiddenSize] pooled, L2-normalised. */
+  | { readonly type: 'embedding'; readonly id: number; readonly embedding: Float32Array; readonly promptTokens: number }
   /** The sequence failed; its last event. `param`: the request parameter at fault (a constraint that does not compile: a 400). */
   | { readonly type: 'error'; readonly id: number; readonly message: string; readonly param?: string };
 
@@ -90,7 +101,7 @@ export interface StepReport {
 
 export type FromWorker =
   /** Loaded; `maxSequenceTokens`: the longest sequence the KV cache can hold alone. */
-  | { readonly type: 'ready'; readonly maxSequenceTokens: number; readonly maxRunning: number; readonly int4Swapped: number }
+  | { readonly type: 'ready'; readonly maxSequenceTokens: number; readonly maxRunning: number; readonly int4Swapped: number; readonly hiddenSize: number | null }
   /** The model could not be loaded. */
   | { readonly type: 'error'; readonly id: null; readonly message: string }
   /** The answer to 'compile': `error` is the refusal, absent when the constraint compiled. */

@@ -66,7 +66,7 @@ async function main(): Promise<void> {
       loop.close();
     }
   });
-  send({ type: 'ready', maxSequenceTokens: loop.scheduler.cache.maxSequenceTokens(), maxRunning: maxNumSeqs, int4Swapped: runner.int4Swapped ?? 0 });
+  send({ type: 'ready', maxSequenceTokens: loop.scheduler.cache.maxSequenceTokens(), maxRunning: maxNumSeqs, int4Swapped: runner.int4Swapped ?? 0, hiddenSize: runner.hiddenSize ?? null });
   await loop.run();
   await runner.release();
   grammars.dispose();

@@ -68,6 +68,11 @@ export interface PlanRow {
   readonly logits: 'all' | 'last';
   /** The engine samples from this row's last logits (false: a prefill chunk short of the prompt's end). */
   readonly sample: boolean;
+  /**
+   * Final hidden states wanted (an embedding's prefill): 'all' of every new token, 'last' of the
+   * last one; absent: none. Only a runner with `hiddenSize` is given such rows.
+   */
+  readonly hidden?: 'all' | 'last';
 }
 
 /** What a runner computes in one step. Cache room for every row is already reserved. */
@@ -92,6 +97,28 @@ export interface StepOutput {
   readonly offsets: readonly number[];
   /** Logits per position (the model's vocabulary). */
   readonly vocabSize: number;
+  /**
+   * Present when a row asked for hidden states: row r owns rows [offsets[r], offsets[r + 1]) of
+   * `data` [offsets[numRows], size] float32 ('all' rows n, 'last' rows 1, others 0): the final
+   * hidden states (after the final norm, before the LM head). Valid until the next `execute`.
+   */
+  readonly hidden?: HiddenRows;
+}
+
+/** Hidden states of a step's rows (StepOutput.hidden). */
+export interface HiddenRows {
+  readonly data: Float32Array;
+  /** [numRows + 1] offsets[0] = 0, ascending. */
+  readonly offsets: readonly number[];
+  /** Floats per position (the model's hidden size). */
+  readonly size: number;
+}
+
+/** [numRows + 1] where each row's hidden states start in StepOutput.hidden. */
+export function hiddenOffsets(rows: readonly PlanRow[]): number[] {
+  const offsets = [0];
+  for (const r of rows) offsets.push(offsets.at(-1)! + (r.hidden === 'all' ? r.tokenIds.length : r.hidden === 'last' ? 1 : 0));
+  return offsets;
 }
 
 /** A model runner: the ONNX paged runner, the device-resident slot runner, a scripted one. */
@@ -100,6 +127,8 @@ export interface Runner {
   readonly layout: CacheLayout;
   /** Sequences it can hold at once, where it has such a limit (one cache slot each). */
   readonly maxRunning?: number;
+  /** Floats per hidden state when it can return hidden states (PlanRow.hidden); absent: it cannot. */
+  readonly hiddenSize?: number;
   /** Int4 matmuls run by gemma-serve's kernel (0 or absent: none). */
   readonly int4Swapped?: number;
   /** Runs one step: frees what the plan says, computes its rows, returns their logits. */

@@ -112,9 +112,11 @@ export class Scheduler {
 
   /**
    * Plans the next step. `allLogits`: whether a sequence's row returns logits for every new
-   * token (prompt scoring) instead of the last one only.
+   * token (prompt scoring) instead of the last one only. `pooling`: how an embedding sequence
+   * pools its hidden states ('mean': its rows ask for every token's, 'last': its last row for
+   * the last token's); undefined for a generation.
    */
-  schedule(allLogits: (seq: Sequence) => boolean = () => false): SchedulerStep {
+  schedule(allLogits: (seq: Sequence) => boolean = () => false, pooling: (seq: Sequence) => 'mean' | 'last' | undefined = () => undefined): SchedulerStep {
     let budget = this.config.maxNumBatchedTokens;
     const rows = new Map<Sequence, PlannedRow>();
     const preempted: Sequence[] = [];
@@ -173,7 +175,7 @@ export class Scheduler {
     this.last = { batchSize: planned.length, numTokens };
     return {
       rows: planned, preempted, unservable, numTokens,
-      plan: { rows: planned.map((r) => planRow(r, allLogits(r.seq))), finishedSeqIds: [...this.unsentFinished], preemptedSeqIds: [...this.unsentPreempted] },
+      plan: { rows: planned.map((r) => planRow(r, allLogits(r.seq), pooling(r.seq))), finishedSeqIds: [...this.unsentFinished], preemptedSeqIds: [...this.unsentPreempted] },
     };
   }
 
@@ -206,10 +208,11 @@ export class Scheduler {
 }
 
 /** A planned row as the runner sees it. */
-function planRow(r: PlannedRow, allLogits: boolean): PlanRow {
+function planRow(r: PlannedRow, allLogits: boolean, pooling: 'mean' | 'last' | undefined): PlanRow {
   const tokenIds = new Int32Array(r.count);
   for (let i = 0; i < r.count; i++) tokenIds[i] = Scheduler.tokenAt(r.seq, r.start + i);
-  return { seqId: r.seq.spec.id, start: r.start, tokenIds, blocks: r.seq.cache.blocks, logits: allLogits ? 'all' : 'last', sample: r.sample };
+  const hidden = pooling === 'mean' ? 'all' : pooling === 'last' && r.sample ? 'last' : undefined;
+  return { seqId: r.seq.spec.id, start: r.start, tokenIds, blocks: r.seq.cache.blocks, logits: allLogits ? 'all' : 'last', sample: r.sample, ...(hidden !== undefined ? { hidden } : {}) };
 }
 
 const waitingOrder = (a: Sequence, b: Sequence): number => a.spec.priority - b.spec.priority || a.arrival - b.arrival;

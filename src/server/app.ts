@@ -23,6 +23,8 @@ import { healthRoute } from './routes/health.ts';
 import { metricsRoute } from './routes/metrics.ts';
 import { modelsRoute } from './routes/models.ts';
 import { tokenizeRoutes } from './routes/tokenize.ts';
+import { embeddingsRoute } from './routes/embeddings.ts';
+import { ollamaEmbedRoutes } from './routes/ollama-embed.ts';
 import { openApiRoute, registerOpenApi } from './openapi.ts';
 import { registerOllamaErrors } from './ollama/errors.ts';
 import { ollamaGenerationRoutes } from './routes/ollama.ts';
@@ -108,6 +110,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     chatWebSocketRoute(api, state, jsonParser);
     ollamaGenerationRoutes(api, state);
     ollamaModelRoutes(api, state);
+    embeddingsRoute(api, state);
+    ollamaEmbedRoutes(api, state);
   });
   return app;
 }

@@ -327,11 +327,16 @@ t.test('fp16 compute: the manifest, and a graph with fp16 matrices, GQA and cach
   t.notOk(nodes.some((n) => (n.name ?? '').startsWith('/weights/')), 'and is not cast to float32 at load');
   t.ok(graph.initializer!.filter((i) => (i.name ?? '').endsWith('.plus_one')).every((i) => i.dataType === DType.FLOAT), 'norm scales are float32');
   // The fp32 islands: every RMSNorm reads the float32 stream (a residual Add, the embedding, the
-  // selected rows, or a Cast to float32) and feeds it (an Add) or a Cast to float16.
+  // selected rows, or a Cast to float32) and feeds it (an Add) or a Cast to float16; the final
+  // norm feeds the float32 `hidden` output and the logits' row selection, then a Cast to float16.
   const norms = nodes.filter((n) => n.opType === 'SimplifiedLayerNormalization');
   t.equal(norms.length, 4 * L + 1);
   t.ok(norms.every((n) => { const p = producer.get(n.input![0]!); return p !== undefined && (['Add', 'Reshape', 'Gather'].includes(p.opType!) || castTo(p) === DType.FLOAT); }), 'every norm reads float32');
-  t.ok(norms.every((n) => consumers(n.output![0]!).every((c) => c.opType === 'Add' || castTo(c) === DType.FLOAT16)), 'every norm feeds the float32 stream or a cast to float16');
+  const [layerNorms, finalNorm] = [norms.filter((n) => n.name !== '/model/norm'), norms.find((n) => n.name === '/model/norm')!];
+  t.ok(layerNorms.every((n) => consumers(n.output![0]!).every((c) => c.opType === 'Add' || castTo(c) === DType.FLOAT16)), 'every layer norm feeds the float32 stream or a cast to float16');
+  t.equal(finalNorm.output![0], io.HIDDEN, 'the final norm produces the float32 hidden output itself');
+  const finalUses = consumers(io.HIDDEN);
+  t.ok(finalUses.length === 1 && finalUses[0]!.opType === 'Gather' && consumers(finalUses[0]!.output![0]!).every((d) => castTo(d) === DType.FLOAT16), 'and feeds the row selection, cast to float16 for the head');
   const capDiv = nodes.find((n) => n.name === '/model/final_softcap/Div')!;
   t.equal(castTo(producer.get(capDiv.input![0]!)), DType.FLOAT, 'the final soft-cap runs on float32 logits');
 });

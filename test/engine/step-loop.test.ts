@@ -3,8 +3,8 @@
 // reports each step in one message. The fake's logits pick token (last input token + 1) mod V,
 // so every generation's output follows from its prompt alone, batched or not.
 import t from 'tap';
-import { StepLoop } from '../../src/engine/step-loop.ts';
-import { jsSoftmaxWeights, DEFAULT_SAMPLING } from '../../src/engine/sampling.ts';
+import { driveLoop } from './drive-loop.ts';
+import { DEFAULT_SAMPLING } from '../../src/engine/sampling.ts';
 import type { StepReport, SubmitMessage } from '../../src/engine/types.ts';
 import type { CacheLayout, Runner, StepOutput, StepPlan } from '../../src/scheduler/runner-contract.ts';
 
@@ -46,23 +46,7 @@ const request = (id: number, promptIds: number[], maxTokens: number, extra: Part
 });
 
 /** Runs the loop until `ids` all ended; returns its reports. */
-async function drive(runner: Runner, reqs: readonly SubmitMessage[], maxNumSeqs = 8): Promise<StepReport[]> {
-  const reports: StepReport[] = [];
-  const pending = new Set(reqs.map((r) => r.id));
-  let done!: () => void;
-  const allEnded = new Promise<void>((res) => { done = res; });
-  const loop = new StepLoop(runner, { maxNumSeqs, maxNumBatchedTokens: 64 }, (report) => {
-    reports.push(report);
-    for (const e of report.events) if (e.type === 'finish' || e.type === 'error') pending.delete(e.id);
-    if (pending.size === 0) done();
-  }, jsSoftmaxWeights);
-  const running = loop.run();
-  for (const r of reqs) loop.submit(r);
-  await allEnded;
-  loop.close();
-  await running;
-  return reports;
-}
+const drive = (runner: Runner, reqs: readonly SubmitMessage[], maxNumSeqs = 8): Promise<StepReport[]> => driveLoop(runner, reqs, { maxNumSeqs, maxNumBatchedTokens: 64 });
 
 const expected = (promptIds: readonly number[], n: number): number[] => Array.from({ length: n }, (_, i) => (promptIds.at(-1)! + 1 + i) % V);
 

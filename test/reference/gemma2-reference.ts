@@ -170,6 +170,17 @@ export class Gemma2Reference {
   /** The final soft-capped logits [V] at every position of `inputIds` (full recompute). */
   logits(inputIds: readonly number[]): Float64Array[] {
     const c = this.config;
+    // Head: (tied) LM head over the final hidden states, final soft-cap.
+    return this.hiddenStates(inputIds).map((x) => {
+      const logits = linear(this.weights.head, x, c.vocabSize, c.hiddenSize);
+      for (let v = 0; v < c.vocabSize; v++) logits[v] = softcap(logits[v]!, c.finalLogitSoftcap);
+      return logits;
+    });
+  }
+
+  /** The final hidden states [H] (after the final norm, before the LM head) at every position of `inputIds`. */
+  hiddenStates(inputIds: readonly number[]): Float64Array[] {
+    const c = this.config;
     const w = this.weights;
     const H = c.hiddenSize;
     const D = c.headDim;
@@ -258,12 +269,7 @@ export class Gemma2Reference {
       });
     }
 
-    // Head: final norm, (tied) LM head, final soft-cap.
-    return xs.map((x) => {
-      const logits = linear(w.head, rmsNorm(x, w.finalNorm, c.rmsNormEps), V, H);
-      for (let v = 0; v < V; v++) logits[v] = softcap(logits[v]!, c.finalLogitSoftcap);
-      return logits;
-    });
+    return xs.map((x) => rmsNorm(x, w.finalNorm, c.rmsNormEps));
   }
 
   /** log_softmax over the vocabulary of the final soft-capped logits, per position. */

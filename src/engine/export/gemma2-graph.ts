@@ -50,9 +50,13 @@ export function buildGemma2Graph(cfg: Gemma2Config, weights: GraphWeights, opts:
 
   for (let l = 0; l < cfg.numLayers; l++) x = decoderLayer(g, cfg, weights, attn, l, x);
 
-  // Head: select rows, final norm, tied (or untied) LM head, final soft-cap.   [N_logits, V]
-  const rows = g.op1('Gather', '/model/head/GatherRows', [x, logitRows], { axis: 0 });
-  const normed = castIf(g, attn.half, '/model/norm/Cast', rmsNorm(g, cfg, weights, '/model/norm', 'model.norm.weight', rows), DType.FLOAT16);
+  // Final norm over every position (the hidden states embeddings pool, a graph output), then
+  // the head: select rows, tied (or untied) LM head, final soft-cap.   [N_logits, V]
+  // The norm's own output (no Identity copy); ORT writes it only into memory a run binds.
+  const hidden = rmsNorm(g, cfg, weights, '/model/norm', 'model.norm.weight', x, io.HIDDEN); // [N, H] float32
+  g.namedOutput(io.HIDDEN, DType.FLOAT, ['num_tokens', cfg.hiddenSize]);
+  const rows = g.op1('Gather', '/model/head/GatherRows', [hidden, logitRows], { axis: 0 });
+  const normed = castIf(g, attn.half, '/model/norm/Cast', rows, DType.FLOAT16);
   const headName = weights.has('lm_head.weight') ? 'lm_head.weight' : 'model.embed_tokens.weight';
   let logits = castIf(g, attn.half, '/model/lm_head/Cast', linear(g, weights, '/model/lm_head/Gemm', normed, headName), DType.FLOAT);
   if (cfg.finalLogitSoftcap !== null) logits = softcap(g, '/model/final_softcap', logits, cfg.finalLogitSoftcap);
@@ -89,10 +93,10 @@ function decoderLayer(g: GraphBuilder, cfg: Gemma2Config, w: GraphWeights, attn:
   return g.op1('Add', `${p}/mlp_residual`, [h, rmsNorm(g, cfg, w, `${p}/post_feedforward_layernorm`, `${hf}post_feedforward_layernorm.weight`, m)]);
 }
 
-/** x * rsqrt(mean(x^2) + eps) * (1 + w), in float32.   [N, H] -> [N, H] */
-function rmsNorm(g: GraphBuilder, cfg: Gemma2Config, w: GraphWeights, name: string, hfName: string, x: string): string {
+/** x * rsqrt(mean(x^2) + eps) * (1 + w), in float32; `outputName`: a graph output it produces itself.   [N, H] -> [N, H] */
+function rmsNorm(g: GraphBuilder, cfg: Gemma2Config, w: GraphWeights, name: string, hfName: string, x: string, outputName: string | null = null): string {
   const scale = w.tensor(g, hfName, 'plus-one');
-  return g.op1('SimplifiedLayerNormalization', name, [x, scale], { axis: -1, epsilon: { f: cfg.rmsNormEps }, stash_type: 1 });
+  return g.op('SimplifiedLayerNormalization', name, [x, scale], { axis: -1, epsilon: { f: cfg.rmsNormEps }, stash_type: 1 }, 1, '', [outputName])[0]!;
 }
 
 /** down(gelu_tanh(gate(x)) * up(x)).   [N, H] -> [N, H] */
