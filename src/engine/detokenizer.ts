@@ -45,6 +45,14 @@ export class Detokenizer {
     return '\uFFFD'.repeat(more);
   }
 
+  /**
+   * What flush() would return now, without changing anything: the held run as it decodes if
+   * the sequence ended here (stop strings look at it, so a run can end a sequence).
+   */
+  pending(): string {
+    return this.run.length === 0 ? '' : this.unread();
+  }
+
   /** The remaining held-back text (an unfinished run decodes as the whole sequence would). */
   flush(): string {
     return this.release();
@@ -52,12 +60,17 @@ export class Detokenizer {
 
   /** Emits everything after readOffset (less the U+FFFDs already sent) and closes the run. */
   private release(): string {
-    const end = this.ids.length;
-    const prefixText = this.decode(this.prefixOffset, this.readOffset) + '\uFFFD'.repeat(this.runEmitted);
-    const newText = this.decode(this.prefixOffset, end);
+    const text = this.unread();
     if (this.run.length > 0) this.endRun();
     this.prefixOffset = this.readOffset;
-    this.readOffset = end;
+    this.readOffset = this.ids.length;
+    return text;
+  }
+
+  /** The text of everything after readOffset, less the U+FFFDs already sent for the open run. */
+  private unread(): string {
+    const prefixText = this.decode(this.prefixOffset, this.readOffset) + '\uFFFD'.repeat(this.runEmitted);
+    const newText = this.decode(this.prefixOffset, this.ids.length);
     return newText.startsWith(prefixText) ? newText.slice(prefixText.length) : newText.slice(commonPrefixLength(prefixText, newText));
   }
 

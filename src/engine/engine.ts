@@ -350,6 +350,7 @@ export class Engine {
     else signal?.addEventListener('abort', abort, { once: true });
     const detok = new Detokenizer(this.tokenizer);
     const stop = new StopMatcher(req.stop ?? []);
+    const watchHeldText = (req.stop ?? []).some((s) => s !== '');
     let received = 0;
     const self = this;
 
@@ -372,7 +373,14 @@ export class Engine {
               received++;
               const delta = detok.push(m.tokenId);
               // Before min_tokens, stop strings do not end the sequence (vLLM's semantics).
-              const { text, matched } = received <= minTokens ? { text: delta, matched: false } : stop.push(delta);
+              let { text, matched } = received <= minTokens ? { text: delta, matched: false } : stop.push(delta);
+              // A held byte run (detokenizer.ts) may already spell a stop string: ending the
+              // sequence here gives the run exactly the text pending() shows, so end it.
+              if (watchHeldText && !matched && received > minTokens && stop.wouldMatch(detok.pending())) {
+                const rest = stop.push(detok.flush());
+                text += rest.text;
+                matched = rest.matched;
+              }
               yield { type: 'token', tokenId: m.tokenId, text, ...(m.logprobs ? { logprobs: m.logprobs } : {}) };
               if (matched) {
                 // A stop string: finish here; the finally block aborts the sequence in the worker.

@@ -29,6 +29,13 @@ export class StopMatcher {
     return { text: buf.slice(0, buf.length - keep), matched: false };
   }
 
+  /** Whether `extra`, pushed now, would complete a stop string (nothing changes). */
+  wouldMatch(extra: string): boolean {
+    if (this.done || extra === '') return false;
+    const buf = this.held + extra;
+    return this.stops.some((s) => s !== '' && buf.includes(s));
+  }
+
   /** The final delta: everything still held is released unless it completes a stop string. */
   finish(delta: string): { text: string; matched: boolean } {
     const r = this.push(delta);

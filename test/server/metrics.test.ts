@@ -126,7 +126,8 @@ t.test('a cancelled stream counts as finished_reason="abort" with the tokens it 
   const gen0 = value(before, `${P}generation_tokens_total`, M)!;
   const controller = new AbortController();
   const stream = await client.chat.completions.create(
-    { model, messages: messages('cancel me'), max_tokens: 200, temperature: 0, stream: true, ignore_eos: true } as never,
+    // logprobs: one chunk per token, even while the detokenizer holds a byte run's text back.
+    { model, messages: messages('cancel me'), max_tokens: 200, temperature: 0, stream: true, ignore_eos: true, logprobs: true } as never,
     { signal: controller.signal },
   ) as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>;
   let seen = 0;

@@ -102,3 +102,18 @@ t.test('random byte, word and special token sequences: the stream always equals 
   }
   t.equal(mismatches, 0, 'no sequence streams differently');
 });
+
+t.test('pending() shows what a held run would flush to, and changes nothing', async (t) => {
+  const d = new Detokenizer(tok);
+  const ids = [tok.tokenToId('a')!, 108 + 0x3c, 108 + 0x62, 108 + 0xe4]; // a, then bytes '<', 'b', a lead byte
+  t.equal(d.push(ids[0]!), 'a');
+  t.equal(d.pending(), '', 'nothing held');
+  t.equal(d.push(ids[1]!), '');
+  t.equal(d.push(ids[2]!), '');
+  t.equal(d.pending(), '<b', 'a valid run, as it would end here');
+  t.equal(d.pending(), '<b', 'asking twice changes nothing');
+  t.equal(d.push(ids[3]!), '');
+  t.equal(d.pending(), '\uFFFD\uFFFD\uFFFD', 'unfinished: the whole run would be U+FFFDs');
+  t.equal(d.flush(), '\uFFFD\uFFFD\uFFFD');
+  t.equal(d.flush() + d.pending(), '');
+});
