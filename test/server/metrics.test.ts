@@ -66,7 +66,7 @@ t.test('known traffic: counters and histogram counts equal the usage of the requ
   t.equal(value(before, 'gemma_serve:model_forward_seconds_total', M), 0, 'no forward pass yet');
   const t0 = performance.now();
   const maxTokens = [5, 7, 9];
-  const usages: { prompt_tokens: number; completion_tokens: number }[] = [];
+  const usages: OpenAI.CompletionUsage[] = [];
   for (const [i, max_tokens] of maxTokens.entries()) {
     const req = { model, messages: messages(`Request number ${i} ${'word '.repeat(i * 3)}`), max_tokens, temperature: 0, ignore_eos: true };
     if (i === 1) {
@@ -85,9 +85,13 @@ t.test('known traffic: counters and histogram counts equal the usage of the requ
   t.equal((await fetch(`${baseURL}/no/such/route`)).status, 404);
 
   const promptSum = usages.reduce((a, u) => a + u.prompt_tokens, 0);
+  // The prompts share their chat template's start: prompt tokens counted are the computed ones.
+  const cachedSum = usages.reduce((a, u) => a + u.prompt_tokens_details!.cached_tokens!, 0);
   const genSum = usages.reduce((a, u) => a + u.completion_tokens, 0);
   const all = await settled((a) => value(a, `${P}http_requests_total`, { route: 'unmatched', method: 'GET', status: '404' }) === 1);
-  t.equal(value(all, `${P}prompt_tokens_total`, M), promptSum, 'prompt tokens = sum of usage.prompt_tokens');
+  t.equal(value(all, `${P}prompt_tokens_total`, M), promptSum - cachedSum, 'prompt tokens = sum of usage.prompt_tokens less the cached ones');
+  t.equal(value(all, `${P}prefix_cache_queries_total`, M), promptSum, 'prefix cache queries: every prompt token');
+  t.equal(value(all, `${P}prefix_cache_hits_total`, M), cachedSum, 'prefix cache hits: the cached tokens of the usage');
   t.equal(value(all, `${P}generation_tokens_total`, M), genSum, 'generation tokens = sum of usage.completion_tokens');
   t.equal(value(all, `${P}request_success_total`, { ...M, finished_reason: 'length' }), 3);
   t.equal(value(all, `${P}request_success_total`, { ...M, finished_reason: 'stop' }) ?? 0, 0);
@@ -96,7 +100,7 @@ t.test('known traffic: counters and histogram counts equal the usage of the requ
   t.equal(value(all, `${P}request_generation_tokens_sum`, M), genSum);
   t.equal(value(all, `${P}inter_token_latency_seconds_count`, M), genSum - 3, 'one inter-token interval per token after the first');
   // Each step computes a prompt once and every generated token but the last (never fed back).
-  t.equal(value(all, `${P}iteration_tokens_total_sum`, M), promptSum + genSum - 3, 'tokens computed over all steps');
+  t.equal(value(all, `${P}iteration_tokens_total_sum`, M), promptSum - cachedSum + genSum - 3, 'tokens computed over all steps');
   t.equal(value(all, `${P}request_prompt_tokens_bucket`, { ...M, le: '+Inf' }), 3);
   t.ok(buckets125(engine.contextLength).every((b) => value(all, `${P}request_prompt_tokens_bucket`, { ...M, le: String(b) }) !== undefined), "vLLM's 1-2-5 buckets");
   t.equal(value(all, `${P}time_to_first_token_seconds_bucket`, { ...M, le: '0.001' }) !== undefined, true, "vLLM's TTFT buckets");
@@ -151,7 +155,9 @@ t.test("metricsNames 'vllm': vLLM's exact names; the split cache gauge and forwa
   // The worker's idle stats follow the response: wait for them too.
   const all = await settled((a) => value(a, 'gemma_serve:http_requests_total', { route: '/v1/completions', method: 'POST', status: '200' }) === 1 && value(a, 'vllm:num_requests_running', M) === 0, url);
   t.equal(value(all, 'vllm:request_success_total', { ...M, finished_reason: 'length' }), 1);
-  t.equal(value(all, 'vllm:prompt_tokens_total', M), r.usage!.prompt_tokens);
+  t.equal(value(all, 'vllm:prompt_tokens_total', M), r.usage!.prompt_tokens - r.usage!.prompt_tokens_details!.cached_tokens!);
+  t.equal(value(all, 'vllm:prefix_cache_queries_total', M), engine.stats!.prefixCache.queries, 'vllm:prefix_cache_queries_total');
+  t.equal(value(all, 'vllm:prefix_cache_hits_total', M), engine.stats!.prefixCache.hits, 'vllm:prefix_cache_hits_total');
   t.equal(value(all, 'vllm:generation_tokens_total', M), 6);
   for (const name of ['vllm:num_requests_running', 'vllm:num_requests_waiting', 'vllm:num_preemptions_total']) t.equal(value(all, name, M), 0, name);
   for (const h of HISTOGRAMS) t.equal(value(all, `vllm:${h}_count`, M), 1, `vllm:${h}`);
