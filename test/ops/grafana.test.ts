@@ -33,6 +33,8 @@ const ENGINE_METRICS: Record<string, 'gauge' | 'counter' | 'histogram'> = {
   iteration_tokens_total: 'histogram',
   request_prompt_tokens: 'histogram',
   request_generation_tokens: 'histogram',
+  prefix_cache_queries_total: 'counter',
+  prefix_cache_hits_total: 'counter',
 };
 /** HTTP metrics by route and status (no model_name label). */
 const HTTP_METRICS: Record<string, 'counter' | 'histogram'> = {
@@ -149,6 +151,7 @@ t.test('the panels issue 6 asks for are there', async (t) => {
     for (const q of ['0.5', '0.99']) t.ok(uses(new RegExp(`histogram_quantile\\(${q.replace('.', '\\.')}, sum by \\([^)]*\\ble\\b[^)]*\\) \\(rate\\(gemma_serve:${h}_bucket\\b`)), `${h} p${Number(q) * 100}`);
   }
   for (const h of ['e2e_request_latency_seconds', 'request_queue_time_seconds', 'iteration_tokens_total']) t.ok(uses(new RegExp(`gemma_serve:${h}_bucket\\b`)), h);
+  t.ok(exprs.some((e) => /rate\(gemma_serve:prefix_cache_hits_total\b.*\/.*rate\(gemma_serve:prefix_cache_queries_total\b/.test(e.expr)), 'prefix cache hit rate: hits / queries');
   t.ok(uses(/sum by \(finished_reason\) \(rate\(gemma_serve:request_success_total\b/), 'request success by finished_reason');
   t.ok(uses(/sum by \(route, status\) \(rate\(gemma_serve:http_requests_total\b/), 'HTTP requests by route and status');
   t.ok(uses(/rate\(process_cpu_seconds_total\b/), 'process CPU');

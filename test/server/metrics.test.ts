@@ -195,3 +195,29 @@ t.test('a closed app stops listening to the engine it served (the engine outlive
     t.equal(listeners(), before, `app ${i}: none after it closed`);
   }
 });
+
+t.test('n = 4 prefills its prompt once (prompt_tokens_total counts computed tokens); usage.prompt_tokens_details.cached_tokens is what was reused', async (t) => {
+  const BLOCK = 16; // the engine's block size
+  const prompt = `Prefix caching check: ${Array.from({ length: 40 }, (_, i) => `w${i * 7}`).join(' ')}`;
+  const before = await scrape();
+  const counter = (all: Series[], name: string): number => value(all, `${P}${name}`, M) ?? 0;
+  const r = await client.completions.create({ model, prompt, n: 4, max_tokens: 3, temperature: 0, ignore_eos: true } as never) as OpenAI.Completion;
+  const L = r.usage!.prompt_tokens;
+  const reusable = Math.floor((L - 1) / BLOCK) * BLOCK;
+  t.ok(L > 2 * BLOCK, `a prompt of ${L} tokens`);
+  const first = r.usage!.prompt_tokens_details!.cached_tokens!;
+  t.equal(first, 0, 'the choice that computed the prompt reused nothing (the prompt is new)');
+  const all = await scrape(); // the choices' trackers counted before the response was sent
+  // The first choice computes all L tokens; each of the 3 others reuses its full blocks and computes the rest.
+  t.equal(counter(all, 'prompt_tokens_total') - counter(before, 'prompt_tokens_total'), L + 3 * (L - reusable), `prompt tokens computed: ${L} + 3 * ${L - reusable}`);
+  t.equal(counter(all, 'prefix_cache_queries_total') - counter(before, 'prefix_cache_queries_total'), 4 * L, 'queries: 4 prompts');
+  t.equal(counter(all, 'prefix_cache_hits_total') - counter(before, 'prefix_cache_hits_total'), 3 * reusable, 'hits: 3 reused prefixes');
+  const again = await client.completions.create({ model, prompt, max_tokens: 3, temperature: 0, ignore_eos: true } as never) as OpenAI.Completion;
+  t.equal(again.usage!.prompt_tokens_details!.cached_tokens, reusable, 'the same prompt again: its full blocks reused');
+  t.same(again.choices[0]!.text, r.choices[0]!.text, 'same text');
+  const chat = async (): Promise<OpenAI.ChatCompletion> => await client.chat.completions.create({ model, messages: messages(prompt), max_tokens: 2, temperature: 0 } as never) as OpenAI.ChatCompletion;
+  const c1 = await chat();
+  const c2 = await chat();
+  t.equal(c1.usage!.prompt_tokens_details!.cached_tokens, 0, 'chat: a new prompt reuses nothing');
+  t.equal(c2.usage!.prompt_tokens_details!.cached_tokens, Math.floor((c2.usage!.prompt_tokens - 1) / BLOCK) * BLOCK, 'chat: the same messages again reuse their full blocks');
+});
