@@ -33,9 +33,12 @@ commands:
                [--concurrency 1,2,4,8 | --rate R[,R...] [--max-concurrency 64]]
                [--duration 30 | --requests N] [--warmup 2] [--seed 0] [--timeout 300]
                [--out report.json] [--chart chart.svg]
+               [--workload random|shared-prefix|multi-turn] [--shared-prefix-tokens 2000] [--turns 10]
                Load-test any OpenAI-compatible server with streamed requests of random-word
                prompts; per level: requests/s, output tokens/s (aggregate, per stream), TTFT
                p50/p90/p99, inter-token latency p50/p99, errors. Exit 1 if any request failed.
+               shared-prefix: one fixed prefix + distinct questions; multi-turn: chats resending
+               their history (both measure a prefix cache).
   make-random  --shape tiny|2b|9b|27b --seed N --dtype f32|bf16 --out DIR [--set key=value ...]
                Write a random-weight Gemma 2 checkpoint (Hugging Face layout).
   export       --checkpoint DIR --out DIR [--dtype fp32|fp16] [--weights fp32|int8|int4] [--kv-dtype fp32|fp16]
