@@ -44,6 +44,7 @@ export async function serve(argv: string[]): Promise<number> {
     'log-prompts': { type: 'boolean' },
     'special-tokens-in-content': { type: 'boolean' },
     'chat-template': { type: 'string' },
+    'no-prefix-caching': { type: 'boolean' },
     'stats-interval': { type: 'string' },
     'shutdown-timeout': { type: 'string' },
   });
@@ -68,6 +69,7 @@ export async function serve(argv: string[]): Promise<number> {
   const logPrompts = values['log-prompts'] ?? booleanEnv('log-prompts', env['GEMMA_SERVE_LOG_PROMPTS']);
   const specialTokensInContent = values['special-tokens-in-content'] ?? booleanEnv('special-tokens-in-content', env['GEMMA_SERVE_SPECIAL_TOKENS_IN_CONTENT']);
   const chatTemplate = resolveChatTemplate(values['chat-template'] ?? env['GEMMA_SERVE_CHAT_TEMPLATE']);
+  const prefixCaching = !(values['no-prefix-caching'] ?? booleanEnv('no-prefix-caching', env['GEMMA_SERVE_NO_PREFIX_CACHING']));
   const statsInterval = secondsFlag('stats-interval', values['stats-interval'] ?? env['GEMMA_SERVE_STATS_INTERVAL']) ?? DEFAULT_STATS_INTERVAL_SECONDS;
   const shutdownTimeout = secondsFlag('shutdown-timeout', values['shutdown-timeout'] ?? env['GEMMA_SERVE_SHUTDOWN_TIMEOUT']) ?? DEFAULT_SHUTDOWN_TIMEOUT_SECONDS;
   const threads = integerFlag('threads', values.threads ?? env['GEMMA_SERVE_THREADS'], 0);
@@ -96,7 +98,7 @@ export async function serve(argv: string[]): Promise<number> {
   const onSignal = (signal: string): void => { stopLoading.abort(); stopSignal?.(signal); };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const loading = Engine.start({ signal: stopLoading.signal, modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, modelId: servedModelName, modelAliases, specialTokensInContent, chatTemplate });
+  const loading = Engine.start({ signal: stopLoading.signal, modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, modelId: servedModelName, modelAliases, specialTokensInContent, chatTemplate, prefixCaching });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
   const metrics = new Metrics({ state, names: metricsNames });
@@ -128,7 +130,8 @@ export async function serve(argv: string[]): Promise<number> {
   } finally {
     if (state.phase !== 'ready') { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); }
   }
-  logger.info({ model: engine.modelId, exportDir: engine.exportDir, device, contextLength: engine.contextLength, maxNumSeqs: maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, maxRunning: engine.maxRunning, int4Kernel: engine.int4Swapped > 0 ? `gemma-serve (${engine.int4Swapped} matmuls)` : 'onnxruntime', maxWaiting: maxWaiting ?? DEFAULT_MAX_WAITING, seconds: Math.round(performance.now() - t0) / 1000 }, 'model loaded: ready');
+  logger.info({ model: engine.modelId, exportDir: engine.exportDir, device, contextLength: engine.contextLength, maxNumSeqs: maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, maxRunning: engine.maxRunning, int4Kernel: engine.int4Swapped > 0 ? `gemma-serve (${engine.int4Swapped} matmuls)` : 'onnxruntime', maxWaiting: maxWaiting ?? DEFAULT_MAX_WAITING, prefixCaching: engine.prefixCaching, seconds: Math.round(performance.now() - t0) / 1000 }, 'model loaded: ready');
+  if (prefixCaching && !engine.prefixCaching) logger.warn('prefix caching is off: the device-resident slot runner (a gqa export) keeps one cache slot per sequence and cannot share blocks; serve a paged export to reuse prompt prefixes');
   const stopStats = statsInterval > 0 ? startStatsLog(logger, state, metrics.totals, { intervalMs: statsInterval * 1000 }) : () => undefined;
   const signal = await stopped;
   process.off('SIGINT', onSignal);

@@ -10,7 +10,7 @@ commands:
   serve        [--model DIR] [--host 127.0.0.1] [--port 8000] [--device cpu|cuda] [--kv-cache-memory BYTES] [--kv-dtype fp32|fp16]
                [--api-key KEY ...] [--api-key-file PATH] [--cors-origin ORIGIN ...] [--max-body-bytes N]
                [--max-num-seqs 64] [--max-waiting 256] [--max-num-batched-tokens 512] [--threads N]
-               [--int4-kernel auto|ort|gemma-serve] [--served-model-name NAME] [--metrics-names gemma_serve|vllm] [--log-prompts] [--stats-interval 10] [--shutdown-timeout 30]
+               [--int4-kernel auto|ort|gemma-serve] [--served-model-name NAME] [--metrics-names gemma_serve|vllm] [--log-prompts] [--no-prefix-caching] [--stats-interval 10] [--shutdown-timeout 30]
                [--chat-template FILE]
                OpenAI-compatible HTTP server. DIR: a checkpoint (exported on first use and
                cached) or an export; none: a tiny random-weight model generated once.
@@ -20,7 +20,7 @@ commands:
                Environment: GEMMA_SERVE_MODEL, _HOST, _PORT, _DEVICE, _KV_CACHE_MEMORY, _KV_DTYPE, _DATA_DIR,
                _API_KEY (comma-separated), _API_KEY_FILE, _CORS_ORIGIN (comma-separated), _MAX_BODY_BYTES,
                _MAX_NUM_SEQS, _MAX_WAITING, _MAX_NUM_BATCHED_TOKENS, _THREADS, _INT4_KERNEL, _SERVED_MODEL_NAME, _METRICS_NAMES, _LOG_PROMPTS,
-               _STATS_INTERVAL, _SHUTDOWN_TIMEOUT, _CHAT_TEMPLATE. Listens at once; 503 until the model is loaded.
+               _NO_PREFIX_CACHING, _STATS_INTERVAL, _SHUTDOWN_TIMEOUT, _CHAT_TEMPLATE. Listens at once; 503 until the model is loaded.
                GET /metrics (Prometheus; vLLM's names with --metrics-names vllm). On SIGTERM:
                drains (ready 503), in-flight requests get up to --shutdown-timeout seconds.
   chat         [--url URL | --model-dir DIR [--device cpu|cuda]] [--model NAME] [--api-key KEY] [--system TEXT]
@@ -35,9 +35,12 @@ commands:
                [--concurrency 1,2,4,8 | --rate R[,R...] [--max-concurrency 64]]
                [--duration 30 | --requests N] [--warmup 2] [--seed 0] [--timeout 300]
                [--out report.json] [--chart chart.svg]
+               [--workload random|shared-prefix|multi-turn] [--shared-prefix-tokens 2000] [--turns 10]
                Load-test any OpenAI-compatible server with streamed requests of random-word
                prompts; per level: requests/s, output tokens/s (aggregate, per stream), TTFT
                p50/p90/p99, inter-token latency p50/p99, errors. Exit 1 if any request failed.
+               shared-prefix: one fixed prefix + distinct questions; multi-turn: chats resending
+               their history (both measure a prefix cache).
   make-random  --shape tiny|2b|9b|27b --seed N --dtype f32|bf16 --out DIR [--set key=value ...]
                Write a random-weight Gemma 2 checkpoint (Hugging Face layout).
   export       --checkpoint DIR --out DIR [--dtype fp32|fp16] [--weights fp32|int8|int4] [--kv-dtype fp32|fp16]

@@ -59,6 +59,8 @@ export interface EngineOptions {
   readonly chatTemplate?: string;
   /** Aborting it stops loading (the export, the model, the text workers) and rejects start(). */
   readonly signal?: AbortSignal;
+  /** Reuse cached prompt prefixes (default true; the device-resident slot runner has none: Engine.prefixCaching says). */
+  readonly prefixCaching?: boolean;
 }
 
 export const DEFAULT_MAX_NUM_SEQS = 64;
@@ -110,14 +112,16 @@ export interface Usage {
   readonly prompt_tokens: number;
   readonly completion_tokens: number;
   readonly total_tokens: number;
+  /** Of the prompt tokens, those taken from the prefix cache instead of computed. */
+  readonly prompt_tokens_details: { readonly cached_tokens: number };
 }
 
 export type TokenEvent =
   /** First, when promptLogprobs was asked: entries for prompt tokens 1..n-1 (the first has none). */
   | { readonly type: 'prompt'; readonly logprobs: readonly TokenLogprobs[] }
   | { readonly type: 'token'; readonly tokenId: number; readonly text: string; readonly logprobs?: TokenLogprobs }
-  /** The scheduler first admitted the sequence, at `at` (this thread's performance.now()); before its first token. */
-  | { readonly type: 'scheduled'; readonly at: number }
+  /** The scheduler first admitted the sequence, at `at` (this thread's performance.now()), `cachedTokens` of its prompt from the prefix cache; before its first token. */
+  | { readonly type: 'scheduled'; readonly at: number; readonly cachedTokens: number }
   /** `text` is what the detokenizer still held back at the end (usually ''). */
   | { readonly type: 'finish'; readonly reason: FinishReason; readonly usage: Usage; readonly text: string };
 
@@ -175,6 +179,8 @@ export class Engine {
     readonly modelNames: readonly string[],
     /** Floats per embedding (the model's hidden size); null: the export has no hidden-state output. */
     readonly embeddingSize: number | null,
+    /** Whether prompt prefixes are reused (asked for, and the runner supports it). */
+    readonly prefixCaching: boolean,
   ) {
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'compiled') { this.compiles.get(m.id)?.(m.error); this.compiles.delete(m.id); return; }
@@ -212,7 +218,7 @@ export class Engine {
 
     const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
     const maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
-    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, ...(opts.script ? { script: [...opts.script] } : {}) };
+    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, prefixCaching: opts.prefixCaching ?? true, ...(opts.script ? { script: [...opts.script] } : {}) };
     // Compiled (dist/, what the package runs) the worker is the plain worker.js beside this
     // module. From source (.ts under tsx: tests, development) worker-boot.mjs registers tsx in
     // the thread first, so it runs the same under tsx's CLI or tap's loader; execArgv is not
@@ -221,7 +227,8 @@ export class Engine {
     const worker = new Worker(new URL(workerFile, import.meta.url), { workerData: init, execArgv: [] });
     const onAbort = (): void => void worker.terminate();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    const loaded = new Promise<{ maxSequenceTokens: number; maxRunning: number; int4Swapped: number; hiddenSize: number | null }>((res, rej) => {
+    type Facts = { maxSequenceTokens: number; maxRunning: number; int4Swapped: number; hiddenSize: number | null; prefixCaching: boolean };
+    const loaded = new Promise<Facts>((res, rej) => {
       const onMessage = (m: FromWorker): void => {
         if (m.type === 'ready') { cleanup(); res(m); }
         else if (m.type === 'error' && m.id === null) { cleanup(); rej(new EngineError(`cannot load the model: ${m.message}`)); }
@@ -234,7 +241,7 @@ export class Engine {
       worker.on('exit', onExit);
     });
     let text: TextPool;
-    let facts: { maxSequenceTokens: number; maxRunning: number; int4Swapped: number; hiddenSize: number | null };
+    let facts: Facts;
     try {
       [facts, text] = await Promise.all([loaded, textPool]);
     } catch (e) {
@@ -247,12 +254,12 @@ export class Engine {
       await Promise.all([worker.terminate(), text.close()]);
       throw new EngineError('loading was stopped', 'engine_closed', 503);
     }
-    const { maxSequenceTokens, maxRunning, int4Swapped, hiddenSize } = facts;
+    const { maxSequenceTokens, maxRunning, int4Swapped, hiddenSize, prefixCaching } = facts;
     // Decoding needs no tokenizer here: a text worker described every token's text (token-table.ts).
     // A decoder the table cannot reproduce is the exception, and costs the load on this thread.
     const tokenizer: TokenDecoder = text.table !== null ? new TokenTable(text.table) : loadTokenizer(tokenizerJson, file('tokenizer_config.json'));
     const modelId = opts.modelId ?? basename(resolve(opts.modelDir));
-    return new Engine(worker, text, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped, [...new Set([modelId, ...opts.modelAliases ?? []])], hiddenSize);
+    return new Engine(worker, text, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped, [...new Set([modelId, ...opts.modelAliases ?? []])], hiddenSize, prefixCaching);
   }
 
   /** The scheduler's counters after its latest step (null before the first). */
@@ -352,6 +359,7 @@ export class Engine {
     const stop = new StopMatcher(req.stop ?? []);
     const watchHeldText = (req.stop ?? []).some((s) => s !== '');
     let received = 0;
+    let cachedTokens = 0;
     const self = this;
 
     return {
@@ -366,7 +374,8 @@ export class Engine {
               continue;
             }
             if (m.type === 'scheduled') {
-              yield { type: 'scheduled', at: m.at - performance.timeOrigin };
+              cachedTokens = m.cachedTokens;
+              yield { type: 'scheduled', at: m.at - performance.timeOrigin, cachedTokens };
             } else if (m.type === 'prompt_logprobs') {
               yield { type: 'prompt', logprobs: m.logprobs };
             } else if (m.type === 'token') {
@@ -386,7 +395,7 @@ export class Engine {
                 // A stop string: finish here; the finally block aborts the sequence in the worker.
                 yield {
                   type: 'finish', reason: 'stop', text: '',
-                  usage: { prompt_tokens: promptIds.length, completion_tokens: received, total_tokens: promptIds.length + received },
+                  usage: usage(promptIds.length, received, cachedTokens),
                 };
                 return;
               }
@@ -395,7 +404,7 @@ export class Engine {
               const { text, matched } = stop.finish(detok.flush());
               yield {
                 type: 'finish', reason: matched ? 'stop' : m.reason, text,
-                usage: { prompt_tokens: m.promptTokens, completion_tokens: m.completionTokens, total_tokens: m.promptTokens + m.completionTokens },
+                usage: usage(m.promptTokens, m.completionTokens, cachedTokens),
               };
               return;
             } else if (m.type === 'error') {
@@ -536,4 +545,9 @@ function generationEos(path: string | null): number[] | null {
   } catch {
     return null;
   }
+}
+
+/** OpenAI's usage object of one generation. */
+function usage(promptTokens: number, completionTokens: number, cachedTokens: number): Usage {
+  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens, prompt_tokens_details: { cached_tokens: cachedTokens } };
 }

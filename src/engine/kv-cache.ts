@@ -29,10 +29,22 @@ export class KvCache {
     this.pools = this.layerKinds.map((k) => [pool(perBlock * layout.numBlocks[k]), pool(perBlock * layout.numBlocks[k])] as const);
   }
 
-  /** The layout of `numBlocks` blocks of `blockSize` for this model (its sliding ring: whole blocks covering the window). */
-  static layout(config: Gemma2Config, blockSize: number, numBlocks: Record<LayerKind, number>, maxSequenceTokens?: number): CacheLayout {
-    const ringSlots = Math.ceil(config.slidingWindow / blockSize) * blockSize;
-    return { blockSize, numBlocks, ringSlots, ...(maxSequenceTokens !== undefined ? { maxSequenceTokens } : {}) };
+  /**
+   * The layout of `numBlocks` blocks of `blockSize` for this model (its sliding ring: whole blocks
+   * covering the window, and one more with prefix caching: see CacheLayout.prefixCaching).
+   */
+  static layout(config: Gemma2Config, blockSize: number, numBlocks: Record<LayerKind, number>, maxSequenceTokens?: number, prefixCaching = false): CacheLayout {
+    const ringSlots = KvCache.ringBlocks(config, blockSize, prefixCaching) * blockSize;
+    return {
+      blockSize, numBlocks, ringSlots,
+      ...(maxSequenceTokens !== undefined ? { maxSequenceTokens } : {}),
+      ...(prefixCaching ? { prefixCaching: { slidingWindow: config.slidingWindow } } : {}),
+    };
+  }
+
+  /** Blocks of one sequence's sliding ring. */
+  static ringBlocks(config: Gemma2Config, blockSize: number, prefixCaching: boolean): number {
+    return Math.ceil(config.slidingWindow / blockSize) + (prefixCaching ? 1 : 0);
   }
 
   /**
@@ -41,14 +53,14 @@ export class KvCache {
    * pool is capped at what that many full windows need and the rest of the budget goes to
    * global blocks, i.e. to longer contexts: the hybrid cache's saving turned into capacity.
    */
-  static layoutFromBudget(config: Gemma2Config, blockSize: number, bytes: number, maxNumSeqs?: number, dtype: KvDtype = 'fp32'): CacheLayout {
+  static layoutFromBudget(config: Gemma2Config, blockSize: number, bytes: number, maxNumSeqs?: number, dtype: KvDtype = 'fp32', prefixCaching = false): CacheLayout {
     const layers = (sliding: boolean): number => config.slidingLayers.filter((s) => s === sliding).length;
     const perBlock = KvCache.bytesPerBlockPerLayer(config, blockSize, dtype);
     const [g, sl] = [perBlock * layers(false), perBlock * layers(true)];
     const n = Math.max(2, Math.floor(bytes / (g + sl)));
-    const cap = maxNumSeqs === undefined ? Infinity : maxNumSeqs * Math.ceil(config.slidingWindow / blockSize) + 1;
-    if (n <= cap || g === 0) return KvCache.layout(config, blockSize, { global: n, sliding: n });
-    return KvCache.layout(config, blockSize, { global: Math.max(2, Math.floor((bytes - cap * sl) / g)), sliding: cap });
+    const cap = maxNumSeqs === undefined ? Infinity : maxNumSeqs * KvCache.ringBlocks(config, blockSize, prefixCaching) + 1;
+    if (n <= cap || g === 0) return KvCache.layout(config, blockSize, { global: n, sliding: n }, undefined, prefixCaching);
+    return KvCache.layout(config, blockSize, { global: Math.max(2, Math.floor((bytes - cap * sl) / g)), sliding: cap }, undefined, prefixCaching);
   }
 
   /** Bytes one token takes across all layers, K and V together, where every layer keeps it. */

@@ -34,6 +34,8 @@ export interface ModelRunnerOptions {
   readonly binder?: Binder;
   /** CPU int4 matmuls: gemma-serve's kernel where it is faster (`auto`, default), ONNX Runtime's (`ort`), or gemma-serve's always. */
   readonly int4Kernel?: Int4Kernel;
+  /** A layout that supports prefix caching (CacheLayout.prefixCaching: the ring one block longer); default false. */
+  readonly prefixCaching?: boolean;
 }
 
 /**
@@ -74,9 +76,10 @@ export class ModelRunner implements Runner {
     const dtype = manifestKvDtype(manifest);
     const session = await openGraphSession(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads, binder: opts.binder, int4Kernel: opts.int4Kernel });
     const blockSize = opts.blockSize ?? 16;
+    const pc = opts.prefixCaching ?? false;
     const layout = opts.kvCacheTokens !== undefined
-      ? KvCache.layout(config, blockSize, { global: Math.ceil(opts.kvCacheTokens / blockSize) + 1, sliding: Math.ceil(opts.kvCacheTokens / blockSize) + 1 })
-      : KvCache.layoutFromBudget(config, blockSize, opts.kvCacheBytes ?? defaultKvCacheBytes(config, blockSize, dtype), opts.maxNumSeqs, dtype);
+      ? KvCache.layout(config, blockSize, { global: Math.ceil(opts.kvCacheTokens / blockSize) + 1, sliding: Math.ceil(opts.kvCacheTokens / blockSize) + 1 }, undefined, pc)
+      : KvCache.layoutFromBudget(config, blockSize, opts.kvCacheBytes ?? defaultKvCacheBytes(config, blockSize, dtype), opts.maxNumSeqs, dtype, pc);
     return new ModelRunner(config, new KvCache(config, layout, dtype), session, manifestHasHidden(manifest));
   }
 
@@ -128,12 +131,14 @@ export class ModelRunner implements Runner {
       { name: io.LOGIT_ROWS, type: 'int64', dims: [logitRows.length], data: BigInt64Array.from(logitRows) },
     ];
     for (const k of io.LAYER_KINDS) {
-      const M = Math.max(1, ...rows.map((r) => r.blocks[k].length));
+      // What the queries read: a ring as it was before the step replaced blocks in it (PlanRow.slidingView).
+      const view = (r: PlanRow): readonly number[] => (k === 'sliding' ? r.slidingView ?? r.blocks.sliding : r.blocks.global);
+      const M = Math.max(1, ...rows.map((r) => view(r).length));
       const table = new BigInt64Array(B * M); // padding: null block 0
       const slots = new BigInt64Array(B * M * blockSize).fill(-1n);
       rows.forEach((r, b) => {
-        r.blocks[k].forEach((blk, j) => { table[b * M + j] = BigInt(blk); });
-        const width = r.blocks[k].length * blockSize;
+        view(r).forEach((blk, j) => { table[b * M + j] = BigInt(blk); });
+        const width = view(r).length * blockSize;
         for (let i = 0; i < width; i++) slots[b * M * blockSize + i] = BigInt(slotPosition(c.layout, k, r.start, i));
       });
       inputs.push({ name: io.blockTable(k), type: 'int64', dims: [B, M], data: table });

@@ -20,11 +20,11 @@ export class ScriptedRunner implements Runner {
 
   private constructor(readonly layout: CacheLayout, private readonly maxPositions: number, private readonly vocabSize: number, private readonly script: readonly number[], readonly hiddenSize: number) {}
 
-  static load(exportDir: string, script: readonly number[], kvCacheBytes = 8 * 2 ** 20): ScriptedRunner {
+  static load(exportDir: string, script: readonly number[], kvCacheBytes = 8 * 2 ** 20, prefixCaching = false): ScriptedRunner {
     const { config } = readManifest(exportDir);
     if (script.length === 0) throw new EngineError('a scripted model needs at least one token');
     for (const id of script) if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) throw new EngineError(`scripted token ${id} is outside the vocabulary`);
-    return new ScriptedRunner(KvCache.layoutFromBudget(config, 16, kvCacheBytes), config.maxPositions, config.vocabSize, script, config.hiddenSize);
+    return new ScriptedRunner(KvCache.layoutFromBudget(config, 16, kvCacheBytes, undefined, 'fp32', prefixCaching), config.maxPositions, config.vocabSize, script, config.hiddenSize);
   }
 
   async execute(plan: StepPlan): Promise<StepOutput> {

@@ -82,7 +82,7 @@ export class StepLoop {
       }
       for (const p of step.rows) {
         const g = this.gens.get(p.seq.spec.id);
-        if (g !== undefined && !g.scheduled) { g.scheduled = true; this.outbox.add({ type: 'scheduled', id: p.seq.spec.id, at: performance.timeOrigin + performance.now() }); }
+        if (g !== undefined && !g.scheduled) { g.scheduled = true; this.outbox.add({ type: 'scheduled', id: p.seq.spec.id, at: performance.timeOrigin + performance.now(), cachedTokens: p.seq.cachedTokens }); }
       }
       // Counters as planned (lastStep is this step), taken before the step ends sequences.
       const stats = this.scheduler.stats();

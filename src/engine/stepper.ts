@@ -24,7 +24,8 @@ export class Stepper<R extends Runner = Runner> {
   readonly cache: KvCacheManager;
 
   constructor(readonly runner: R) {
-    this.cache = new KvCacheManager(runner.layout);
+    // No prefix caching: the stepper registers nothing and has no step ends (KvCacheManager.endStep).
+    this.cache = new KvCacheManager(runner.layout, { prefixCaching: false });
   }
 
   /** Runs one step; afterwards each row's sequence holds its new tokens. */

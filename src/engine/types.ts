@@ -40,6 +40,8 @@ export interface WorkerInit {
   readonly blockSize?: number;
   /** Run a ScriptedRunner emitting these tokens instead of the ONNX model (tests, benchmarks). */
   readonly script?: readonly number[];
+  /** Reuse cached prompt prefixes where the runner supports it (kv-cache-manager.ts); default false. */
+  readonly prefixCaching?: boolean;
 }
 
 export interface SubmitMessage {
@@ -74,8 +76,11 @@ export type ToWorker = SubmitMessage | { readonly type: 'abort'; readonly id: nu
 
 /** What happened to one sequence during a step; a step's events are in the order they happened. */
 export type SequenceEvent =
-  /** Once, when the scheduler first admits the sequence; `at`: performance.timeOrigin + performance.now() in the worker. */
-  | { readonly type: 'scheduled'; readonly id: number; readonly at: number }
+  /**
+   * Once, when the scheduler first admits the sequence; `at`: performance.timeOrigin + performance.now() in the worker;
+   * `cachedTokens`: prompt tokens taken from the prefix cache (not computed).
+   */
+  | { readonly type: 'scheduled'; readonly id: number; readonly at: number; readonly cachedTokens: number }
   /** Once, before the first token, when promptLogprobs was asked: entries for prompt tokens 1..n-1. */
   | { readonly type: 'prompt_logprobs'; readonly id: number; readonly logprobs: TokenLogprobs[] }
   | { readonly type: 'token'; readonly id: number; readonly tokenId: number; readonly logprobs?: TokenLogprobs }
@@ -100,8 +105,8 @@ export interface StepReport {
 }
 
 export type FromWorker =
-  /** Loaded; `maxSequenceTokens`: the longest sequence the KV cache can hold alone. */
-  | { readonly type: 'ready'; readonly maxSequenceTokens: number; readonly maxRunning: number; readonly int4Swapped: number; readonly hiddenSize: number | null }
+  /** Loaded; `maxSequenceTokens`: the longest sequence the KV cache can hold alone; `prefixCaching`: whether prompt prefixes are reused. */
+  | { readonly type: 'ready'; readonly maxSequenceTokens: number; readonly maxRunning: number; readonly int4Swapped: number; readonly hiddenSize: number | null; readonly prefixCaching: boolean }
   /** The model could not be loaded. */
   | { readonly type: 'error'; readonly id: null; readonly message: string }
   /** The answer to 'compile': `error` is the refusal, absent when the constraint compiled. */

@@ -27,8 +27,8 @@ async function main(): Promise<void> {
   let runner: Runner;
   try {
     runner = init.script !== undefined
-      ? ScriptedRunner.load(init.exportDir, init.script, init.kvCacheBytes)
-      : await loadRunner(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes, blockSize: init.blockSize, maxNumSeqs: init.maxNumSeqs, intraOpThreads: init.threads, int4Kernel: init.int4Kernel });
+      ? ScriptedRunner.load(init.exportDir, init.script, init.kvCacheBytes, init.prefixCaching)
+      : await loadRunner(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes, blockSize: init.blockSize, maxNumSeqs: init.maxNumSeqs, intraOpThreads: init.threads, int4Kernel: init.int4Kernel, prefixCaching: init.prefixCaching });
   } catch (e) {
     send({ type: 'error', id: null, message: (e as Error).message });
     return;
@@ -66,7 +66,7 @@ async function main(): Promise<void> {
       loop.close();
     }
   });
-  send({ type: 'ready', maxSequenceTokens: loop.scheduler.cache.maxSequenceTokens(), maxRunning: maxNumSeqs, int4Swapped: runner.int4Swapped ?? 0, hiddenSize: runner.hiddenSize ?? null });
+  send({ type: 'ready', maxSequenceTokens: loop.scheduler.cache.maxSequenceTokens(), maxRunning: maxNumSeqs, int4Swapped: runner.int4Swapped ?? 0, hiddenSize: runner.hiddenSize ?? null, prefixCaching: loop.scheduler.cache.prefixCaching });
   await loop.run();
   await runner.release();
   grammars.dispose();

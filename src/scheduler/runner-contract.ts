@@ -30,6 +30,17 @@ export interface CacheLayout {
   readonly ringSlots: number;
   /** A cap on one sequence's length below what the blocks hold (a runner with fixed-size slots); absent: none. */
   readonly maxSequenceTokens?: number;
+  /**
+   * Present when the storage supports prefix caching (kv-cache-manager.ts): blocks may be shared
+   * read-only between sequences, and the ring has one block more than the window needs
+   * (ringSlots >= slidingWindow + blockSize), so a sequence drops its oldest sliding block at a
+   * block boundary instead of overwriting it in place. The runner then reads a row's ring from
+   * PlanRow.slidingView when given and writes to PlanRow.blocks.
+   */
+  readonly prefixCaching?: {
+    /** Sliding layers' window W: a query at i sees keys j with i - W < j <= i. */
+    readonly slidingWindow: number;
+  };
 }
 
 /** Blocks of `kind` a sequence of `len` positions holds. */
@@ -64,6 +75,12 @@ export interface PlanRow {
    * the arrays belong to the scheduler.
    */
   readonly blocks: Readonly<Record<LayerKind, readonly number[]>>;
+  /**
+   * Prefix caching only, when this step replaced blocks of the ring: the ring as it was before
+   * (the blocks the new tokens' queries read, slot positions as slotPosition(start)); the new
+   * rows are written to `blocks.sliding`. Absent: `blocks.sliding` is read and written.
+   */
+  readonly slidingView?: readonly number[];
   /** 'all': logits of every new token (prompt scoring); 'last': of the last one only. */
   readonly logits: 'all' | 'last';
   /** The engine samples from this row's last logits (false: a prefill chunk short of the prompt's end). */

@@ -12,6 +12,12 @@
  * generated, so its output goes on unchanged. A sequence that cannot fit even an empty cache
  * is reported unservable instead of waiting forever.
  *
+ * With prefix caching (KvCacheManager), an admitted sequence first takes the longest cached
+ * prefix of its tokens and computes only the rest; computed full blocks are registered after each
+ * step (`update`). A sequence whose prompt shares more full blocks with a running sequence that
+ * has not computed them yet waits for them (the n choices of a request prefill their prompt
+ * once); one that wants logits of every prompt token (prompt logprobs) takes no cached prefix.
+ *
  * Pure bookkeeping: no tensors, no sampling, no clocks. The engine hands each step's `plan` to
  * the runner, samples, then calls `update` with the sampled tokens (the scheduler alone moves a
  * sequence's progress), and `finish` for sequences that end. Ends and preemptions reach the
@@ -42,6 +48,9 @@ export class Scheduler {
   private admissions = 0;
   private preemptionsTotal = 0;
   private last = { batchSize: 0, numTokens: 0 };
+  /** Prompt tokens of first admissions that looked the cache up, and those of them taken from it. */
+  private prefixQueries = 0;
+  private prefixHits = 0;
   /** Ended or preempted since the last plan a runner executed (`update` acknowledges them). */
   private readonly unsentFinished: number[] = [];
   private readonly unsentPreempted: number[] = [];
@@ -54,7 +63,7 @@ export class Scheduler {
   add(spec: SequenceSpec): Sequence {
     if (this.byId.has(spec.id)) throw new RangeError(`sequence ${spec.id} exists`);
     if (spec.promptIds.length === 0) throw new RangeError('empty prompt');
-    const seq: Sequence = { spec, outputIds: [], status: 'waiting', arrival: this.arrivals++, admitted: -1, cache: this.cache.newSequence(spec.id), preemptions: 0 };
+    const seq: Sequence = { spec, outputIds: [], status: 'waiting', arrival: this.arrivals++, admitted: -1, cache: this.cache.newSequence(spec.id), preemptions: 0, cachedTokens: 0 };
     this.byId.set(spec.id, seq);
     insertSorted(this.waiting, seq, waitingOrder);
     return seq;
@@ -88,11 +97,13 @@ export class Scheduler {
     for (const r of step.rows) {
       if (r.seq.status !== 'running') continue;
       r.seq.cache.numCached = r.start + r.count;
+      this.cache.commit(r.seq.cache, (i) => Scheduler.tokenAt(r.seq, i));
       const tokenId = sampled.get(r.seq.spec.id);
       if (r.sample && tokenId !== undefined) r.seq.outputIds.push(tokenId);
     }
     this.unsentFinished.splice(0, step.plan.finishedSeqIds.length);
     this.unsentPreempted.splice(0, step.plan.preemptedSeqIds.length);
+    this.cache.endStep();
   }
 
   /** Known tokens of a sequence: prompt then output. */
@@ -117,6 +128,7 @@ export class Scheduler {
    * the last token's); undefined for a generation.
    */
   schedule(allLogits: (seq: Sequence) => boolean = () => false, pooling: (seq: Sequence) => 'mean' | 'last' | undefined = () => undefined): SchedulerStep {
+    this.cache.endStep(); // the previous plan ran (or failed): what it read is free to reuse
     let budget = this.config.maxNumBatchedTokens;
     const rows = new Map<Sequence, PlannedRow>();
     const preempted: Sequence[] = [];
@@ -161,13 +173,24 @@ export class Scheduler {
         unservable.push(seq);
         continue;
       }
-      if (!this.cache.canReserve(seq.cache, total)) break; // first come, first served: no overtaking
+      // Rows that need every prompt position computed (prompt logprobs, a mean-pooled embedding) take no hit.
+      const lookup = this.cache.prefixCaching && !allLogits(seq) && pooling(seq) !== 'mean';
+      const hit = lookup ? this.cache.findPrefix((i) => Scheduler.tokenAt(seq, i), total) : null;
+      // First come, first served: no overtaking a sequence that waits.
+      if (hit !== null && this.sharesComputingPrefix(seq, hit.numTokens)) break;
+      if (hit !== null) this.cache.acquire(seq.cache, hit);
+      if (!this.cache.canReserve(seq.cache, total)) { this.cache.release(seq.cache); break; }
       this.waiting.shift();
       seq.status = 'running';
+      if (seq.admitted === -1 && hit !== null) {
+        seq.cachedTokens = hit.numTokens;
+        this.prefixQueries += seq.spec.promptIds.length;
+        this.prefixHits += hit.numTokens;
+      }
       seq.admitted = this.admissions++;
       insertSorted(this.running, seq, runningOrder);
-      const count = Math.min(total, budget);
-      this.cache.reserve(seq.cache, count);
+      const count = Math.min(total - seq.cache.numCached, budget);
+      this.cache.reserve(seq.cache, seq.cache.numCached + count);
       plan(seq, count);
     }
     const planned = [...rows.values()];
@@ -183,7 +206,7 @@ export class Scheduler {
     const usage = (k: LayerKind): KindUsage => {
       const total = this.cache.numBlocks[k] - 1;
       const used = total - this.cache.numFreeBlocks(k);
-      return { usedBlocks: used, totalBlocks: total, usedTokens: used * this.cache.blockSize };
+      return { usedBlocks: used, totalBlocks: total, usedTokens: used * this.cache.blockSize, cachedBlocks: this.cache.numCachedBlocks(k) };
     };
     const cache = Object.fromEntries(LAYER_KINDS.map((k) => [k, usage(k)])) as Record<LayerKind, KindUsage>;
     return {
@@ -192,8 +215,28 @@ export class Scheduler {
       preemptedWaiting: this.waiting.filter((s) => s.preemptions > 0).length,
       preemptionsTotal: this.preemptionsTotal,
       cache,
+      prefixCache: { queries: this.prefixQueries, hits: this.prefixHits },
       lastStep: { ...this.last },
     };
+  }
+
+  /**
+   * Whether a running sequence is computing full blocks `seq` shares beyond its cached prefix of
+   * `cached` tokens: `seq` then waits for them to be registered instead of computing them twice.
+   */
+  private sharesComputingPrefix(seq: Sequence, cached: number): boolean {
+    const B = this.cache.blockSize;
+    const reusable = Math.floor((Scheduler.numTokens(seq) - 1) / B) * B;
+    if (reusable <= cached) return false;
+    for (const r of this.running) {
+      if (r.cache.numCached >= reusable) continue; // computed (and registered) already
+      const limit = Math.min(reusable, Scheduler.numTokens(r));
+      let n = 0;
+      while (n < limit && Scheduler.tokenAt(r, n) === Scheduler.tokenAt(seq, n)) n++;
+      const shared = Math.floor(n / B) * B;
+      if (shared > cached && r.cache.numCached < shared) return true;
+    }
+    return false;
   }
 
   private preempt(seq: Sequence): void {
@@ -212,7 +255,8 @@ function planRow(r: PlannedRow, allLogits: boolean, pooling: 'mean' | 'last' | u
   const tokenIds = new Int32Array(r.count);
   for (let i = 0; i < r.count; i++) tokenIds[i] = Scheduler.tokenAt(r.seq, r.start + i);
   const hidden = pooling === 'mean' ? 'all' : pooling === 'last' && r.sample ? 'last' : undefined;
-  return { seqId: r.seq.spec.id, start: r.start, tokenIds, blocks: r.seq.cache.blocks, logits: allLogits ? 'all' : 'last', sample: r.sample, ...(hidden !== undefined ? { hidden } : {}) };
+  const view = r.seq.cache.slidingView;
+  return { seqId: r.seq.spec.id, start: r.start, tokenIds, blocks: r.seq.cache.blocks, ...(view !== null ? { slidingView: view } : {}), logits: allLogits ? 'all' : 'last', sample: r.sample, ...(hidden !== undefined ? { hidden } : {}) };
 }
 
 const waitingOrder = (a: Sequence, b: Sequence): number => a.spec.priority - b.spec.priority || a.arrival - b.arrival;

@@ -35,6 +35,8 @@ export interface Sequence {
   readonly cache: SequenceCache;
   /** Times its cache was taken back under memory pressure (recomputed afterwards). */
   preemptions: number;
+  /** Prompt tokens taken from the prefix cache at its first admission (not computed). */
+  cachedTokens: number;
 }
 
 /** One row of a step: compute tokens [start, start + count) of prompt ++ output. */
@@ -65,6 +67,8 @@ export interface KindUsage {
   readonly totalBlocks: number;
   /** Positions the blocks can hold. */
   readonly usedTokens: number;
+  /** Blocks no sequence holds that are kept for prefix reuse (free to evict; not in usedBlocks). */
+  readonly cachedBlocks: number;
 }
 
 /** The observability hooks: what the metrics issue exposes. */
@@ -75,6 +79,8 @@ export interface SchedulerStats {
   readonly preemptedWaiting: number;
   readonly preemptionsTotal: number;
   readonly cache: { readonly global: KindUsage; readonly sliding: KindUsage };
+  /** Prefix cache lookups since start, in prompt tokens (vLLM's prefix_cache_queries / _hits): first admissions only. */
+  readonly prefixCache: { readonly queries: number; readonly hits: number };
   /** Rows and tokens of the last step planned. */
   readonly lastStep: { readonly batchSize: number; readonly numTokens: number };
 }

@@ -103,20 +103,26 @@ async function* merge(sources: readonly Source[], cleanup: () => void): AsyncGen
   }
 }
 
-/** Usage of a whole request: each prompt counted once, every choice's completion summed. */
+/**
+ * Usage of a whole request: each prompt counted once, every choice's completion summed. A
+ * prompt's cached tokens are the fewest any of its choices took from the cache (the choice that
+ * computed the prompt: the others reuse its blocks, and the prompt is counted once).
+ */
 export class UsageCounter {
-  private readonly promptTokens = new Map<number, number>();
+  private readonly prompts = new Map<number, { tokens: number; cached: number }>();
   private completionTokens = 0;
 
   add(prompt: number, usage: Usage): void {
-    this.promptTokens.set(prompt, usage.prompt_tokens);
+    const cached = Math.min(usage.prompt_tokens_details.cached_tokens, this.prompts.get(prompt)?.cached ?? Infinity);
+    this.prompts.set(prompt, { tokens: usage.prompt_tokens, cached });
     this.completionTokens += usage.completion_tokens;
   }
 
   get usage(): Usage {
     let prompt = 0;
-    for (const n of this.promptTokens.values()) prompt += n;
-    return { prompt_tokens: prompt, completion_tokens: this.completionTokens, total_tokens: prompt + this.completionTokens };
+    let cached = 0;
+    for (const p of this.prompts.values()) { prompt += p.tokens; cached += p.cached; }
+    return { prompt_tokens: prompt, completion_tokens: this.completionTokens, total_tokens: prompt + this.completionTokens, prompt_tokens_details: { cached_tokens: cached } };
   }
 }
 

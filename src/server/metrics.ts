@@ -62,6 +62,9 @@ export class Metrics {
   private readonly generationTokens: Counter<'model_name'>;
   private readonly success: Counter<'model_name' | 'finished_reason'>;
   private readonly preemptions: Counter<'model_name'>;
+  private readonly prefixQueries: Counter<'model_name'>;
+  private readonly prefixHits: Counter<'model_name'>;
+  private prefixSeen = { queries: 0, hits: 0 };
   private readonly forward: Counter<'model_name'>;
   private forwardSeen = 0;
   private readonly hist: Record<'ttft' | 'itl' | 'e2e' | 'queue' | 'inference' | 'prefill' | 'decode' | 'iteration', Histogram<'model_name'>>;
@@ -122,6 +125,10 @@ export class Metrics {
       name: 'gemma_serve:model_forward_seconds_total', labelNames, registers,
       help: 'Seconds spent in model forward passes (inputs, ONNX Runtime run, KV cache writes); its rate against wall time is the share of the step spent in the model.',
     });
+    // vLLM's prefix cache counters, in tokens (first admissions of sequences that looked the cache up).
+    this.prefixQueries = counter('prefix_cache_queries_total', 'Prefix cache queries, in terms of number of queried tokens.', labelNames);
+    this.prefixHits = counter('prefix_cache_hits_total', 'Prefix cache hits, in terms of number of cached tokens.', labelNames);
+    // Computed tokens: a prompt's tokens taken from the prefix cache are not counted.
     this.promptTokens = counter('prompt_tokens_total', 'Number of prefill tokens processed.', labelNames);
     this.generationTokens = counter('generation_tokens_total', 'Number of generation tokens processed.', labelNames);
     this.success = counter('request_success_total', 'Count of successfully processed requests.', ['model_name', 'finished_reason']);
@@ -155,6 +162,11 @@ export class Metrics {
       const labels = { model_name: engine.modelId };
       this.preemptionsSeen = catchUp(this.preemptions, labels, engine.stats?.preemptionsTotal ?? 0, this.preemptionsSeen);
       this.forwardSeen = catchUp(this.forward, labels, engine.forwardSecondsTotal, this.forwardSeen);
+      const pc = engine.stats?.prefixCache;
+      this.prefixSeen = {
+        queries: catchUp(this.prefixQueries, labels, pc?.queries ?? 0, this.prefixSeen.queries),
+        hits: catchUp(this.prefixHits, labels, pc?.hits ?? 0, this.prefixSeen.hits),
+      };
     }
     return this.registry.metrics();
   }
@@ -176,6 +188,7 @@ export class Metrics {
     const labels = { model_name: engine.modelId };
     const hists = this.tokenHistograms(engine);
     let scheduledAt: number | null = null;
+    let cachedTokens = 0;
     let firstAt: number | null = null;
     let lastAt = 0;
     let tokens = 0;
@@ -186,8 +199,8 @@ export class Metrics {
       if (firstAt === null) {
         firstAt = now;
         this.hist.ttft.observe(labels, ms(arrival, now));
-        this.promptTokens.inc(labels, promptTokens);
-        this.totals.promptTokens += promptTokens;
+        this.promptTokens.inc(labels, promptTokens - cachedTokens);
+        this.totals.promptTokens += promptTokens - cachedTokens;
       } else {
         this.hist.itl.observe(labels, ms(lastAt, now));
       }
@@ -215,7 +228,7 @@ export class Metrics {
     return {
       event: (ev) => {
         if (ended) return;
-        if (ev.type === 'scheduled') scheduledAt = ev.at;
+        if (ev.type === 'scheduled') { scheduledAt = ev.at; cachedTokens = ev.cachedTokens; }
         else if (ev.type === 'token') tokensAt(performance.now(), 1);
         else if (ev.type === 'finish') finish(ev.reason, ev.usage.completion_tokens);
       },

@@ -116,6 +116,39 @@ t.test('against the tiny server', async (tt) => {
     t2.match(r.stderr, /concurrency 2: .* done, 0 errors/, 'progress lines');
   });
 
+  tt.test('shared-prefix workload: a fixed prefix, distinct questions; the server\'s prefix cache reuses it', async (t2) => {
+    const out = join(dir, 'shared.json');
+    const r = await bench(['--url', server.baseURL, '--endpoint', 'completions', '--workload', 'shared-prefix', '--shared-prefix-tokens', '80',
+      '--concurrency', '2', '--requests', '6', '--prompt-tokens', '10', '--max-tokens', '3', '--ignore-eos', '--warmup', '1', '--out', out]);
+    t2.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(readFileSync(out, 'utf8')) as BenchReport;
+    t2.same(report.options.workload, { kind: 'shared-prefix', prefixTokens: 80 });
+    const [l] = report.levels;
+    checkLevel(t2, l!);
+    t2.ok(l!.prompt_tokens_mean! > 40, `prompts of the prefix and a question (${l!.prompt_tokens_mean} tokens)`);
+    // Warmed by the warm-up request: every counted request reuses the prefix's full blocks (all
+    // but the question, of about 10 tokens, and the partial block the prefix ends in).
+    t2.ok(l!.cached_tokens_mean! >= l!.prompt_tokens_mean! - 2 * 16, `cached tokens per request ${l!.cached_tokens_mean} of ${l!.prompt_tokens_mean}`);
+    t2.match(r.stdout, /a shared prefix of 80 tokens/);
+    t2.match(r.stdout, /cached\/req/);
+  });
+
+  tt.test('multi-turn workload: conversations resend their history', async (t2) => {
+    const out = join(dir, 'turns.json');
+    const r = await bench(['--url', server.baseURL, '--workload', 'multi-turn', '--turns', '3', '--concurrency', '2', '--requests', '6',
+      '--prompt-tokens', '12', '--max-tokens', '8', '--ignore-eos', '--warmup', '0', '--out', out]);
+    t2.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(readFileSync(out, 'utf8')) as BenchReport;
+    const [l] = report.levels;
+    checkLevel(t2, l!);
+    t2.equal(l!.conversations?.count, 2, 'two conversations of 3 turns each');
+    t2.ok(l!.conversations!.total_ms.p50! > 0, 'their wall time');
+    t2.ok(l!.cached_tokens_mean! > 0, `later turns reuse the history (${l!.cached_tokens_mean} cached per request)`);
+    t2.ok(l!.prompt_tokens_mean! > 20, 'histories grow the prompts');
+    t2.throws(() => parseBenchArgs(['--workload', 'multi-turn', '--endpoint', 'completions']), /needs --endpoint chat/);
+    t2.throws(() => parseBenchArgs(['--workload', 'nope']), /--workload/);
+  });
+
   tt.test('rate mode with a request count, completions endpoint', async (t2) => {
     const out = join(dir, 'rate.json');
     const r = await bench(['--url', `${server.baseURL}/v1`, '--model', server.model, '--endpoint', 'completions', '--rate', '20',

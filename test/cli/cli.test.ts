@@ -115,6 +115,7 @@ t.test('serve: listens, becomes ready, serves, exits 0 on SIGTERM', async (t) =>
   child.kill('SIGTERM');
   t.equal(await exited, 0);
   t.match(log, /model loaded: ready/);
+  t.match(log, /"prefixCaching":true/, 'prefix caching on by default');
 });
 
 t.test('serve: bad limits and an unloadable model exit 1 with a message', async (t) => {
@@ -147,6 +148,13 @@ t.test('serve: a --chat-template that cannot be read or compiled is refused at s
   const r = cli('serve', '--model', ckpt, '--chat-template', broken);
   t.equal(r.code, 1);
   t.match(r.stderr, /--chat-template: .*does not parse/);
+});
+
+t.test('serve: GEMMA_SERVE_NO_PREFIX_CACHING takes a boolean', async (t) => {
+  const env = spawnSync(process.execPath, [BIN, 'serve', '--model', ckpt, '--port', '0'],
+    { encoding: 'utf8', timeout: 60_000, env: { ...process.env, GEMMA_SERVE_NO_PREFIX_CACHING: 'sometimes' } });
+  t.equal(env.status, 1);
+  t.match(env.stderr, /GEMMA_SERVE_NO_PREFIX_CACHING must be true or false/);
 });
 
 t.test('serve: --int4-kernel and GEMMA_SERVE_INT4_KERNEL take auto, ort or gemma-serve', async (t) => {

@@ -110,6 +110,7 @@ t.test('through the engine: concurrent generations equal their solo ids, running
   const engine = await Engine.start({ modelDir: model, dataDir: join(dir, 'data'), kvCacheBytes: slotsBudget(2), maxNumSeqs: 4 });
   t.teardown(() => engine.close());
   t.equal(engine.maxRunning, 2, 'two slots: --max-num-seqs 4 capped at 2');
+  t.equal(engine.prefixCaching, false, 'no prefix caching on one cache slot per sequence (asked for by default)');
   const reqs = [prompt(11, 12), prompt(12, 30), prompt(13, 5), prompt(14, 17)];
   const alone: number[][] = [];
   for (const p of reqs) alone.push((await greedyIds(engine, p, 20)).ids);

@@ -45,8 +45,8 @@ function parseExposition(text: string): Series[] {
  */
 async function exported(names: MetricsNames): Promise<Series[]> {
   const stats: SchedulerStats = {
-    running: 1, waiting: 1, preemptedWaiting: 0, preemptionsTotal: 1, lastStep: { batchSize: 1, numTokens: 3 },
-    cache: { global: { usedBlocks: 1, totalBlocks: 4, usedTokens: 16 }, sliding: { usedBlocks: 2, totalBlocks: 4, usedTokens: 32 } },
+    running: 1, waiting: 1, preemptedWaiting: 0, preemptionsTotal: 1, lastStep: { batchSize: 1, numTokens: 3 }, prefixCache: { queries: 8, hits: 4 },
+    cache: { global: { usedBlocks: 1, totalBlocks: 4, usedTokens: 16, cachedBlocks: 1 }, sliding: { usedBlocks: 2, totalBlocks: 4, usedTokens: 32, cachedBlocks: 1 } },
   };
   const stand: Pick<Engine, 'modelId' | 'contextLength' | 'stats' | 'forwardSecondsTotal' | 'onStep'> = {
     modelId: MODEL, contextLength: 256, stats, forwardSecondsTotal: 0.5,
@@ -55,10 +55,10 @@ async function exported(names: MetricsNames): Promise<Series[]> {
   const engine = stand as unknown as Engine; // Metrics reads only the fields above
   const metrics = new Metrics({ state: new EngineState(engine), names });
   const tracker = metrics.generation(engine, performance.now(), 4);
-  tracker.event({ type: 'scheduled', at: performance.now() });
+  tracker.event({ type: 'scheduled', at: performance.now(), cachedTokens: 0 });
   tracker.event({ type: 'token', tokenId: 1, text: 'a' });
   tracker.event({ type: 'token', tokenId: 2, text: 'b' });
-  tracker.event({ type: 'finish', reason: 'stop', usage: { prompt_tokens: 4, completion_tokens: 2, total_tokens: 6 }, text: '' });
+  tracker.event({ type: 'finish', reason: 'stop', usage: { prompt_tokens: 4, completion_tokens: 2, total_tokens: 6, prompt_tokens_details: { cached_tokens: 0 } }, text: '' });
   metrics.http('/v1/chat/completions', 'POST', 200, 0.2);
   const series = parseExposition(await metrics.render());
   metrics.detach();
@@ -244,6 +244,7 @@ t.test('the panels issue 6 asks for are there (read under the default names)', a
     for (const q of ['0.5', '0.99']) t.ok(uses(new RegExp(`histogram_quantile\\(${q.replace('.', '\\.')}, sum by \\([^)]*\\ble\\b[^)]*\\) \\(rate\\(gemma_serve:${h}_bucket\\b`)), `${h} p${Number(q) * 100}`);
   }
   for (const h of ['e2e_request_latency_seconds', 'request_queue_time_seconds', 'iteration_tokens_total']) t.ok(uses(new RegExp(`gemma_serve:${h}_bucket\\b`)), h);
+  t.ok(exprs.some((e) => /rate\(gemma_serve:prefix_cache_hits_total\b.*\/.*rate\(gemma_serve:prefix_cache_queries_total\b/.test(e)), 'prefix cache hit rate: hits / queries');
   t.ok(uses(/sum by \(finished_reason\) \(rate\(gemma_serve:request_success_total\b/), 'request success by finished_reason');
   t.ok(uses(/sum by \(route, status\) \(rate\(gemma_serve:http_requests_total\b/), 'HTTP requests by route and status');
   t.ok(uses(/rate\(process_cpu_seconds_total\b/), 'process CPU');

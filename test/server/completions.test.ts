@@ -166,7 +166,7 @@ t.test('max_tokens 0 with echo and logprobs scores the prompt and generates noth
   const c = scored.choices[0]!;
   t.equal(c.text, PROMPT, 'the text is the prompt');
   t.equal(c.finish_reason, 'length');
-  t.same(scored.usage, { prompt_tokens: ids.length, completion_tokens: 0, total_tokens: ids.length });
+  t.same(scored.usage, { prompt_tokens: ids.length, completion_tokens: 0, total_tokens: ids.length, prompt_tokens_details: { cached_tokens: 0 } }, 'scoring computes the whole prompt (no cached prefix)');
   const lp = c.logprobs!;
   t.equal(lp.tokens!.length, ids.length, 'one entry per prompt token, none generated');
   t.equal(lp.token_logprobs![0], null, 'the first token has no context');

@@ -125,7 +125,10 @@ t.test('the engine stats line: throughput, running, waiting, cache use; quiet wh
   t.ok(lines.length >= 1, `lines while active (${lines.length})`);
   const busy = lines.find((l) => (l.generationThroughput as number) > 0);
   t.ok(busy, 'a line reports generation throughput');
-  t.match(busy, { running: Number, waiting: Number, preemptions: Number, kvCacheUsage: { global: Number, sliding: Number }, promptThroughput: Number });
+  t.match(busy, { running: Number, waiting: Number, preemptions: Number, kvCacheUsage: { global: Number, sliding: Number }, kvCacheCached: { global: Number, sliding: Number }, promptThroughput: Number });
+  t.ok(lines.some((l) => typeof l.prefixCacheHitRate === 'number'), 'the interval with the admission has a prefix cache hit rate');
+  const last = lines.at(-1)!;
+  t.ok((last.kvCacheCached as { global: number }).global > 0, 'the finished request\'s blocks are kept: a share of the global pool is cached');
   const n = stats().length;
   await new Promise((r) => setTimeout(r, 250));
   t.ok(stats().length <= n + 1, 'idle again: at most the line for the last active interval');

@@ -66,7 +66,7 @@ t.test('known traffic: counters and histogram counts equal the usage of the requ
   t.equal(value(before, 'gemma_serve:model_forward_seconds_total', M), 0, 'no forward pass yet');
   const t0 = performance.now();
   const maxTokens = [5, 7, 9];
-  const usages: { prompt_tokens: number; completion_tokens: number }[] = [];
+  const usages: OpenAI.CompletionUsage[] = [];
   for (const [i, max_tokens] of maxTokens.entries()) {
     const req = { model, messages: messages(`Request number ${i} ${'word '.repeat(i * 3)}`), max_tokens, temperature: 0, ignore_eos: true };
     if (i === 1) {
@@ -85,9 +85,13 @@ t.test('known traffic: counters and histogram counts equal the usage of the requ
   t.equal((await fetch(`${baseURL}/no/such/route`)).status, 404);
 
   const promptSum = usages.reduce((a, u) => a + u.prompt_tokens, 0);
+  // The prompts share their chat template's start: prompt tokens counted are the computed ones.
+  const cachedSum = usages.reduce((a, u) => a + u.prompt_tokens_details!.cached_tokens!, 0);
   const genSum = usages.reduce((a, u) => a + u.completion_tokens, 0);
   const all = await settled((a) => value(a, `${P}http_requests_total`, { route: 'unmatched', method: 'GET', status: '404' }) === 1);
-  t.equal(value(all, `${P}prompt_tokens_total`, M), promptSum, 'prompt tokens = sum of usage.prompt_tokens');
+  t.equal(value(all, `${P}prompt_tokens_total`, M), promptSum - cachedSum, 'prompt tokens = sum of usage.prompt_tokens less the cached ones');
+  t.equal(value(all, `${P}prefix_cache_queries_total`, M), promptSum, 'prefix cache queries: every prompt token');
+  t.equal(value(all, `${P}prefix_cache_hits_total`, M), cachedSum, 'prefix cache hits: the cached tokens of the usage');
   t.equal(value(all, `${P}generation_tokens_total`, M), genSum, 'generation tokens = sum of usage.completion_tokens');
   t.equal(value(all, `${P}request_success_total`, { ...M, finished_reason: 'length' }), 3);
   t.equal(value(all, `${P}request_success_total`, { ...M, finished_reason: 'stop' }) ?? 0, 0);
@@ -96,7 +100,7 @@ t.test('known traffic: counters and histogram counts equal the usage of the requ
   t.equal(value(all, `${P}request_generation_tokens_sum`, M), genSum);
   t.equal(value(all, `${P}inter_token_latency_seconds_count`, M), genSum - 3, 'one inter-token interval per token after the first');
   // Each step computes a prompt once and every generated token but the last (never fed back).
-  t.equal(value(all, `${P}iteration_tokens_total_sum`, M), promptSum + genSum - 3, 'tokens computed over all steps');
+  t.equal(value(all, `${P}iteration_tokens_total_sum`, M), promptSum - cachedSum + genSum - 3, 'tokens computed over all steps');
   t.equal(value(all, `${P}request_prompt_tokens_bucket`, { ...M, le: '+Inf' }), 3);
   t.ok(buckets125(engine.contextLength).every((b) => value(all, `${P}request_prompt_tokens_bucket`, { ...M, le: String(b) }) !== undefined), "vLLM's 1-2-5 buckets");
   t.equal(value(all, `${P}time_to_first_token_seconds_bucket`, { ...M, le: '0.001' }) !== undefined, true, "vLLM's TTFT buckets");
@@ -152,7 +156,9 @@ t.test("metricsNames 'vllm': vLLM's exact names; the split cache gauge and forwa
   // The worker's idle stats follow the response: wait for them too.
   const all = await settled((a) => value(a, 'gemma_serve:http_requests_total', { route: '/v1/completions', method: 'POST', status: '200' }) === 1 && value(a, 'vllm:num_requests_running', M) === 0, url);
   t.equal(value(all, 'vllm:request_success_total', { ...M, finished_reason: 'length' }), 1);
-  t.equal(value(all, 'vllm:prompt_tokens_total', M), r.usage!.prompt_tokens);
+  t.equal(value(all, 'vllm:prompt_tokens_total', M), r.usage!.prompt_tokens - r.usage!.prompt_tokens_details!.cached_tokens!);
+  t.equal(value(all, 'vllm:prefix_cache_queries_total', M), engine.stats!.prefixCache.queries, 'vllm:prefix_cache_queries_total');
+  t.equal(value(all, 'vllm:prefix_cache_hits_total', M), engine.stats!.prefixCache.hits, 'vllm:prefix_cache_hits_total');
   t.equal(value(all, 'vllm:generation_tokens_total', M), 6);
   for (const name of ['vllm:num_requests_running', 'vllm:num_requests_waiting', 'vllm:num_preemptions_total']) t.equal(value(all, name, M), 0, name);
   for (const h of HISTOGRAMS) t.equal(value(all, `vllm:${h}_count`, M), 1, `vllm:${h}`);
@@ -189,4 +195,30 @@ t.test('a closed app stops listening to the engine it served (the engine outlive
     await app.close();
     t.equal(listeners(), before, `app ${i}: none after it closed`);
   }
+});
+
+t.test('n = 4 prefills its prompt once (prompt_tokens_total counts computed tokens); usage.prompt_tokens_details.cached_tokens is what was reused', async (t) => {
+  const BLOCK = 16; // the engine's block size
+  const prompt = `Prefix caching check: ${Array.from({ length: 40 }, (_, i) => `w${i * 7}`).join(' ')}`;
+  const before = await scrape();
+  const counter = (all: Series[], name: string): number => value(all, `${P}${name}`, M) ?? 0;
+  const r = await client.completions.create({ model, prompt, n: 4, max_tokens: 3, temperature: 0, ignore_eos: true } as never) as OpenAI.Completion;
+  const L = r.usage!.prompt_tokens;
+  const reusable = Math.floor((L - 1) / BLOCK) * BLOCK;
+  t.ok(L > 2 * BLOCK, `a prompt of ${L} tokens`);
+  const first = r.usage!.prompt_tokens_details!.cached_tokens!;
+  t.equal(first, 0, 'the choice that computed the prompt reused nothing (the prompt is new)');
+  const all = await scrape(); // the choices' trackers counted before the response was sent
+  // The first choice computes all L tokens; each of the 3 others reuses its full blocks and computes the rest.
+  t.equal(counter(all, 'prompt_tokens_total') - counter(before, 'prompt_tokens_total'), L + 3 * (L - reusable), `prompt tokens computed: ${L} + 3 * ${L - reusable}`);
+  t.equal(counter(all, 'prefix_cache_queries_total') - counter(before, 'prefix_cache_queries_total'), 4 * L, 'queries: 4 prompts');
+  t.equal(counter(all, 'prefix_cache_hits_total') - counter(before, 'prefix_cache_hits_total'), 3 * reusable, 'hits: 3 reused prefixes');
+  const again = await client.completions.create({ model, prompt, max_tokens: 3, temperature: 0, ignore_eos: true } as never) as OpenAI.Completion;
+  t.equal(again.usage!.prompt_tokens_details!.cached_tokens, reusable, 'the same prompt again: its full blocks reused');
+  t.same(again.choices[0]!.text, r.choices[0]!.text, 'same text');
+  const chat = async (): Promise<OpenAI.ChatCompletion> => await client.chat.completions.create({ model, messages: messages(prompt), max_tokens: 2, temperature: 0 } as never) as OpenAI.ChatCompletion;
+  const c1 = await chat();
+  const c2 = await chat();
+  t.equal(c1.usage!.prompt_tokens_details!.cached_tokens, 0, 'chat: a new prompt reuses nothing');
+  t.equal(c2.usage!.prompt_tokens_details!.cached_tokens, Math.floor((c2.usage!.prompt_tokens - 1) / BLOCK) * BLOCK, 'chat: the same messages again reuse their full blocks');
 });

@@ -9,6 +9,7 @@ import { UsageError, parseFlags } from '../usage.ts';
 import { renderChart } from './chart.ts';
 import { parseRange } from './prompts.ts';
 import { runBench, type BenchOptions, type BenchReport, type LoadMode } from './run.ts';
+import { parseWorkload } from './workloads.ts';
 import { formatTable } from './stats.ts';
 
 export interface BenchCliIo {
@@ -49,6 +50,9 @@ export function parseBenchArgs(argv: string[]): BenchOptions & { out?: string | 
     timeout: { type: 'string', default: '300' },
     out: { type: 'string' },
     chart: { type: 'string' },
+    workload: { type: 'string', default: 'random' },
+    'shared-prefix-tokens': { type: 'string' },
+    turns: { type: 'string' },
   });
   if (v.endpoint !== 'chat' && v.endpoint !== 'completions') throw new UsageError(`--endpoint: chat or completions, got ${JSON.stringify(v.endpoint)}`);
   if (v.concurrency !== undefined && v.rate !== undefined) throw new UsageError('bench: give --concurrency or --rate, not both');
@@ -65,22 +69,27 @@ export function parseBenchArgs(argv: string[]): BenchOptions & { out?: string | 
   if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed: expected an integer ≥ 0, got ${JSON.stringify(v.seed)}`);
   const envKey = (process.env['GEMMA_SERVE_API_KEY'] ?? '').split(',').map((k) => k.trim()).find((k) => k !== '');
   const requests = positive('requests', v.requests, true);
+  const workload = parseWorkload(v.workload, positive('shared-prefix-tokens', v['shared-prefix-tokens'], true), positive('turns', v.turns, true), v.endpoint);
   return {
     url: v.url, apiKey: v['api-key'] ?? envKey, model: v.model, endpoint: v.endpoint,
     promptTokens: parseRange('prompt-tokens', v['prompt-tokens']), maxTokens: parseRange('max-tokens', v['max-tokens']),
     ignoreEos: v['ignore-eos'], temperature, mode,
     durationS: requests === undefined ? positive('duration', v.duration ?? '30', false) : undefined, requests,
-    warmup, seed, timeoutS: positive('timeout', v.timeout, false)!, out: v.out, chart: v.chart,
+    warmup, seed, timeoutS: positive('timeout', v.timeout, false)!, out: v.out, chart: v.chart, workload,
   };
 }
 
 /** The end-of-run table. */
 export function reportTable(report: BenchReport): string {
+  const w = report.options.workload;
+  const extra = w.kind === 'random' ? [] : w.kind === 'shared-prefix' ? ['cached/req'] : ['cached/req', 'conv', 'conv p50'];
   const header = [report.mode === 'rate' ? 'rate/s' : 'conc', 'reqs', 'errs', 'req/s', 'out tok/s', 'tok/s/stream',
-    'TTFT p50', 'TTFT p90', 'TTFT p99', 'ITL p50', 'ITL p99'];
+    'TTFT p50', 'TTFT p90', 'TTFT p99', 'ITL p50', 'ITL p99', ...extra];
   const rows = report.levels.map((l) => [report.mode === 'rate' ? l.rate : l.concurrency, l.requests, l.errors, l.requests_per_s,
-    l.output_tokens_per_s, l.output_tokens_per_s_per_stream, l.ttft_ms.p50, l.ttft_ms.p90 ?? null, l.ttft_ms.p99, l.itl_ms.p50, l.itl_ms.p99]);
-  return `${report.model} at ${report.url} (${report.endpoint}); latencies in ms\n${formatTable(header, rows)}`;
+    l.output_tokens_per_s, l.output_tokens_per_s_per_stream, l.ttft_ms.p50, l.ttft_ms.p90 ?? null, l.ttft_ms.p99, l.itl_ms.p50, l.itl_ms.p99,
+    ...(w.kind === 'random' ? [] : [l.cached_tokens_mean]), ...(w.kind === 'multi-turn' ? [l.conversations?.count ?? 0, l.conversations?.total_ms.p50 ?? null] : [])]);
+  const what = w.kind === 'random' ? '' : w.kind === 'shared-prefix' ? `, a shared prefix of ${w.prefixTokens} tokens` : `, ${w.turns}-turn conversations`;
+  return `${report.model} at ${report.url} (${report.endpoint}${what}); latencies in ms\n${formatTable(header, rows)}`;
 }
 
 /** The `bench` subcommand. */

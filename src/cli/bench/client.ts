@@ -80,10 +80,18 @@ export class Target {
   }
 }
 
+/** A turn of a chat history. */
+export interface ChatTurn {
+  readonly role: 'user' | 'assistant';
+  readonly content: string;
+}
+
 export interface StreamRequest {
   readonly endpoint: Endpoint;
   readonly model: string;
   readonly prompt: string;
+  /** Chat only: turns sent before the prompt's user message. */
+  readonly history?: readonly ChatTurn[];
   readonly maxTokens: number;
   readonly ignoreEos: boolean;
   readonly temperature?: number | undefined;
@@ -104,14 +112,18 @@ export interface RequestResult {
   readonly outputTokens: number;
   /** usage.prompt_tokens when sent, else null. */
   readonly promptTokens: number | null;
+  /** usage.prompt_tokens_details.cached_tokens when sent (a server's prefix cache), else null. */
+  readonly cachedTokens: number | null;
   readonly usage: boolean;
+  /** The streamed content (a multi-turn conversation resends it). */
+  readonly text: string;
 }
 
 /** The request body: streamed, with usage asked for; ignore_eos only when wanted. */
 export function requestBody(req: StreamRequest): Record<string, unknown> {
   return {
     model: req.model,
-    ...(req.endpoint === 'chat' ? { messages: [{ role: 'user', content: req.prompt }] } : { prompt: req.prompt }),
+    ...(req.endpoint === 'chat' ? { messages: [...(req.history ?? []), { role: 'user', content: req.prompt }] } : { prompt: req.prompt }),
     max_tokens: req.maxTokens,
     ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
     ...(req.ignoreEos ? { ignore_eos: true } : {}),
@@ -122,7 +134,7 @@ export function requestBody(req: StreamRequest): Record<string, unknown> {
 
 interface StreamEvent {
   readonly error?: unknown;
-  readonly usage?: { readonly completion_tokens?: unknown; readonly prompt_tokens?: unknown } | null;
+  readonly usage?: { readonly completion_tokens?: unknown; readonly prompt_tokens?: unknown; readonly prompt_tokens_details?: { readonly cached_tokens?: unknown } | null } | null;
   readonly choices?: readonly { readonly delta?: { readonly content?: unknown }; readonly text?: unknown }[];
 }
 
@@ -133,10 +145,11 @@ export async function streamRequest(target: Target, req: StreamRequest, signal: 
   let lastMs = NaN;
   const gapsMs: number[] = [];
   let chunks = 0;
-  let usage: { completion: number; prompt: number | null } | null = null;
+  let usage: { completion: number; prompt: number | null; cached: number | null } | null = null;
+  let text = '';
   const result = (error: string | null): RequestResult => ({
     error, startMs, ttftMs: firstMs - startMs, e2eMs: performance.now() - startMs, gapsMs,
-    outputTokens: usage?.completion ?? chunks, promptTokens: usage?.prompt ?? null, usage: usage !== null,
+    outputTokens: usage?.completion ?? chunks, promptTokens: usage?.prompt ?? null, cachedTokens: usage?.cached ?? null, usage: usage !== null, text,
   });
   try {
     const path = req.endpoint === 'chat' ? '/v1/chat/completions' : '/v1/completions';
@@ -161,10 +174,12 @@ export async function streamRequest(target: Target, req: StreamRequest, signal: 
         else gapsMs.push(now - lastMs);
         lastMs = now;
         chunks++;
+        text += piece;
       }
       const u = event.usage;
       if (u !== undefined && u !== null && typeof u.completion_tokens === 'number') {
-        usage = { completion: u.completion_tokens, prompt: typeof u.prompt_tokens === 'number' ? u.prompt_tokens : null };
+        const cached = u.prompt_tokens_details?.cached_tokens;
+        usage = { completion: u.completion_tokens, prompt: typeof u.prompt_tokens === 'number' ? u.prompt_tokens : null, cached: typeof cached === 'number' ? cached : null };
       }
     }
     return result(null);

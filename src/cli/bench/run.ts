@@ -13,7 +13,8 @@
 import type { Writable } from 'node:stream';
 import { ConfigError } from '../../errors.ts';
 import { streamRequest, Target, type Endpoint, type RequestResult } from './client.ts';
-import { ESTIMATE, promptOfTokens, sampleRange, seededRandom, type Calibration, type Range } from './prompts.ts';
+import { ESTIMATE, seededRandom, type Calibration, type Range } from './prompts.ts';
+import { sharedPrefix, WorkloadSource, type Workload } from './workloads.ts';
 import { mean, percentile, round } from './stats.ts';
 
 export type LoadMode =
@@ -39,6 +40,8 @@ export interface BenchOptions {
   readonly seed: number;
   /** Per request, seconds. */
   readonly timeoutS: number;
+  /** What the requests send (workloads.ts); default `random`. */
+  readonly workload?: Workload | undefined;
 }
 
 export interface Quantiles {
@@ -68,6 +71,10 @@ export interface LevelReport {
   readonly itl_ms: Quantiles;
   readonly e2e_ms: Quantiles;
   readonly usage_reported: number;
+  /** Mean usage.prompt_tokens_details.cached_tokens of the requests that reported it (a prefix cache's reuse), else null. */
+  readonly cached_tokens_mean: number | null;
+  /** Multi-turn: wall time of each conversation that ran all its turns (first send to last end). */
+  readonly conversations: { readonly count: number; readonly total_ms: Quantiles } | null;
 }
 
 export interface BenchReport {
@@ -88,6 +95,7 @@ export interface BenchReport {
     readonly warmup: number;
     readonly seed: number;
     readonly timeout_s: number;
+    readonly workload: Workload;
   };
   readonly prompt_calibration: { readonly source: Calibration['source']; readonly tokens_per_word: number; readonly overhead_tokens: number };
   readonly warmup: { readonly requests: number; readonly errors: number };
@@ -164,7 +172,7 @@ function quantiles(xs: readonly number[], withP90: boolean): Quantiles {
 }
 
 /** The report entry of a finished level. */
-export function summarizeLevel(results: readonly RequestResult[], wallMs: number, level: { concurrency: number | null; rate: number | null; maxConcurrency: number }): LevelReport {
+export function summarizeLevel(results: readonly RequestResult[], wallMs: number, level: { concurrency: number | null; rate: number | null; maxConcurrency: number }, conversationsMs: readonly number[] | null = null): LevelReport {
   const ok = results.filter((r) => r.error === null);
   const failed = results.filter((r) => r.error !== null);
   const durationS = wallMs / 1000;
@@ -187,6 +195,8 @@ export function summarizeLevel(results: readonly RequestResult[], wallMs: number
     itl_ms: quantiles(ok.flatMap((r) => r.gapsMs), false),
     e2e_ms: { ...quantiles(ok.map((r) => r.e2eMs), false), max: ok.length > 0 ? round(Math.max(...ok.map((r) => r.e2eMs))) : null },
     usage_reported: ok.filter((r) => r.usage).length,
+    cached_tokens_mean: round(mean(ok.map((r) => r.cachedTokens).filter((n): n is number => n !== null)), 1),
+    conversations: conversationsMs === null ? null : { count: conversationsMs.length, total_ms: { ...quantiles(conversationsMs, false), max: conversationsMs.length > 0 ? round(Math.max(...conversationsMs)) : null } },
   };
 }
 
@@ -201,11 +211,19 @@ export async function runBench(opts: BenchOptions, io: BenchIo): Promise<BenchRe
     if (model === undefined) throw new ConfigError(`${target.baseUrl}/v1/models lists no model; pass --model`, 'model');
     const rand = seededRandom(opts.seed);
     const calibration = await target.calibrate(model, rand).catch(() => ESTIMATE);
-    const send = (): Promise<RequestResult> => streamRequest(target, {
-      endpoint: opts.endpoint, model, ignoreEos: opts.ignoreEos, temperature: opts.temperature,
-      prompt: promptOfTokens(sampleRange(opts.promptTokens, rand), calibration, rand),
-      maxTokens: sampleRange(opts.maxTokens, rand),
-    }, AbortSignal.any([abort.signal, AbortSignal.timeout(opts.timeoutS * 1000)]));
+    const workload = opts.workload ?? { kind: 'random' };
+    const prefix = sharedPrefix(workload, calibration, rand);
+    const newSource = (): WorkloadSource => new WorkloadSource(workload, opts, calibration, rand, prefix);
+    const sender = (source: WorkloadSource) => async (): Promise<RequestResult> => {
+      const next = source.next();
+      const result = await streamRequest(target, {
+        endpoint: opts.endpoint, model, ignoreEos: opts.ignoreEos, temperature: opts.temperature,
+        prompt: next.prompt, history: next.history, maxTokens: next.maxTokens,
+      }, AbortSignal.any([abort.signal, AbortSignal.timeout(opts.timeoutS * 1000)]));
+      next.settle(result);
+      return result;
+    };
+    const send = sender(newSource());
 
     const progress = new Progress(io);
     // Warm-up: as concurrent as the first level, not counted.
@@ -217,20 +235,21 @@ export async function runBench(opts: BenchOptions, io: BenchIo): Promise<BenchRe
       ? opts.mode.levels.map((c) => ({ concurrency: c, rate: null, maxConcurrency: c }))
       : opts.mode.rates.map((r) => ({ concurrency: null, rate: r, maxConcurrency: (opts.mode as { maxConcurrency: number }).maxConcurrency }));
     for (const point of points) {
-      const level = new LevelRun(opts, send);
+      const source = newSource();
+      const level = new LevelRun(opts, sender(source));
       const label = point.concurrency !== null ? `concurrency ${point.concurrency}` : `rate ${point.rate}/s`;
       const stop = progress.track(label, level, opts);
       if (point.rate === null) await runClosedLoop(level, point.maxConcurrency);
       else await runOpenLoop(level, point.rate, point.maxConcurrency, rand);
       stop();
-      levels.push(summarizeLevel(level.results, performance.now() - level.startMs, point));
+      levels.push(summarizeLevel(level.results, performance.now() - level.startMs, point, workload.kind === 'multi-turn' ? source.conversationsMs : null));
     }
     return {
       tool: 'gemma-serve bench', schema: 1, started_at: startedAt,
       url: target.baseUrl, model, endpoint: opts.endpoint, mode: opts.mode.kind,
       options: {
         prompt_tokens: opts.promptTokens, max_tokens: opts.maxTokens, ignore_eos: opts.ignoreEos, temperature: opts.temperature ?? null,
-        duration_s: opts.durationS ?? null, requests: opts.requests ?? null, warmup: opts.warmup, seed: opts.seed, timeout_s: opts.timeoutS,
+        duration_s: opts.durationS ?? null, requests: opts.requests ?? null, warmup: opts.warmup, seed: opts.seed, timeout_s: opts.timeoutS, workload,
       },
       prompt_calibration: { source: calibration.source, tokens_per_word: round(calibration.tokensPerWord, 4) ?? 0, overhead_tokens: round(calibration.overheadTokens, 2) ?? 0 },
       warmup: { requests: opts.warmup, errors: warm.errors },

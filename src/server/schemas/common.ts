@@ -119,6 +119,9 @@ export const Usage = Type.Object({
   prompt_tokens: Type.Integer(),
   completion_tokens: Type.Integer(),
   total_tokens: Type.Integer(),
+  prompt_tokens_details: Type.Optional(Type.Object({
+    cached_tokens: Type.Integer({ description: 'Prompt tokens taken from the prefix cache instead of computed (for n > 1: the fewest of any choice, the prompt being counted once).' }),
+  })),
 });
 
 export const ErrorResponse = Type.Object({
