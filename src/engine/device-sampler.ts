@@ -19,6 +19,10 @@ import { loadNativeOrt, NativeSession, OnnxType, type Binding } from './native/o
 import type { Generation } from './generation.ts';
 import type { Device } from './session.ts';
 import type { SampledToken } from './step-sampling.ts';
+import type { SamplerKind } from './types.ts';
+
+/** `graph`: this sampler; `js`: sampling.ts row by row (the reference, and the path where the native runner is not built). */
+export const SAMPLER_KINDS: readonly SamplerKind[] = ['graph', 'js'];
 
 /** Candidates a filtered draw sees: top-k above it, or a nucleus wider than it, goes to the JS sampler. */
 export const MAX_CANDIDATES = 1024;
@@ -46,24 +50,25 @@ export interface DeviceSamplerOptions {
 export class DeviceSampler {
   private readonly sessions = new Map<string, NativeSession>();
   private readonly dir: string;
+  /** Milliseconds the last `sample` spent in ONNX Runtime's run (the rest of it is host time). */
+  lastRunMs = 0;
 
-  private constructor(readonly vocabSize: number, private readonly opts: DeviceSamplerOptions) {
+  private constructor(private readonly opts: DeviceSamplerOptions) {
     this.dir = mkdtempSync(join(tmpdir(), 'gs-sampler-'));
   }
 
   /** The sampler, or why it cannot run here (the native runner is not built). */
-  static create(vocabSize: number, opts: DeviceSamplerOptions): DeviceSampler | { error: string } {
+  static create(opts: DeviceSamplerOptions): DeviceSampler | { error: string } {
     const native = loadNativeOrt();
     if ('error' in native) return { error: native.error };
-    return new DeviceSampler(vocabSize, opts);
+    return new DeviceSampler(opts);
   }
 
   /**
    * Samples `rows` from `logits` ([numLogitRows, V]); stop ids are masked in place before
    * min_tokens. Consumes one uniform per non-greedy row, as the JS sampler does.
    */
-  sample(logits: Float32Array, rows: readonly SampleRow[]): RowResult[] {
-    const V = this.vocabSize;
+  sample(logits: Float32Array, V: number, rows: readonly SampleRow[]): RowResult[] {
     const R = rows.length;
     const N = logits.length / V;
     const uniforms = new Float64Array(R);
@@ -94,15 +99,18 @@ export class DeviceSampler {
     });
     const needsCandidates = filteredRow.some((f, i) => f === 1 && tooWide[i] === 0) || rows.some((s) => (s.g.req.logprobs ?? 0) > 0);
     const gather = !(R === N && rows.every((s, i) => s.row === i));
-    const features: SamplerFeatures = { gather, penalties: needsPenalties, bias: needsBias, mask: needsMask, candidates: needsCandidates, logprobs: needsLogprobs };
+    const greedy = rows.some((s) => s.g.req.sampling.temperature <= 0);
+    const draw = rows.some((s) => s.g.req.sampling.temperature > 0);
+    const temperature = rows.some((s) => s.g.req.sampling.temperature > 0 && s.g.req.sampling.temperature !== 1);
+    const features: SamplerFeatures = { gather, penalties: needsPenalties, bias: needsBias, mask: needsMask, candidates: needsCandidates, logprobs: needsLogprobs, greedy, draw, temperature };
 
     const inputs: Binding[] = [{ name: IO.logits, type: OnnxType.FLOAT, dims: [N, V], data: logits }];
     const add = (name: string, type: Binding['type'], dims: number[], data: Binding['data']): void => { inputs.push({ name, type, dims, data }); };
     if (gather) add(IO.rows, OnnxType.INT64, [R], BigInt64Array.from(rows, (s) => BigInt(s.row)));
-    add(IO.invTemperature, OnnxType.FLOAT, [R], Float32Array.from(rows, (s) => (s.g.req.sampling.temperature > 0 ? 1 / s.g.req.sampling.temperature : 1)));
-    add(IO.greedy, OnnxType.INT32, [R], Int32Array.from(rows, (s) => (s.g.req.sampling.temperature > 0 ? 0 : 1)));
-    add(IO.uniform, OnnxType.INT64, [R], BigInt64Array.from(uniforms, (u) => BigInt(Math.floor(u * 4294967296))));
-    if (needsPenalties) this.penaltyInputs(rows, P, add);
+    if (temperature) add(IO.invTemperature, OnnxType.FLOAT, [R], Float32Array.from(rows, (s) => (s.g.req.sampling.temperature > 0 ? 1 / s.g.req.sampling.temperature : 1)));
+    if (greedy && draw) add(IO.greedy, OnnxType.INT32, [R], Int32Array.from(rows, (s) => (s.g.req.sampling.temperature > 0 ? 0 : 1)));
+    if (draw) add(IO.uniform, OnnxType.INT64, [R], BigInt64Array.from(uniforms, (u) => BigInt(Math.floor(u * 4294967296))));
+    if (needsPenalties) penaltyInputs(rows, V, P, add);
     if (needsBias) {
       const ids = new BigInt64Array(R * Nb);
       const values = new Float32Array(R * Nb); // padding: id 0, bias 0
@@ -127,6 +135,8 @@ export class DeviceSampler {
     }
     if (needsCandidates) {
       add(IO.k, OnnxType.INT64, [1], BigInt64Array.of(BigInt(K)));
+    }
+    if (needsCandidates && draw) {
       add(IO.filtered, OnnxType.INT32, [R], Int32Array.from(rows, (_, i) => (filteredRow[i] === 1 && tooWide[i] === 0 ? 1 : 0)));
       add(IO.topK, OnnxType.INT64, [R], BigInt64Array.from(rows, (s) => { const k = activeTopK(s, V); return BigInt(k > 0 && k <= K ? k : K); }));
       add(IO.topKActive, OnnxType.INT32, [R], Int32Array.from(rows, (s) => (activeTopK(s, V) > 0 ? 1 : 0)));
@@ -137,16 +147,19 @@ export class DeviceSampler {
     const token = new BigInt64Array(R);
     const outputs: Binding[] = [{ name: IO.token, type: OnnxType.INT64, dims: [R], data: token }];
     const logprob = new Float32Array(needsLogprobs ? R : 0);
-    const kept = new BigInt64Array(needsCandidates ? R : 0);
+    const kept = new BigInt64Array(needsCandidates && draw ? R : 0);
     const topIds = new BigInt64Array(needsCandidates && needsLogprobs ? R * K : 0);
     const topLogprobs = new Float32Array(topIds.length);
     if (needsLogprobs) outputs.push({ name: IO.logprob, type: OnnxType.FLOAT, dims: [R], data: logprob });
-    if (needsCandidates) outputs.push({ name: IO.kept, type: OnnxType.INT64, dims: [R], data: kept });
+    if (kept.length > 0) outputs.push({ name: IO.kept, type: OnnxType.INT64, dims: [R], data: kept });
     if (topIds.length > 0) {
       outputs.push({ name: IO.topIds, type: OnnxType.INT64, dims: [R, K], data: topIds });
       outputs.push({ name: IO.topLogprobs, type: OnnxType.FLOAT, dims: [R, K], data: topLogprobs });
     }
-    this.session(features).run(inputs, outputs);
+    const session = this.session(V, features);
+    const t0 = performance.now();
+    session.run(inputs, outputs);
+    this.lastRunMs = performance.now() - t0;
 
     return rows.map((s, i): RowResult => {
       // Without top-k, all K candidates kept means the nucleus may reach past them.
@@ -161,37 +174,12 @@ export class DeviceSampler {
     });
   }
 
-  /** [R, P] ids seen and their output counts: each row's entries, then its first entry repeated. */
-  private penaltyInputs(rows: readonly SampleRow[], P: number, add: (name: string, type: Binding['type'], dims: number[], data: Binding['data']) => void): void {
-    const ids = new BigInt64Array(rows.length * P);
-    const counts = new Float32Array(rows.length * P);
-    const params = new Float32Array(rows.length * 3);
-    rows.forEach((s, i) => {
-      const p = s.g.req.sampling;
-      params.set(usesPenalties(s) ? [p.repetitionPenalty, p.frequencyPenalty, p.presencePenalty] : [1, 0, 0], i * 3);
-      if (!usesPenalties(s)) return; // id 0 with no penalty: unchanged
-      let j = 0;
-      const { seen, outputCounts } = s.g.history;
-      for (const id of seen) {
-        if (id < 0 || id >= this.vocabSize) continue;
-        ids[i * P + j] = BigInt(id);
-        counts[i * P + j] = outputCounts.get(id) ?? 0;
-        j++;
-      }
-      if (j === 0) { params.set([1, 0, 0], i * 3); return; } // nothing seen: nothing to penalize
-      for (let k = j; k < P; k++) { ids[i * P + k] = ids[i * P]!; counts[i * P + k] = counts[i * P]!; }
-    });
-    add(IO.penaltyIds, OnnxType.INT64, [rows.length, P], ids);
-    add(IO.penaltyCounts, OnnxType.FLOAT, [rows.length, P], counts);
-    add(IO.penaltyParams, OnnxType.FLOAT, [rows.length, 3], params);
-  }
-
-  private session(f: SamplerFeatures): NativeSession {
-    const key = Object.entries(f).filter(([, on]) => on).map(([k]) => k).join('+');
+  private session(V: number, f: SamplerFeatures): NativeSession {
+    const key = [V, ...Object.entries(f).filter(([, on]) => on).map(([k]) => k)].join('+');
     let s = this.sessions.get(key);
     if (s === undefined) {
-      const path = join(this.dir, `sampler-${key || 'base'}.onnx`);
-      writeFileSync(path, buildSamplerGraph(this.vocabSize, f));
+      const path = join(this.dir, `sampler-${key}.onnx`);
+      writeFileSync(path, buildSamplerGraph(V, f));
       s = NativeSession.create(path, { device: this.opts.device, intraOpThreads: this.opts.intraOpThreads });
       this.sessions.set(key, s);
     }
@@ -203,6 +191,31 @@ export class DeviceSampler {
     this.sessions.clear();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** [R, P] ids seen and their output counts: each row's entries, then its first entry repeated. */
+function penaltyInputs(rows: readonly SampleRow[], V: number, P: number, add: (name: string, type: Binding['type'], dims: number[], data: Binding['data']) => void): void {
+  const ids = new BigInt64Array(rows.length * P);
+  const counts = new Float32Array(rows.length * P);
+  const params = new Float32Array(rows.length * 3);
+  rows.forEach((s, i) => {
+    const p = s.g.req.sampling;
+    params.set(usesPenalties(s) ? [p.repetitionPenalty, p.frequencyPenalty, p.presencePenalty] : [1, 0, 0], i * 3);
+    if (!usesPenalties(s)) return; // id 0 with no penalty: unchanged
+    let j = 0;
+    const { seen, outputCounts } = s.g.history;
+    for (const id of seen) {
+      if (id < 0 || id >= V) continue;
+      ids[i * P + j] = BigInt(id);
+      counts[i * P + j] = outputCounts.get(id) ?? 0;
+      j++;
+    }
+    if (j === 0) { params.set([1, 0, 0], i * 3); return; } // nothing seen: nothing to penalize
+    for (let k = j; k < P; k++) { ids[i * P + k] = ids[i * P]!; counts[i * P + k] = counts[i * P]!; }
+  });
+  add(IO.penaltyIds, OnnxType.INT64, [rows.length, P], ids);
+  add(IO.penaltyCounts, OnnxType.FLOAT, [rows.length, P], counts);
+  add(IO.penaltyParams, OnnxType.FLOAT, [rows.length, 3], params);
 }
 
 /** Whether a row's penalties change anything (sampling.ts applies them only then). */

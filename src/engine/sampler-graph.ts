@@ -31,6 +31,12 @@ export interface SamplerFeatures {
   readonly candidates: boolean;
   /** The sampled token's logprob (and the candidates' when `candidates`). */
   readonly logprobs: boolean;
+  /** Some row is greedy (argmax). */
+  readonly greedy: boolean;
+  /** Some row draws (temperature > 0). */
+  readonly draw: boolean;
+  /** Some drawing row's temperature is not 1 (else the logits are the softmax's input as they are). */
+  readonly temperature: boolean;
 }
 
 /** Names of the graph's inputs and outputs (shapes: R sampled rows, V vocabulary, K candidates). */
@@ -141,39 +147,80 @@ export function buildSamplerGraph(V: number, f: SamplerFeatures): Uint8Array {
   }
   // x: [R, V] the processed logits.
 
-  const invT = col(g.input(io.invTemperature, DType.FLOAT, ['R']));
-  const probs = g.op1('Softmax', '/probs', [g.op1('Mul', '/scaled', [x, invT])], { axis: -1 }); // [R, V]
-  const u = g.op1('Div', '/u', [
-    g.op1('Cast', '/u/f64', [g.input(io.uniform, DType.INT64, ['R'])], { to: F64 }),
-    g.op1('Cast', '/u/two32', [f32(4294967296)], { to: F64 }),
-  ]); // [R] float64
+  const { block: B, padded } = drawBlock(V);
+  const nb = padded / B;
+  const padTo = (v: string, value: number): string => (padded === V ? v : g.op1('Pad', `${v}/pad`, [v, i64([0, 0, 0, padded - V]), f32(value)]));
+  const blocksOf = (v: string): string => g.op1('Reshape', `${v}/blocks`, [v, i64([0, nb, B])]); // [R, nb, B]
   const toF64 = (v: string): string => g.op1('Cast', `${v}/f64`, [v], { to: F64 });
   const countWhere = (name: string, cond: string): string => g.op1('ReduceSum', `${name}/count`, [g.op1('Cast', `${name}/i64`, [cond], { to: DType.INT64 }), i64([1])], { keepdims: 1 }); // [R, 1]
 
-  // The unfiltered draw: the first id whose inclusive running sum exceeds u · total = the number
-  // of ids whose running sum is <= u · total (zero-probability ids never cross it).
-  const { block: B, padded } = drawBlock(V);
-  const nb = padded / B;
-  const padProbs = padded === V ? probs : g.op1('Pad', '/draw/pad', [probs, i64([0, 0, 0, padded - V])]);
-  const blocks = g.op1('Reshape', '/draw/blocks', [padProbs, i64([0, nb, B])]); // [R, nb, B]
-  const blockSums = toF64(g.op1('ReduceSum', '/draw/block_sums', [blocks, i64([2])], { keepdims: 0 })); // [R, nb]
-  const before = g.op1('CumSum', '/draw/before', [blockSums, i64([1])], { exclusive: 1 }); // [R, nb]
-  const through = g.op1('Add', '/draw/through', [before, blockSums]);
-  const total = g.op1('Slice', '/draw/total', [through, i64([nb - 1]), i64([nb]), i64([1])]); // [R, 1]
-  const r = g.op1('Mul', '/draw/r', [col(u), total]); // [R, 1]
-  const blk = g.op1('Min', '/draw/blk', [countWhere('/draw/blocks_below', g.op1('LessOrEqual', '/draw/le', [through, r])), i64([nb - 1])]); // [R, 1]
-  const inBlock = g.op1('Sub', '/draw/rem', [r, g.op1('GatherElements', '/draw/base', [before, blk], { axis: 1 })]); // [R, 1]
-  const blockProbs = toF64(g.op1('GatherND', '/draw/block', [blocks, blk], { batch_dims: 1 })); // [R, B]
-  const running = g.op1('CumSum', '/draw/running', [blockProbs, i64([1])]);
-  const within = g.op1('Min', '/draw/within', [countWhere('/draw/ids_below', g.op1('LessOrEqual', '/draw/le2', [running, inBlock])), i64([B - 1])]);
-  let drawn = g.op1('Add', '/draw/id', [g.op1('Mul', '/draw/blk_base', [blk, i64([B])]), within]); // [R, 1]
-  if (padded !== V) drawn = g.op1('Min', '/draw/clamp', [drawn, i64([V - 1])]);
+  // Greedy: the first id of the largest logit, in two levels (ONNX Runtime's ArgMax over a whole
+  // row is a scalar loop): the first block holding the maximum, then the first id in it.
+  let argmax = '';
+  if (f.greedy) {
+    const blocks = blocksOf(padTo(x, -Infinity));
+    const blockMax = g.op1('ReduceMax', '/argmax/block_max', [blocks, i64([2])], { keepdims: 0 }); // [R, nb]
+    const blk = g.op1('ArgMax', '/argmax/block', [blockMax], { axis: 1, keepdims: 1 }); // [R, 1]
+    const inBlock = g.op1('ArgMax', '/argmax/in_block', [g.op1('GatherND', '/argmax/gather', [blocks, blk], { batch_dims: 1 })], { axis: 1, keepdims: 1 });
+    argmax = g.op1('Add', '/argmax/id', [g.op1('Mul', '/argmax/base', [blk, i64([B])]), inBlock]); // [R, 1]
+  }
+
+  let drawn = '';
+  let probs = '';
+  let total = '';
+  let u = '';
+  if (f.draw) {
+    const scaled = f.temperature ? g.op1('Mul', '/scaled', [x, col(g.input(io.invTemperature, DType.FLOAT, ['R']))]) : x;
+    probs = g.op1('Softmax', '/probs', [scaled], { axis: -1 }); // [R, V]
+    u = g.op1('Div', '/u', [
+      g.op1('Cast', '/u/f64', [g.input(io.uniform, DType.INT64, ['R'])], { to: F64 }),
+      g.op1('Cast', '/u/two32', [f32(4294967296)], { to: F64 }),
+    ]); // [R] float64
+    // The unfiltered draw: the first id whose inclusive running sum exceeds u · total = the number
+    // of ids whose running sum is <= u · total (zero-probability ids never cross it). Block sums by
+    // a MatMul with ones (MLAS; ReduceSum over the last axis is several times slower here).
+    const blocks = blocksOf(padTo(probs, 0));
+    const ones = g.constant(new Array<number>(B).fill(1), DType.FLOAT, [B, 1]);
+    const blockSums = toF64(g.op1('Reshape', '/draw/block_sums', [g.op1('MatMul', '/draw/block_mm', [blocks, ones]), i64([0, nb])])); // [R, nb]
+    const before = g.op1('CumSum', '/draw/before', [blockSums, i64([1])], { exclusive: 1 }); // [R, nb]
+    const through = g.op1('Add', '/draw/through', [before, blockSums]);
+    total = g.op1('Slice', '/draw/total', [through, i64([nb - 1]), i64([nb]), i64([1])]); // [R, 1]
+    const r = g.op1('Mul', '/draw/r', [col(u), total]); // [R, 1]
+    const blk = g.op1('Min', '/draw/blk', [countWhere('/draw/blocks_below', g.op1('LessOrEqual', '/draw/le', [through, r])), i64([nb - 1])]); // [R, 1]
+    const inBlock = g.op1('Sub', '/draw/rem', [r, g.op1('GatherElements', '/draw/base', [before, blk], { axis: 1 })]); // [R, 1]
+    const blockProbs = toF64(g.op1('GatherND', '/draw/block', [blocks, blk], { batch_dims: 1 })); // [R, B]
+    const running = g.op1('CumSum', '/draw/running', [blockProbs, i64([1])]);
+    const within = g.op1('Min', '/draw/within', [countWhere('/draw/ids_below', g.op1('LessOrEqual', '/draw/le2', [running, inBlock])), i64([B - 1])]);
+    drawn = g.op1('Add', '/draw/id', [g.op1('Mul', '/draw/blk_base', [blk, i64([B])]), within]); // [R, 1]
+    if (padded !== V) drawn = g.op1('Min', '/draw/clamp', [drawn, i64([V - 1])]);
+  }
 
   let lse = '';
   if (f.logprobs) lse = g.op1('ReduceLogSumExp', '/lse', [x, i64([1])], { keepdims: 1 }); // [R, 1]
   if (f.candidates) {
     const K = g.input(io.k, DType.INT64, [1]);
     const [vals, ids] = g.op('TopK', '/cand/topk', [x, K], { axis: 1, largest: 1, sorted: 1 }, 2) as [string, string]; // [R, K]
+    if (f.draw) drawn = filteredDraw(K, ids, drawn);
+    if (f.logprobs) {
+      g.output(ids, io.topIds, DType.INT64, ['R', 'K']);
+      g.output(g.op1('Sub', '/cand/logprobs', [vals, lse]), io.topLogprobs, DType.FLOAT, ['R', 'K']);
+    }
+  }
+  const token = !f.draw ? argmax : !f.greedy ? drawn
+    : g.op1('Where', '/token', [g.op1('Cast', '/greedy', [col(g.input(io.greedy, DType.INT32, ['R']))], { to: DType.BOOL }), argmax, drawn]); // [R, 1]
+  g.output(g.op1('Squeeze', '/token/sq', [token, i64([1])]), io.token, DType.INT64, ['R']);
+  if (f.logprobs) {
+    const lp = g.op1('Sub', '/logprob', [g.op1('GatherElements', '/logprob/x', [x, token], { axis: 1 }), lse]);
+    g.output(g.op1('Squeeze', '/logprob/sq', [lp, i64([1])]), io.logprob, DType.FLOAT, ['R']);
+  }
+  return g.encode('sampler');
+
+  /**
+   * The draw over the candidates ([R, K] ids by descending logit): cut at top-k, then top-p (its
+   * running mass normalized by the top-k mass, or by the total without top-k), then min-p; the
+   * first kept candidate whose running sum exceeds u · kept mass. Rows not `filtered` keep `drawn`.
+   */
+  function filteredDraw(K: string, ids: string, unfiltered: string): string {
     const p = toF64(g.op1('GatherElements', '/cand/probs', [probs, ids], { axis: 1 })); // [R, K] descending
     const pos = g.op1('Range', '/cand/pos', [g.constant([0], DType.INT64, []), g.op1('Squeeze', '/cand/k_scalar', [K, i64([0])]), g.constant([1], DType.INT64, [])]); // [K]
     const kk = col(g.input(io.topK, DType.INT64, ['R']));
@@ -204,19 +251,7 @@ export function buildSamplerGraph(V: number, f: SamplerFeatures): Uint8Array {
     const at = g.op1('Min', '/cand/at', [countWhere('/cand/ids_below', g.op1('LessOrEqual', '/cand/le', [keptRunning, rc])), g.op1('Sub', '/cand/last', [keep, one])]);
     const filteredId = g.op1('GatherElements', '/cand/id', [ids, at], { axis: 1 });
     const filtered = g.op1('Cast', '/cand/filtered', [col(g.input(io.filtered, DType.INT32, ['R']))], { to: DType.BOOL });
-    drawn = g.op1('Where', '/cand/choose', [filtered, filteredId, drawn]);
     g.output(g.op1('Squeeze', '/cand/kept_sq', [keep, one]), io.kept, DType.INT64, ['R']);
-    if (f.logprobs) {
-      g.output(ids, io.topIds, DType.INT64, ['R', 'K']);
-      g.output(g.op1('Sub', '/cand/logprobs', [vals, lse]), io.topLogprobs, DType.FLOAT, ['R', 'K']);
-    }
+    return g.op1('Where', '/cand/choose', [filtered, filteredId, unfiltered]);
   }
-  const greedy = g.op1('Cast', '/greedy', [col(g.input(io.greedy, DType.INT32, ['R']))], { to: DType.BOOL });
-  const token = g.op1('Where', '/token', [greedy, g.op1('ArgMax', '/argmax', [x], { axis: 1, keepdims: 1 }), drawn]); // [R, 1]
-  g.output(g.op1('Squeeze', '/token/sq', [token, i64([1])]), io.token, DType.INT64, ['R']);
-  if (f.logprobs) {
-    const lp = g.op1('Sub', '/logprob', [g.op1('GatherElements', '/logprob/x', [x, token], { axis: 1 }), lse]);
-    g.output(g.op1('Squeeze', '/logprob/sq', [lp, i64([1])]), io.logprob, DType.FLOAT, ['R']);
-  }
-  return g.encode('sampler');
 }

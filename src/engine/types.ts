@@ -19,6 +19,9 @@ export interface TokenLogprobs {
 /** Why a generation ended: a stop token or string, max tokens, or an abort. */
 export type FinishReason = 'stop' | 'length' | 'abort';
 
+/** Who samples: `graph` the sampler graph (device-sampler.ts), `js` sampling.ts row by row (the reference). */
+export type SamplerKind = 'graph' | 'js';
+
 /** The worker thread's workerData. */
 export interface WorkerInit {
   readonly exportDir: string;
@@ -34,6 +37,8 @@ export interface WorkerInit {
   readonly int4Kernel?: Int4Kernel;
   /** Cache blocks of this many positions. */
   readonly blockSize?: number;
+  /** Who samples: the sampler graph on the model's execution provider (default, where the native runner is built) or the JS sampler. */
+  readonly sampler?: SamplerKind;
   /** Run a ScriptedRunner emitting these tokens instead of the ONNX model (tests, benchmarks). */
   readonly script?: readonly number[];
 }

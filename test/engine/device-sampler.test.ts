@@ -81,12 +81,11 @@ function randomSpec(V: number, fields: ReadonlySet<Field>, rand: () => number): 
   return { sampling: s, logprobs: fields.has('logprobs') ? pick(21) : null, allowed, minTokens: fields.has('minTokens') ? 50 : 0, history: { prompt, output } };
 }
 
-const created = DeviceSampler.create(1, { device: 'cpu', intraOpThreads: 1 });
+const created = DeviceSampler.create({ device: 'cpu', intraOpThreads: 1 });
 const skip = 'error' in created ? created.error : false;
 
 /** Runs `specs` through the graph and the reference; returns [compared draws, skipped: on a boundary or fallen back]. */
-function check(t: Test, sampler: DeviceSampler, specs: RowSpec[], rand: () => number, gatherRows: boolean): [number, number] {
-  const V = sampler.vocabSize;
+function check(t: Test, sampler: DeviceSampler, V: number, specs: RowSpec[], rand: () => number, gatherRows: boolean): [number, number] {
   const N = gatherRows ? specs.length + 2 : specs.length;
   const logits = new Float32Array(N * V);
   for (let r = 0; r < N; r++) logits.set(randomLogits(V, rand), r * V);
@@ -95,7 +94,7 @@ function check(t: Test, sampler: DeviceSampler, specs: RowSpec[], rand: () => nu
   const seeds = specs.map(() => Math.floor(rand() * 2 ** 31));
   const gens = specs.map((s, i) => generation(i, s, seeds[i]!));
   const rows: SampleRow[] = specs.map((s, i) => ({ g: gens[i]!, numOutput: s.history.output.length, row: rowOf(i), allowed: s.allowed }));
-  const results = sampler.sample(logits, rows);
+  const results = sampler.sample(logits, V, rows);
   let compared = 0, skipped = 0, fallbacks = 0;
   specs.forEach((spec, i) => {
     const ref = reference(original.subarray(rowOf(i) * V, (rowOf(i) + 1) * V), spec, generation(i, spec, seeds[i]!));
@@ -138,20 +137,20 @@ t.test('the two-level draw splits Gemma\'s vocabulary without padding', async (t
 t.test('the sampler graph matches the JS reference', { skip }, async (t) => {
   const rand = mulberry32(7);
   for (const V of [1000, 997, 4096]) {
-    const sampler = DeviceSampler.create(V, { device: 'cpu', intraOpThreads: 1 }) as DeviceSampler;
+    const sampler = DeviceSampler.create({ device: 'cpu', intraOpThreads: 1 }) as DeviceSampler;
     let compared = 0, skipped = 0;
     const tally = ([c, s]: [number, number]): void => { compared += c; skipped += s; };
     // Each field alone (with a temperature where the field needs a draw), in batches of 4.
     for (const f of FIELDS) {
       for (let rep = 0; rep < 3; rep++) {
         const fields = new Set<Field>(f === 'greedy' ? [f] : ['temperature', f]);
-        tally(check(t, sampler, Array.from({ length: 4 }, () => randomSpec(V, fields, rand)), rand, rep === 1));
+        tally(check(t, sampler, V, Array.from({ length: 4 }, () => randomSpec(V, fields, rand)), rand, rep === 1));
       }
     }
     // Combined: every row a random subset, batches mixing greedy, filtered and plain rows.
     for (let b = 0; b < 12; b++) {
       const specs = Array.from({ length: 1 + Math.floor(rand() * 7) }, () => randomSpec(V, new Set(FIELDS.filter((f) => f !== 'greedy' && rand() < 0.5).concat(rand() < 0.2 ? ['greedy'] : [])), rand));
-      tally(check(t, sampler, specs, rand, b % 2 === 0));
+      tally(check(t, sampler, V, specs, rand, b % 2 === 0));
     }
     t.ok(compared > 150 && skipped <= compared / 50, `V=${V}: ${compared} draws compared, ${skipped} on a boundary or fallen back`);
     sampler.release();
@@ -160,11 +159,11 @@ t.test('the sampler graph matches the JS reference', { skip }, async (t) => {
 
 t.test('a nucleus wider than the candidates falls back with the same uniform', { skip }, async (t) => {
   const V = 1000;
-  const sampler = DeviceSampler.create(V, { device: 'cpu', intraOpThreads: 1, candidates: 16 }) as DeviceSampler;
+  const sampler = DeviceSampler.create({ device: 'cpu', intraOpThreads: 1, candidates: 16 }) as DeviceSampler;
   const spec: RowSpec = { sampling: { ...DEFAULT_SAMPLING, topP: 0.9 }, logprobs: null, allowed: null, minTokens: 0, history: { prompt: [2], output: [] } };
   const flat = new Float32Array(V); // uniform: the nucleus holds 900 ids
   const g = generation(0, spec, 5);
-  const [res] = sampler.sample(flat, [{ g, numOutput: 0, row: 0, allowed: null }]);
+  const [res] = sampler.sample(flat, V, [{ g, numOutput: 0, row: 0, allowed: null }]);
   t.same(res, { fallback: mulberry32(5)() });
   t.equal(g.history.outputCounts.size, 0, 'the fallback leaves the history to the JS sampler');
   sampler.release();
