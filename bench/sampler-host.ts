@@ -2,7 +2,8 @@
  * Sampling cost per row per step on Gemma's 256,000-token vocabulary: the JS sampler (sampleRow
  * with the native softmax weights, the path before the sampler graph) against the sampler graph
  * (device-sampler.ts), alternated in one run, at batch 1, 64 and 256, greedy and temperature 1:
- * `npx tsx bench/sampler-host.ts [steps]`. Prints medians over the steps, in µs per row.
+ * `[SAMPLER_THREADS=2] npx tsx bench/sampler-host.ts [steps]` (the sampler session's intra-op threads).
+ * Prints medians over the steps, in µs per row.
  * The graph's time is ONNX Runtime compute on the CPU here (on a GPU it is device time); the
  * JS part of it (packing inputs, reading outputs) is printed separately.
  */
@@ -15,7 +16,7 @@ import { sampleRow } from '../src/engine/step-sampling.ts';
 
 const V = 256000;
 const STEPS = Number(process.argv[2] ?? 7);
-const threads = Math.min(2, availableParallelism());
+const threads = Number(process.env["SAMPLER_THREADS"] ?? Math.min(2, availableParallelism()));
 const sampler = DeviceSampler.create({ device: 'cpu', intraOpThreads: threads });
 if ('error' in sampler) throw new Error(sampler.error);
 const weightsOf = nativeSoftmaxWeights() ?? jsSoftmaxWeights;
