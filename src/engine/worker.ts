@@ -39,8 +39,10 @@ async function main(): Promise<void> {
   const maxNumSeqs = Math.min(init.maxNumSeqs, runner.maxRunning ?? Infinity);
   // The sampler's softmax through ONNX Runtime's vectorized Exp where the native runner is built.
   // The sampler graph on the model's execution provider unless the JS sampler is asked for (or the
-  // native runner is not built).
-  const sampler = init.sampler === 'js' ? null : DeviceSampler.create({ device: init.device, intraOpThreads: init.threads });
+  // native runner is not built). On the CPU in one thread, as the softmax-weights session: a second
+  // intra-op pool would spin on the cores the model's pool runs on, and on the shared 2-core host
+  // one thread sampled no slower than two (BENCHMARKS.md, sampling on the execution provider).
+  const sampler = init.sampler === 'js' ? null : DeviceSampler.create({ device: init.device, intraOpThreads: init.device === 'cpu' ? 1 : init.threads });
   const loop = new StepLoop(runner, { maxNumSeqs, maxNumBatchedTokens }, send, nativeSoftmaxWeights() ?? jsSoftmaxWeights, sampler !== null && !('error' in sampler) ? sampler : null);
   const grammars = new WorkerGrammars(init.exportDir);
   /** Constrained submits still compiling; true once an abort for one has arrived. */
