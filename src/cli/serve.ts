@@ -6,6 +6,7 @@
  * once into the data dir.
  */
 import { INT4_KERNELS } from '../engine/native/q4-graph.ts';
+import { SAMPLER_KINDS } from '../engine/device-sampler.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +40,7 @@ export async function serve(argv: string[]): Promise<number> {
     'max-num-batched-tokens': { type: 'string' },
     threads: { type: 'string' },
     'int4-kernel': { type: 'string' },
+    sampler: { type: 'string' },
     'served-model-name': { type: 'string', multiple: true },
     'metrics-names': { type: 'string' },
     'log-prompts': { type: 'boolean' },
@@ -77,6 +79,7 @@ export async function serve(argv: string[]): Promise<number> {
     throw new ConfigError(`serve: --threads ${threads} exceeds this machine's ${availableParallelism()} cores (oversubscribing slows every step)`, 'threads');
   }
   const int4Kernel = choiceFlag('int4-kernel', values['int4-kernel'] ?? env['GEMMA_SERVE_INT4_KERNEL'], INT4_KERNELS) ?? 'auto';
+  const sampler = choiceFlag('sampler', values.sampler ?? env['GEMMA_SERVE_SAMPLER'], SAMPLER_KINDS);
   // Repeatable: the first is the model's name, the rest aliases it also answers to.
   const servedModelNames = values['served-model-name'] ?? splitList(env['GEMMA_SERVE_SERVED_MODEL_NAME']);
   for (const name of servedModelNames) {
@@ -98,7 +101,7 @@ export async function serve(argv: string[]): Promise<number> {
   const onSignal = (signal: string): void => { stopLoading.abort(); stopSignal?.(signal); };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const loading = Engine.start({ signal: stopLoading.signal, modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, modelId: servedModelName, modelAliases, specialTokensInContent, chatTemplate, prefixCaching });
+  const loading = Engine.start({ signal: stopLoading.signal, modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, sampler, modelId: servedModelName, modelAliases, specialTokensInContent, chatTemplate, prefixCaching });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
   const metrics = new Metrics({ state, names: metricsNames });

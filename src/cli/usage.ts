@@ -10,7 +10,7 @@ commands:
   serve        [--model DIR] [--host 127.0.0.1] [--port 8000] [--device cpu|cuda] [--kv-cache-memory BYTES] [--kv-dtype fp32|fp16]
                [--api-key KEY ...] [--api-key-file PATH] [--cors-origin ORIGIN ...] [--max-body-bytes N]
                [--max-num-seqs 64] [--max-waiting 256] [--max-num-batched-tokens 512] [--threads N]
-               [--int4-kernel auto|ort|gemma-serve] [--served-model-name NAME] [--metrics-names gemma_serve|vllm] [--log-prompts] [--no-prefix-caching] [--stats-interval 10] [--shutdown-timeout 30]
+               [--int4-kernel auto|ort|gemma-serve] [--sampler graph|js] [--served-model-name NAME] [--metrics-names gemma_serve|vllm] [--log-prompts] [--no-prefix-caching] [--stats-interval 10] [--shutdown-timeout 30]
                [--chat-template FILE]
                OpenAI-compatible HTTP server. DIR: a checkpoint (exported on first use and
                cached) or an export; none: a tiny random-weight model generated once.
@@ -19,7 +19,7 @@ commands:
                No API key configured: open. No CORS origin: CORS off. Body limit: 4 MiB.
                Environment: GEMMA_SERVE_MODEL, _HOST, _PORT, _DEVICE, _KV_CACHE_MEMORY, _KV_DTYPE, _DATA_DIR,
                _API_KEY (comma-separated), _API_KEY_FILE, _CORS_ORIGIN (comma-separated), _MAX_BODY_BYTES,
-               _MAX_NUM_SEQS, _MAX_WAITING, _MAX_NUM_BATCHED_TOKENS, _THREADS, _INT4_KERNEL, _SERVED_MODEL_NAME, _METRICS_NAMES, _LOG_PROMPTS,
+               _MAX_NUM_SEQS, _MAX_WAITING, _MAX_NUM_BATCHED_TOKENS, _THREADS, _INT4_KERNEL, _SAMPLER, _SERVED_MODEL_NAME, _METRICS_NAMES, _LOG_PROMPTS,
                _NO_PREFIX_CACHING, _STATS_INTERVAL, _SHUTDOWN_TIMEOUT, _CHAT_TEMPLATE. Listens at once; 503 until the model is loaded.
                GET /metrics (Prometheus; vLLM's names with --metrics-names vllm). On SIGTERM:
                drains (ready 503), in-flight requests get up to --shutdown-timeout seconds.

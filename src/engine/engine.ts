@@ -16,7 +16,7 @@ import { TokenTable, type TokenDecoder } from './token-table.ts';
 import type { Device } from './session.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
 import type { KvDtype } from './graph-io.ts';
-import type { FinishReason, FromWorker, Pooling, SequenceEvent, TokenLogprobs, ToWorker, WorkerInit } from './types.ts';
+import type { FinishReason, FromWorker, Pooling, SamplerKind, SequenceEvent, TokenLogprobs, ToWorker, WorkerInit } from './types.ts';
 import { DEFAULT_SAMPLING, type SamplingParams } from './sampling.ts';
 import { StopMatcher } from './stop-strings.ts';
 import { TextPool } from './text-pool.ts';
@@ -42,6 +42,8 @@ export interface EngineOptions {
   readonly threads?: number;
   /** CPU int4 matmuls (default `auto`: gemma-serve's kernel where the CPU has AVX-512 VNNI). */
   readonly int4Kernel?: Int4Kernel;
+  /** Who samples (default `graph` where the native runner is built, else `js`). */
+  readonly sampler?: SamplerKind;
   /** Most tokens one scheduler step computes (default 512, at least maxNumSeqs). */
   readonly maxNumBatchedTokens?: number;
   /** KV cache dtype asked for (`--kv-dtype`): a checkpoint is exported with it; an export must have it. Default: the export's own (fp32 for a checkpoint). */
@@ -218,7 +220,7 @@ export class Engine {
 
     const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
     const maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
-    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, prefixCaching: opts.prefixCaching ?? true, ...(opts.script ? { script: [...opts.script] } : {}) };
+    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, prefixCaching: opts.prefixCaching ?? true, sampler: opts.sampler, ...(opts.script ? { script: [...opts.script] } : {}) };
     // Compiled (dist/, what the package runs) the worker is the plain worker.js beside this
     // module. From source (.ts under tsx: tests, development) worker-boot.mjs registers tsx in
     // the thread first, so it runs the same under tsx's CLI or tap's loader; execArgv is not

@@ -131,7 +131,8 @@ export const jsSoftmaxWeights: SoftmaxWeights = (logits, temperature) => {
 /**
  * One draw from already processed logits. Without top-k / top-p / min-p the draw walks the
  * vocabulary in index order (no sort). With them, only the candidates any filter could keep
- * are sorted (by probability, then id): a few hundred entries rather than a 256,000-entry
+ * are sorted (by probability, then logit, then id: the order of the sampler graph's TopK over
+ * the logits, which float32 weights that round equal cannot reorder), a few hundred entries rather than a 256,000-entry
  * vocabulary per token; the kept prefix, and so the token a given random number picks, is the
  * same as sorting everything. `weightsOf` computes the softmax weights (JS float64 by default;
  * the worker passes the native runner's vectorized float32 one where it is built).
@@ -154,7 +155,7 @@ export function sampleProcessed(logits: Float32Array, p: SamplingParams, rand: (
     return last;
   }
   // The top-k set (its mass normalizes top-p), or, without top-k, the whole vocabulary.
-  const order = topK > 0 ? topKIndices(probs, topK) : candidatesAbove(probs, sum, p);
+  const order = topK > 0 ? topKIndices(probs, logits, topK) : candidatesAbove(probs, logits, sum, p);
   const keptMass = topK > 0 ? order.reduce((a, i) => a + probs[i]!, 0) : sum;
   let keep = order.length;
   if (p.topP < 1) {
@@ -181,10 +182,10 @@ export function sampleProcessed(logits: Float32Array, p: SamplingParams, rand: (
   return order[keep - 1]!;
 }
 
-const byProbThenId = (probs: Weights) => (a: number, b: number): number => probs[b]! - probs[a]! || a - b;
+const byProbThenId = (probs: Weights, logits: Float32Array) => (a: number, b: number): number => probs[b]! - probs[a]! || logits[b]! - logits[a]! || a - b;
 
-/** The k most likely ids, sorted (ties by id, as a full sort would order them). */
-function topKIndices(probs: Weights, k: number): number[] {
+/** The k most likely ids, sorted (ties by logit, then id, as a full sort would order them). */
+function topKIndices(probs: Weights, logits: Float32Array, k: number): number[] {
   // The k-th largest value by a bounded min-heap, then every id at or above it, sorted and cut.
   const heap = new Float64Array(k);
   let n = 0;
@@ -213,7 +214,7 @@ function topKIndices(probs: Weights, k: number): number[] {
   const kth = heap[0]!;
   const out: number[] = [];
   for (let i = 0; i < probs.length; i++) if (probs[i]! >= kth) out.push(i);
-  return out.sort(byProbThenId(probs)).slice(0, k);
+  return out.sort(byProbThenId(probs, logits)).slice(0, k);
 }
 
 /**
@@ -221,7 +222,7 @@ function topKIndices(probs: Weights, k: number): number[] {
  * top-p's nucleus lies above the highest threshold whose mass reaches topP (found by halving
  * from the maximum), so the ids above the larger of those thresholds hold the kept prefix.
  */
-function candidatesAbove(probs: Weights, sum: number, p: SamplingParams): number[] {
+function candidatesAbove(probs: Weights, logits: Float32Array, sum: number, p: SamplingParams): number[] {
   const max = 1; // probs are exp(x - max): the largest is exactly 1
   let threshold = p.minP > 0 ? p.minP * max : 0;
   if (p.topP < 1) {
@@ -236,7 +237,7 @@ function candidatesAbove(probs: Weights, sum: number, p: SamplingParams): number
   }
   const out: number[] = [];
   for (let i = 0; i < probs.length; i++) if (probs[i]! >= threshold && probs[i]! > 0) out.push(i);
-  return out.sort(byProbThenId(probs));
+  return out.sort(byProbThenId(probs, logits));
 }
 
 /** processLogits then sampleProcessed. */

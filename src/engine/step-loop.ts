@@ -15,6 +15,7 @@ import type { EmbeddingPool } from './embedding-pool.ts';
 import type { SequenceGrammar } from './grammar/matcher.ts';
 import { scorePromptRow, wantsPromptLogits } from './prompt-scoring.ts';
 import type { SoftmaxWeights } from './sampling.ts';
+import type { DeviceSampler } from './device-sampler.ts';
 import { StepReportBuilder } from './step-report.ts';
 import { sampleRow, type SampledToken } from './step-sampling.ts';
 import type { FinishReason, SequenceEvent, StepReport, SubmitMessage } from './types.ts';
@@ -34,6 +35,8 @@ export class StepLoop {
     /** Where each step's report goes (the worker posts it to the main thread). */
     private readonly send: (report: StepReport) => void,
     private readonly weightsOf: SoftmaxWeights,
+    /** The sampler graph (device-sampler.ts), or null: every row through the JS sampler. */
+    private readonly sampler: DeviceSampler | null = null,
   ) {
     this.scheduler = new Scheduler(new KvCacheManager(runner.layout), config);
   }
@@ -108,6 +111,7 @@ export class StepLoop {
     const V = out.vocabSize;
     const sampled = new Map<number, number>();
     const emitted: { seq: Sequence; token: SampledToken }[] = [];
+    const pending: { seq: Sequence; g: Generation; row: number }[] = [];
     step.rows.forEach((p, i) => {
       if (p.seq.status === 'finished') return;
       const g = this.gens.get(p.seq.spec.id)!;
@@ -119,26 +123,25 @@ export class StepLoop {
       if (g.pool !== null) { this.pool(p.seq, g.pool, step.plan.rows[i]!, i, out); return; }
       if (!p.sample) return;
       if (g.req.maxTokens === 0) { this.finish(p.seq, 'length'); return; } // prompt only (scored, when asked)
-      const last = out.offsets[i + 1]! - 1;
-      const row = out.logits.subarray(last * V, (last + 1) * V);
       // Constrained decoding: the state follows the output tokens (rebuilt from them after a
-      // preemption); disallowed tokens get -Infinity before the processors, so the sample and the
-      // reported logprobs are of the masked distribution.
-      // A grammar failure (xgrammar throws or aborts its WebAssembly program) fails this
-      // sequence only, never the worker and the other sequences.
-      const grammarFailed = (what: string): void => this.end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: what });
+      // preemption); disallowed tokens get -Infinity before the processors (the JS sampler masks
+      // the row, the sampler graph takes the bitmask), so the sample and the reported logprobs
+      // are of the masked distribution.
       try {
-        if (g.grammar !== null) {
-          if (!g.grammar.syncTo(p.seq.outputIds)) { grammarFailed('the output no longer fits its grammar'); return; }
-          g.grammar.applyMask(row);
-        }
-      } catch (e) { grammarFailed(`the grammar engine failed: ${(e as Error).message}`); return; }
-      const token = sampleRow(g, p.seq.outputIds.length, row, this.weightsOf);
+        if (g.grammar !== null && !g.grammar.syncTo(p.seq.outputIds)) { this.grammarFailed(p.seq, 'the output no longer fits its grammar'); return; }
+        g.grammar?.fillMask();
+      } catch (e) { this.grammarFailed(p.seq, `the grammar engine failed: ${(e as Error).message}`); return; }
+      pending.push({ seq: p.seq, g, row: out.offsets[i + 1]! - 1 });
+    });
+    const tokens = this.sample(out, pending);
+    pending.forEach(({ seq, g }, k) => {
+      const token = tokens[k]!;
+      if ('error' in token) { this.end(seq.spec.id, { type: 'error', id: seq.spec.id, message: token.error }); return; }
       let accepted: boolean;
-      try { accepted = g.grammar === null || g.grammar.accept(token.tokenId); } catch (e) { grammarFailed(`the grammar engine failed: ${(e as Error).message}`); return; }
-      if (!accepted) { grammarFailed(`the grammar refused token ${token.tokenId}`); return; }
-      sampled.set(p.seq.spec.id, token.tokenId);
-      emitted.push({ seq: p.seq, token });
+      try { accepted = g.grammar === null || g.grammar.accept(token.tokenId); } catch (e) { this.grammarFailed(seq, `the grammar engine failed: ${(e as Error).message}`); return; }
+      if (!accepted) { this.grammarFailed(seq, `the grammar refused token ${token.tokenId}`); return; }
+      sampled.set(seq.spec.id, token.tokenId);
+      emitted.push({ seq, token });
     });
     this.scheduler.update(step, sampled);
     for (const { seq, token } of emitted) this.emit(seq, token);
@@ -156,6 +159,39 @@ export class StepLoop {
       pool.add(row.start, h.data, h.offsets[i]!, n);
     }
     if (row.sample) this.end(seq.spec.id, { type: 'embedding', id: seq.spec.id, embedding: pool.result(), promptTokens: seq.spec.promptIds.length });
+  }
+
+  /**
+   * The step's sampled rows: through the sampler graph where there is one (rows it hands back,
+   * and every row if it fails, go through the JS sampler with the uniform already drawn), else
+   * each through the JS sampler (sampleRow) on its logits row.
+   */
+  private sample(out: StepOutput, pending: readonly { seq: Sequence; g: Generation; row: number }[]): (SampledToken | { error: string })[] {
+    const V = out.vocabSize;
+    const rowOf = (r: number): Float32Array => out.logits.subarray(r * V, (r + 1) * V);
+    const js = (g: Generation, seq: Sequence, r: number, rand?: () => number): SampledToken | { error: string } => {
+      try {
+        g.grammar?.applyMask(rowOf(r));
+      } catch (e) { return { error: `the grammar engine failed: ${(e as Error).message}` }; }
+      return sampleRow(g, seq.outputIds.length, rowOf(r), this.weightsOf, rand);
+    };
+    if (this.sampler === null || pending.length === 0) return pending.map(({ g, seq, row }) => js(g, seq, row));
+    let results;
+    try {
+      results = this.sampler.sample(out.logits, V, pending.map(({ g, seq, row }) => ({ g, numOutput: seq.outputIds.length, row, allowed: g.grammar?.mask ?? null })));
+    } catch (e) {
+      return pending.map(() => ({ error: `the sampler failed: ${(e as Error).message}` }));
+    }
+    return results.map((res, k) => {
+      if (!('fallback' in res)) return res;
+      const { g, seq, row } = pending[k]!;
+      return js(g, seq, row, () => res.fallback);
+    });
+  }
+
+  /** A grammar failure (xgrammar throws or aborts its WebAssembly program) fails this sequence only, never the worker and the other sequences. */
+  private grammarFailed(seq: Sequence, what: string): void {
+    this.end(seq.spec.id, { type: 'error', id: seq.spec.id, message: what });
   }
 
   /** After the scheduler appended a sampled token: reports it, or ends the sequence on a stop token or at max tokens. */

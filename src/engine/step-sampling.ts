@@ -15,12 +15,16 @@ export interface SampledToken {
   readonly logprobs?: TokenLogprobs;
 }
 
-/** Samples from `row` ([vocabSize] logits, masked in place) for a sequence that has generated `numOutput` tokens. */
-export function sampleRow(g: Generation, numOutput: number, row: Float32Array, weightsOf: SoftmaxWeights): SampledToken {
+/**
+ * Samples from `row` ([vocabSize] logits, masked in place) for a sequence that has generated
+ * `numOutput` tokens. `rand`: the sequence's generator, or the uniform the sampler graph already
+ * drew for this row (a row it hands back, device-sampler.ts).
+ */
+export function sampleRow(g: Generation, numOutput: number, row: Float32Array, weightsOf: SoftmaxWeights, rand: () => number = g.rand): SampledToken {
   const r = g.req;
   if (numOutput < r.minTokens) for (const id of r.stopIds) if (id >= 0 && id < row.length) row[id] = -Infinity;
   const logits = processLogits(row, r.sampling, g.history);
-  const tokenId = sampleProcessed(logits, r.sampling, g.rand, weightsOf);
+  const tokenId = sampleProcessed(logits, r.sampling, rand, weightsOf);
   g.history.add(tokenId);
   if (r.logprobs === null || g.stop.has(tokenId)) return { tokenId };
   const lp = logSoftmax(logits);

@@ -23,6 +23,9 @@ export type FinishReason = 'stop' | 'length' | 'abort';
 export type Pooling = 'mean' | 'last';
 export const POOLINGS: readonly Pooling[] = ['mean', 'last'];
 
+/** Who samples: `graph` the sampler graph (device-sampler.ts), `js` sampling.ts row by row (the reference). */
+export type SamplerKind = 'graph' | 'js';
+
 /** The worker thread's workerData. */
 export interface WorkerInit {
   readonly exportDir: string;
@@ -38,6 +41,8 @@ export interface WorkerInit {
   readonly int4Kernel?: Int4Kernel;
   /** Cache blocks of this many positions. */
   readonly blockSize?: number;
+  /** Who samples: the sampler graph on the model's execution provider (default, where the native runner is built) or the JS sampler. */
+  readonly sampler?: SamplerKind;
   /** Run a ScriptedRunner emitting these tokens instead of the ONNX model (tests, benchmarks). */
   readonly script?: readonly number[];
   /** Reuse cached prompt prefixes where the runner supports it (kv-cache-manager.ts); default false. */

@@ -11,6 +11,7 @@ import { nativeSoftmaxWeights } from './native/softmax-weights.ts';
 import { loadRunner } from './runner.ts';
 import { ScriptedRunner } from './scripted-runner.ts';
 import { StepLoop } from './step-loop.ts';
+import { DeviceSampler } from './device-sampler.ts';
 import { DEFAULT_MAX_NUM_BATCHED_TOKENS } from '../scheduler/scheduler.ts';
 import type { Runner } from '../scheduler/runner-contract.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './types.ts';
@@ -37,7 +38,12 @@ async function main(): Promise<void> {
   // A runner with fixed cache slots (the device-resident one) runs at most that many sequences at once.
   const maxNumSeqs = Math.min(init.maxNumSeqs, runner.maxRunning ?? Infinity);
   // The sampler's softmax through ONNX Runtime's vectorized Exp where the native runner is built.
-  const loop = new StepLoop(runner, { maxNumSeqs, maxNumBatchedTokens }, send, nativeSoftmaxWeights() ?? jsSoftmaxWeights);
+  // The sampler graph on the model's execution provider unless the JS sampler is asked for (or the
+  // native runner is not built). On the CPU in one thread, as the softmax-weights session: a second
+  // intra-op pool would spin on the cores the model's pool runs on, and on the shared 2-core host
+  // one thread sampled no slower than two (BENCHMARKS.md, sampling on the execution provider).
+  const sampler = init.sampler === 'js' ? null : DeviceSampler.create({ device: init.device, intraOpThreads: init.device === 'cpu' ? 1 : init.threads });
+  const loop = new StepLoop(runner, { maxNumSeqs, maxNumBatchedTokens }, send, nativeSoftmaxWeights() ?? jsSoftmaxWeights, sampler !== null && !('error' in sampler) ? sampler : null);
   const grammars = new WorkerGrammars(init.exportDir);
   /** Constrained submits still compiling; true once an abort for one has arrived. */
   const compiling = new Map<number, boolean>();
@@ -69,6 +75,7 @@ async function main(): Promise<void> {
   send({ type: 'ready', maxSequenceTokens: loop.scheduler.cache.maxSequenceTokens(), maxRunning: maxNumSeqs, int4Swapped: runner.int4Swapped ?? 0, hiddenSize: runner.hiddenSize ?? null, prefixCaching: loop.scheduler.cache.prefixCaching });
   await loop.run();
   await runner.release();
+  if (sampler !== null && !('error' in sampler)) sampler.release();
   grammars.dispose();
   port.close();
 }

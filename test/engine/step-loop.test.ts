@@ -5,6 +5,8 @@
 import t from 'tap';
 import { driveLoop } from './drive-loop.ts';
 import { DEFAULT_SAMPLING } from '../../src/engine/sampling.ts';
+import { DeviceSampler } from '../../src/engine/device-sampler.ts';
+import { mulberry32 } from '../../src/engine/generation.ts';
 import type { StepReport, SubmitMessage } from '../../src/engine/types.ts';
 import type { CacheLayout, Runner, StepOutput, StepPlan } from '../../src/scheduler/runner-contract.ts';
 
@@ -46,7 +48,8 @@ const request = (id: number, promptIds: number[], maxTokens: number, extra: Part
 });
 
 /** Runs the loop until `ids` all ended; returns its reports. */
-const drive = (runner: Runner, reqs: readonly SubmitMessage[], maxNumSeqs = 8): Promise<StepReport[]> => driveLoop(runner, reqs, { maxNumSeqs, maxNumBatchedTokens: 64 });
+const drive = (runner: Runner, reqs: readonly SubmitMessage[], maxNumSeqs = 8, sampler: DeviceSampler | null = null): Promise<StepReport[]> =>
+  driveLoop(runner, reqs, { maxNumSeqs, maxNumBatchedTokens: 64 }, sampler);
 
 const expected = (promptIds: readonly number[], n: number): number[] => Array.from({ length: n }, (_, i) => (promptIds.at(-1)! + 1 + i) % V);
 
@@ -97,4 +100,42 @@ t.test('prompt rows ask for every position\'s logits until the prompt is scored;
   if (scores?.type !== 'prompt_logprobs') throw new Error('no prompt logprobs');
   // Position p predicts p + 1; the fake puts its mass on token p + 1 only where prompt[p + 1] = prompt[p] + 1.
   t.same(scores.logprobs.map((e) => e.top[0]!.id), prompt.slice(0, -1).map((id) => (id + 1) % V));
+});
+
+/** Logits that follow from the sequence and position alone (seeded noise), so both samplers see the same rows. */
+class NoiseRunner extends FakeRunner {
+  override async execute(plan: StepPlan): Promise<StepOutput> {
+    const out = await super.execute(plan);
+    plan.rows.forEach((r, i) => {
+      for (let k = out.offsets[i]!; k < out.offsets[i + 1]!; k++) {
+        const rand = mulberry32(r.seqId * 1000 + r.start + k - out.offsets[i]!);
+        for (let v = 0; v < V; v++) out.logits[k * V + v] = (rand() - 0.5) * 6;
+      }
+    });
+    return out;
+  }
+}
+
+const sampler = DeviceSampler.create({ device: 'cpu', intraOpThreads: 1 });
+t.test('the sampler graph and the JS sampler give the same tokens and logprobs through the step loop', { skip: 'error' in sampler ? sampler.error : false }, async (t) => {
+  const mixed: Partial<SubmitMessage>[] = [
+    { sampling: { ...DEFAULT_SAMPLING, temperature: 1 } },
+    { sampling: { ...DEFAULT_SAMPLING, temperature: 0.7, topK: 8, topP: 0.9 }, logprobs: 3 },
+    { sampling: { ...DEFAULT_SAMPLING, temperature: 1.3, minP: 0.1, repetitionPenalty: 1.3, frequencyPenalty: 0.5, presencePenalty: 0.3 } },
+    { sampling: { ...DEFAULT_SAMPLING, temperature: 0, logitBias: [[9, 2]] }, logprobs: 0 },
+    { sampling: { ...DEFAULT_SAMPLING, temperature: 1 }, stopIds: [3], minTokens: 4 },
+  ];
+  const reqs = mixed.map((extra, i) => request(i + 1, [1 + i, 20 + i, 40 + i], 12, { seed: 100 + i, ...extra }));
+  const events = (reports: StepReport[]) => reports.flatMap((r) => r.events).filter((e) => e.type === 'token' || e.type === 'finish');
+  const js = events(await drive(new NoiseRunner(), reqs));
+  const graph = events(await drive(new NoiseRunner(), reqs, 8, sampler as DeviceSampler));
+  t.equal(graph.length, js.length);
+  graph.forEach((e, i) => {
+    const r = js[i]!;
+    if (e.type !== 'token' || r.type !== 'token') { t.same(e, r); return; }
+    t.same([e.id, e.tokenId], [r.id, r.tokenId], `token ${i}`);
+    t.same(e.logprobs?.top.map((x) => x.id), r.logprobs?.top.map((x) => x.id));
+    if (r.logprobs !== undefined) t.ok(Math.abs(e.logprobs!.logprob - r.logprobs.logprob) < 1e-4);
+  });
+  (sampler as DeviceSampler).release();
 });

@@ -1,0 +1,231 @@
+/**
+ * Sampling a step's rows with the sampler graph (sampler-graph.ts) on the native runner: the
+ * logits stay where the model wrote them (bound as an input, not copied), and per row only O(1)
+ * parameters, the sequence's distinct token ids (penalties), its bias entries and its grammar's
+ * bitmask words go in; the sampled id, its logprob and the top candidates come out. The host
+ * draws each row's uniform from its Generation's seeded generator, so a seed fixes the output and a
+ * preempted sequence replays it.
+ *
+ * A row the graph cannot finish returns null and goes through the JS sampler (step-sampling.ts)
+ * with the same uniform: a top-k above MAX_CANDIDATES, or a top-p / min-p nucleus that does not
+ * close within the candidates (the graph reports how many it kept). One graph per combination of
+ * parts a batch needs (SamplerFeatures), built on first use.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildSamplerGraph, SamplerIO as IO, type SamplerFeatures } from './sampler-graph.ts';
+import { loadNativeOrt, NativeSession, OnnxType, type Binding } from './native/ort-native.ts';
+import type { Generation } from './generation.ts';
+import type { Device } from './session.ts';
+import type { SampledToken } from './step-sampling.ts';
+import type { SamplerKind } from './types.ts';
+
+/** `graph`: this sampler; `js`: sampling.ts row by row (the reference, and the path where the native runner is not built). */
+export const SAMPLER_KINDS: readonly SamplerKind[] = ['graph', 'js'];
+
+/** Candidates a filtered draw sees: top-k above it, or a nucleus wider than it, goes to the JS sampler. */
+export const MAX_CANDIDATES = 1024;
+
+/** One row to sample: its sequence's state, tokens generated so far, and its row in the step's logits. */
+export interface SampleRow {
+  readonly g: Generation;
+  readonly numOutput: number;
+  /** Row index in the logits array ([numLogitRows, V]). */
+  readonly row: number;
+  /** The allowed-token bitmask (SequenceGrammar.mask, filled), or null. */
+  readonly allowed: Int32Array | null;
+}
+
+/** A row's result: the token, or the uniform it drew (then the JS sampler finishes it with that number). */
+export type RowResult = SampledToken | { readonly fallback: number };
+
+export interface DeviceSamplerOptions {
+  readonly device: Device;
+  readonly intraOpThreads?: number;
+  /** Candidates for top-p / min-p rows without top-k (default MAX_CANDIDATES). */
+  readonly candidates?: number;
+}
+
+export class DeviceSampler {
+  private readonly sessions = new Map<string, NativeSession>();
+  private readonly dir: string;
+  /** Milliseconds the last `sample` spent in ONNX Runtime's run (the rest of it is host time). */
+  lastRunMs = 0;
+
+  private constructor(private readonly opts: DeviceSamplerOptions) {
+    this.dir = mkdtempSync(join(tmpdir(), 'gs-sampler-'));
+  }
+
+  /** The sampler, or why it cannot run here (the native runner is not built). */
+  static create(opts: DeviceSamplerOptions): DeviceSampler | { error: string } {
+    const native = loadNativeOrt();
+    if ('error' in native) return { error: native.error };
+    return new DeviceSampler(opts);
+  }
+
+  /**
+   * Samples `rows` from `logits` ([numLogitRows, V]); stop ids are masked in place before
+   * min_tokens. Consumes one uniform per non-greedy row, as the JS sampler does.
+   */
+  sample(logits: Float32Array, V: number, rows: readonly SampleRow[]): RowResult[] {
+    const R = rows.length;
+    const N = logits.length / V;
+    const uniforms = new Float64Array(R);
+    let needsPenalties = false, needsBias = false, needsMask = false, needsLogprobs = false;
+    let P = 1, Nb = 1, K = 1;
+    const filteredRow = new Uint8Array(R);
+    const tooWide = new Uint8Array(R);
+    rows.forEach((s, i) => {
+      const req = s.g.req;
+      const p = req.sampling;
+      if (s.numOutput < req.minTokens) for (const id of req.stopIds) if (id >= 0 && id < V) logits[s.row * V + id] = -Infinity;
+      if (p.temperature > 0) {
+        uniforms[i] = s.g.rand();
+        const topK = activeTopK(s, V);
+        if (topK > 0 || p.topP < 1 || p.minP > 0) {
+          filteredRow[i] = 1;
+          if (topK > MAX_CANDIDATES) tooWide[i] = 1;
+          else K = Math.max(K, topK > 0 ? topK : Math.min(V, this.opts.candidates ?? MAX_CANDIDATES));
+        }
+      }
+      if (usesPenalties(s)) { needsPenalties = true; P = Math.max(P, s.g.history.seen.size); }
+      if (p.logitBias.length > 0) { needsBias = true; Nb = Math.max(Nb, p.logitBias.length); }
+      if (s.allowed !== null) needsMask = true;
+      if (req.logprobs !== null) {
+        needsLogprobs = true;
+        if (req.logprobs > 0) K = Math.max(K, Math.min(V, req.logprobs));
+      }
+    });
+    const needsCandidates = filteredRow.some((f, i) => f === 1 && tooWide[i] === 0) || rows.some((s) => (s.g.req.logprobs ?? 0) > 0);
+    const gather = !(R === N && rows.every((s, i) => s.row === i));
+    const greedy = rows.some((s) => s.g.req.sampling.temperature <= 0);
+    const draw = rows.some((s) => s.g.req.sampling.temperature > 0);
+    const temperature = rows.some((s) => s.g.req.sampling.temperature > 0 && s.g.req.sampling.temperature !== 1);
+    const features: SamplerFeatures = { gather, penalties: needsPenalties, bias: needsBias, mask: needsMask, candidates: needsCandidates, logprobs: needsLogprobs, greedy, draw, temperature };
+
+    const inputs: Binding[] = [{ name: IO.logits, type: OnnxType.FLOAT, dims: [N, V], data: logits }];
+    const add = (name: string, type: Binding['type'], dims: number[], data: Binding['data']): void => { inputs.push({ name, type, dims, data }); };
+    if (gather) add(IO.rows, OnnxType.INT64, [R], BigInt64Array.from(rows, (s) => BigInt(s.row)));
+    if (temperature) add(IO.invTemperature, OnnxType.FLOAT, [R], Float32Array.from(rows, (s) => (s.g.req.sampling.temperature > 0 ? 1 / s.g.req.sampling.temperature : 1)));
+    if (greedy && draw) add(IO.greedy, OnnxType.INT32, [R], Int32Array.from(rows, (s) => (s.g.req.sampling.temperature > 0 ? 0 : 1)));
+    if (draw) add(IO.uniform, OnnxType.INT64, [R], BigInt64Array.from(uniforms, (u) => BigInt(Math.floor(u * 4294967296))));
+    if (needsPenalties) penaltyInputs(rows, V, P, add);
+    if (needsBias) {
+      const ids = new BigInt64Array(R * Nb);
+      const values = new Float32Array(R * Nb); // padding: id 0, bias 0
+      rows.forEach((s, i) => s.g.req.sampling.logitBias.forEach(([id, bias], j) => {
+        if (id < 0 || id >= V) return;
+        ids[i * Nb + j] = BigInt(id);
+        values[i * Nb + j] = bias;
+      }));
+      add(IO.biasIds, OnnxType.INT64, [R, Nb], ids);
+      add(IO.biasValues, OnnxType.FLOAT, [R, Nb], values);
+    }
+    if (needsMask) {
+      const W = Math.ceil(V / 32);
+      const words = new Int32Array(R * W).fill(-1);
+      rows.forEach((s, i) => {
+        if (s.allowed === null) return;
+        // Tokens beyond the grammar's table (a model vocabulary wider than it) are never allowed.
+        words.fill(0, i * W, (i + 1) * W);
+        words.set(s.allowed.subarray(0, W), i * W);
+      });
+      add(IO.allowed, OnnxType.INT32, [R, W], words);
+    }
+    if (needsCandidates) {
+      add(IO.k, OnnxType.INT64, [1], BigInt64Array.of(BigInt(K)));
+    }
+    if (needsCandidates && draw) {
+      add(IO.filtered, OnnxType.INT32, [R], Int32Array.from(rows, (_, i) => (filteredRow[i] === 1 && tooWide[i] === 0 ? 1 : 0)));
+      add(IO.topK, OnnxType.INT64, [R], BigInt64Array.from(rows, (s) => { const k = activeTopK(s, V); return BigInt(k > 0 && k <= K ? k : K); }));
+      add(IO.topKActive, OnnxType.INT32, [R], Int32Array.from(rows, (s) => (activeTopK(s, V) > 0 ? 1 : 0)));
+      add(IO.topP, OnnxType.FLOAT, [R], Float32Array.from(rows, (s) => s.g.req.sampling.topP));
+      add(IO.minP, OnnxType.FLOAT, [R], Float32Array.from(rows, (s) => s.g.req.sampling.minP));
+    }
+
+    const token = new BigInt64Array(R);
+    const outputs: Binding[] = [{ name: IO.token, type: OnnxType.INT64, dims: [R], data: token }];
+    const logprob = new Float32Array(needsLogprobs ? R : 0);
+    const kept = new BigInt64Array(needsCandidates && draw ? R : 0);
+    const topIds = new BigInt64Array(needsCandidates && needsLogprobs ? R * K : 0);
+    const topLogprobs = new Float32Array(topIds.length);
+    if (needsLogprobs) outputs.push({ name: IO.logprob, type: OnnxType.FLOAT, dims: [R], data: logprob });
+    if (kept.length > 0) outputs.push({ name: IO.kept, type: OnnxType.INT64, dims: [R], data: kept });
+    if (topIds.length > 0) {
+      outputs.push({ name: IO.topIds, type: OnnxType.INT64, dims: [R, K], data: topIds });
+      outputs.push({ name: IO.topLogprobs, type: OnnxType.FLOAT, dims: [R, K], data: topLogprobs });
+    }
+    const session = this.session(V, features);
+    const t0 = performance.now();
+    session.run(inputs, outputs);
+    this.lastRunMs = performance.now() - t0;
+
+    return rows.map((s, i): RowResult => {
+      // Without top-k, all K candidates kept means the nucleus may reach past them.
+      const candidatesCut = filteredRow[i] === 1 && (tooWide[i] === 1 || (Number(kept[i]) >= K && K < V && activeTopK(s, V) === 0));
+      if (candidatesCut) return { fallback: uniforms[i]! };
+      const tokenId = Number(token[i]);
+      s.g.history.add(tokenId);
+      const n = s.g.req.logprobs;
+      if (n === null || s.g.stop.has(tokenId)) return { tokenId };
+      const top = Array.from({ length: n }, (_, j) => ({ id: Number(topIds[i * K + j]), logprob: topLogprobs[i * K + j]! }));
+      return { tokenId, logprobs: { logprob: logprob[i]!, top } };
+    });
+  }
+
+  private session(V: number, f: SamplerFeatures): NativeSession {
+    const key = [V, ...Object.entries(f).filter(([, on]) => on).map(([k]) => k)].join('+');
+    let s = this.sessions.get(key);
+    if (s === undefined) {
+      const path = join(this.dir, `sampler-${key}.onnx`);
+      writeFileSync(path, buildSamplerGraph(V, f));
+      s = NativeSession.create(path, { device: this.opts.device, intraOpThreads: this.opts.intraOpThreads });
+      this.sessions.set(key, s);
+    }
+    return s;
+  }
+
+  release(): void {
+    for (const s of this.sessions.values()) s.release();
+    this.sessions.clear();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** [R, P] ids seen and their output counts: each row's entries, then its first entry repeated. */
+function penaltyInputs(rows: readonly SampleRow[], V: number, P: number, add: (name: string, type: Binding['type'], dims: number[], data: Binding['data']) => void): void {
+  const ids = new BigInt64Array(rows.length * P);
+  const counts = new Float32Array(rows.length * P);
+  const params = new Float32Array(rows.length * 3);
+  rows.forEach((s, i) => {
+    const p = s.g.req.sampling;
+    params.set(usesPenalties(s) ? [p.repetitionPenalty, p.frequencyPenalty, p.presencePenalty] : [1, 0, 0], i * 3);
+    if (!usesPenalties(s)) return; // id 0 with no penalty: unchanged
+    let j = 0;
+    const { seen, outputCounts } = s.g.history;
+    for (const id of seen) {
+      if (id < 0 || id >= V) continue;
+      ids[i * P + j] = BigInt(id);
+      counts[i * P + j] = outputCounts.get(id) ?? 0;
+      j++;
+    }
+    if (j === 0) { params.set([1, 0, 0], i * 3); return; } // nothing seen: nothing to penalize
+    for (let k = j; k < P; k++) { ids[i * P + k] = ids[i * P]!; counts[i * P + k] = counts[i * P]!; }
+  });
+  add(IO.penaltyIds, OnnxType.INT64, [rows.length, P], ids);
+  add(IO.penaltyCounts, OnnxType.FLOAT, [rows.length, P], counts);
+  add(IO.penaltyParams, OnnxType.FLOAT, [rows.length, 3], params);
+}
+
+/** Whether a row's penalties change anything (sampling.ts applies them only then). */
+function usesPenalties(s: SampleRow): boolean {
+  const p = s.g.req.sampling;
+  return p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
+}
+
+/** The row's top-k where it cuts anything (sampling.ts: 0 or >= V is off), else 0. */
+function activeTopK(s: SampleRow, V: number): number {
+  const k = s.g.req.sampling.topK;
+  return k > 0 && k < V ? k : 0;
+}
