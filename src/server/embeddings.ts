@@ -5,6 +5,7 @@
  * in flight, so a batch of any size is batched by the scheduler without filling the queue.
  * A failed input, or the client gone, aborts the rest.
  */
+import { setMaxListeners } from 'node:events';
 import type { Embedding, Engine } from '../engine/engine.ts';
 import type { Pooling } from '../engine/types.ts';
 import { InvalidRequestError } from '../errors.ts';
@@ -51,6 +52,9 @@ export function embeddingLimit(engine: Engine, numCtx?: unknown): number {
 /** The embeddings of `inputs` in order; at most the engine's running sequences in flight for this request. */
 export async function embedAll(engine: Engine, inputs: readonly number[][], opts: { readonly pooling?: Pooling; readonly param: string; readonly signal: AbortSignal }): Promise<Embedding[]> {
   const controller = new AbortController();
+  const lanes = Math.min(inputs.length, engine.maxRunning);
+  // Each lane's embed listens on the signal while it runs: up to `lanes` listeners, by design.
+  setMaxListeners(lanes + 1, controller.signal);
   const stop = (): void => controller.abort();
   opts.signal.addEventListener('abort', stop, { once: true });
   const out = new Array<Embedding>(inputs.length);
@@ -62,7 +66,7 @@ export async function embedAll(engine: Engine, inputs: readonly number[][], opts
     }
   };
   try {
-    await Promise.all(Array.from({ length: Math.min(inputs.length, engine.maxRunning) }, () => lane().catch((e: unknown) => { stop(); throw e; })));
+    await Promise.all(Array.from({ length: lanes }, () => lane().catch((e: unknown) => { stop(); throw e; })));
   } finally {
     opts.signal.removeEventListener('abort', stop);
   }
