@@ -10,10 +10,11 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { EngineState } from '../engine-state.ts';
 import { checkModel } from '../request-fields.ts';
-import { OllamaEmbeddingsRequest, OllamaEmbeddingsResponse, OllamaEmbedRequest, OllamaEmbedResponse, OllamaErrorResponse } from '../schemas/embeddings.ts';
+import { OllamaEmbeddingsRequest, OllamaEmbeddingsResponse, OllamaEmbedRequest, OllamaEmbedResponse } from '../schemas/embeddings.ts';
+import { OllamaError } from '../ollama/errors.ts';
 import { checkDimensions, clientGone, embedAll, embeddingInputs, embeddingLimit, tokenizeInputs } from '../embeddings.ts';
 
-const errors = { '4xx': OllamaErrorResponse, '5xx': OllamaErrorResponse };
+const errors = { '4xx': OllamaError, '5xx': OllamaError };
 
 export function ollamaEmbedRoutes(app: FastifyInstance, state: EngineState): void {
   const typed = app.withTypeProvider<TypeBoxTypeProvider>();

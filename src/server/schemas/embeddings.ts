@@ -1,7 +1,7 @@
 /**
  * The embeddings endpoints' bodies and responses: OpenAI's POST /v1/embeddings, Ollama's
  * POST /api/embed and its legacy POST /api/embeddings (docs/API.md "Embeddings"). The Ollama
- * routes answer errors as Ollama does, `{"error": "message"}` (OllamaErrorResponse).
+ * routes answer errors as Ollama does, `{"error": "message"}` (ollama/errors.ts OllamaError).
  */
 import { Type, type Static } from 'typebox';
 import { OptionalNullable, SafeInteger, TokenId } from './common.ts';
@@ -36,8 +36,6 @@ export const EmbeddingsResponse = Type.Object({
 export type EmbeddingsResponse = Static<typeof EmbeddingsResponse>;
 
 /** Ollama's error body. */
-export const OllamaErrorResponse = Type.Object({ error: Type.String() });
-export type OllamaErrorResponse = Static<typeof OllamaErrorResponse>;
 
 const OllamaOptions = OptionalNullable(Type.Record(Type.String(), Type.Unknown(), { description: "Ollama's model options: num_ctx bounds the input (with truncate); the others do not apply to embeddings and are ignored." }));
 const KeepAlive = OptionalNullable(Type.Union([Type.String(), Type.Number()], { description: 'Accepted and ignored: the model stays loaded.' }));
