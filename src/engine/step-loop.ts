@@ -28,6 +28,9 @@ export class StepLoop {
   private closing = false;
   private wake: (() => void) | null = null;
   private forwardSeconds = 0;
+  /** The scheduler's per-sequence questions, bound once (schedule() runs every step). */
+  private readonly promptLogitsOf = (seq: Sequence): boolean => wantsPromptLogits(this.gens.get(seq.spec.id)!);
+  private readonly poolingOf = (seq: Sequence) => this.gens.get(seq.spec.id)!.pool?.pooling;
 
   constructor(
     private readonly runner: Runner,
@@ -79,7 +82,7 @@ export class StepLoop {
         this.wake = null;
         continue;
       }
-      const step = this.scheduler.schedule((seq) => wantsPromptLogits(this.gens.get(seq.spec.id)!), (seq) => this.gens.get(seq.spec.id)!.pool?.pooling);
+      const step = this.scheduler.schedule(this.promptLogitsOf, this.poolingOf);
       for (const seq of step.unservable) {
         this.end(seq.spec.id, { type: 'error', id: seq.spec.id, message: `the sequence (${Scheduler.numTokens(seq)} tokens) does not fit the KV cache even alone; raise --kv-cache-memory` });
       }
