@@ -520,9 +520,11 @@ export class Engine {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.text.close();
+    // Fail what is in flight before anything is awaited: a generation must not run on to its end
+    // while the text pool shuts down.
     for (const p of this.requests.values()) p.fail(new EngineError('the engine is closed', 'engine_closed', 503));
     this.requests.clear();
+    await this.text.close();
     this.worker.postMessage({ type: 'close' } satisfies ToWorker);
     const exited = new Promise<void>((res) => this.worker.once('exit', () => res()));
     const timer = setTimeout(() => void this.worker.terminate(), 5000);
