@@ -220,7 +220,7 @@ export class Engine {
 
     const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
     const maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
-    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, prefixCaching: opts.prefixCaching ?? true, sampler: opts.sampler, ...(opts.script ? { script: [...opts.script] } : {}) };
+    const init: WorkerInit = { exportDir, stopIds, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, prefixCaching: opts.prefixCaching ?? true, sampler: opts.sampler, ...(opts.script ? { script: [...opts.script] } : {}) };
     // Compiled (dist/, what the package runs) the worker is the plain worker.js beside this
     // module. From source (.ts under tsx: tests, development) worker-boot.mjs registers tsx in
     // the thread first, so it runs the same under tsx's CLI or tap's loader; execArgv is not

@@ -51,6 +51,8 @@ export interface ReadyGrammar {
   readonly deny: readonly number[] | null;
   /** The byte-fallback token of each byte value, -1 for none (the matcher's UTF-8 guard). */
   readonly byteIds: Int32Array;
+  /** The model's end tokens, xgrammar's stop tokens in the token table (GrammarVocab.stopIds). */
+  readonly stopIds: readonly number[];
 }
 
 export class ConstraintCompiler {
@@ -87,11 +89,15 @@ export class ConstraintCompiler {
   }
 
   private async build(): Promise<void> {
-    const { encoded, vocabSize } = this.vocab();
+    const { encoded, vocabSize, stopIds } = this.vocab();
     this.binding = await this.xg.binding();
-    // No stop tokens here: each matcher is given its sequence's own (grammar/matcher.ts).
     this.vocabSize = vocabSize;
-    this.tokenizerInfo = await this.xg.TokenizerInfo.createTokenizerInfo(encoded, 'byte_fallback', false, vocabSize);
+    // The end tokens are declared as xgrammar's stop tokens, else their empty pieces make them
+    // special tokens, and xgrammar 0.1.27 clears every special from a mask computed as "all but
+    // the rejected" (free text: any_text, the text around tool calls) and never sets the stop
+    // tokens back: such grammars could not end. Declared, they are allowed exactly where the
+    // grammar can end. Each matcher still takes its sequence's own (grammar/matcher.ts).
+    this.tokenizerInfo = await this.xg.TokenizerInfo.createTokenizerInfo(encoded, 'byte_fallback', false, vocabSize, [...stopIds]);
     // xgrammar's own cache is off: ours is bounded, xgrammar's would keep every schema ever seen.
     this.compiler = await this.xg.GrammarCompiler.createGrammarCompiler(this.tokenizerInfo, false);
   }
@@ -120,7 +126,7 @@ export class ConstraintCompiler {
     }
     this.cache.set(key, compiled);
     const deny = c.kind === 'json_schema' || c.kind === 'json_object' ? this.vocab().controlIds : null;
-    return { compiled: await compiled, binding: this.binding!, xg: this.xg, vocabSize: this.vocabSize, deny, byteIds: this.vocab().byteIds };
+    return { compiled: await compiled, binding: this.binding!, xg: this.xg, vocabSize: this.vocabSize, deny, byteIds: this.vocab().byteIds, stopIds: this.vocab().stopIds };
   }
 
   /**
