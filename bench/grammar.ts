@@ -20,7 +20,7 @@ const ms = (t0: number): string => `${(performance.now() - t0).toFixed(1)} ms`;
 const rss0 = process.memoryUsage().rss;
 
 let t0 = performance.now();
-const vocab = readGrammarVocab(tokenizerJson, V);
+const vocab = readGrammarVocab(tokenizerJson, V, STOP_IDS);
 console.log(`read tokenizer.json: ${ms(t0)}`);
 t0 = performance.now();
 const compiler = new ConstraintCompiler(() => vocab);

@@ -1,5 +1,5 @@
 /**
- * The main-thread face of inference: tokenizer, chat template and model facts here; the
+ * The main-thread face of inference: decoding, the chat template's and the model's facts here; the
  * forward passes in a worker thread (worker.ts) so the HTTP server stays responsive while
  * a generation runs. The worker reports once per step (StepReport); `generate` streams each
  * generation's token events, with detokenized text deltas.
@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { loadChatTemplate, type ChatMessage, type ChatTemplate, type RenderOptions, type ToolTemplateMessage } from './chat-template.ts';
+import type { ChatMessage, RenderOptions, ToolTemplateMessage } from './chat-template.ts';
 import { Detokenizer } from './detokenizer.ts';
 import { readManifest } from './manifest.ts';
 import { resolveModel, defaultDataDir } from './resolve-model.ts';
@@ -162,7 +162,8 @@ export class Engine {
     private readonly text: TextPool,
     /** Ids to text on this thread (encoding happens in the text workers: encodeChat, encodeText). */
     readonly tokenizer: TokenDecoder,
-    readonly chatTemplate: ChatTemplate,
+    /** The chat template takes a `tools` variable (reported by the text workers, which load it). */
+    readonly handlesTools: boolean,
     readonly modelId: string,
     readonly contextLength: number,
     /** The model's vocabulary (logits per position); token ids are below it. */
@@ -213,14 +214,13 @@ export class Engine {
     const file = (name: string): string | null => (existsSync(join(exportDir, name)) ? join(exportDir, name) : null);
     const tokenizerJson = file('tokenizer.json');
     if (tokenizerJson === null) throw new EngineError(`${exportDir}: tokenizer.json is missing`, 'invalid_checkpoint');
-    const chatTemplate = loadChatTemplate(file('tokenizer_config.json'), opts.chatTemplate ?? null);
     const stopIds = generationEos(file('generation_config.json')) ?? [...config.eosTokenIds];
     const textPool = TextPool.start({ tokenizerJson, tokenizerConfig: file('tokenizer_config.json'), chatTemplate: opts.chatTemplate ?? null, specialTokensInContent: opts.specialTokensInContent ?? false }, opts.textWorkers ?? 1);
     textPool.catch(() => undefined); // awaited below
 
     const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
     const maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
-    const init: WorkerInit = { exportDir, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, prefixCaching: opts.prefixCaching ?? true, sampler: opts.sampler, ...(opts.script ? { script: [...opts.script] } : {}) };
+    const init: WorkerInit = { exportDir, stopIds, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, prefixCaching: opts.prefixCaching ?? true, sampler: opts.sampler, ...(opts.script ? { script: [...opts.script] } : {}) };
     // Compiled (dist/, what the package runs) the worker is the plain worker.js beside this
     // module. From source (.ts under tsx: tests, development) worker-boot.mjs registers tsx in
     // the thread first, so it runs the same under tsx's CLI or tap's loader; execArgv is not
@@ -261,7 +261,7 @@ export class Engine {
     // A decoder the table cannot reproduce is the exception, and costs the load on this thread.
     const tokenizer: TokenDecoder = text.table !== null ? new TokenTable(text.table) : loadTokenizer(tokenizerJson, file('tokenizer_config.json'));
     const modelId = opts.modelId ?? basename(resolve(opts.modelDir));
-    return new Engine(worker, text, tokenizer, chatTemplate, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped, [...new Set([modelId, ...opts.modelAliases ?? []])], hiddenSize, prefixCaching);
+    return new Engine(worker, text, tokenizer, text.handlesTools, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped, [...new Set([modelId, ...opts.modelAliases ?? []])], hiddenSize, prefixCaching);
   }
 
   /** The scheduler's counters after its latest step (null before the first). */

@@ -27,10 +27,13 @@ export type TextJob =
   | { readonly type: 'encode'; readonly id: number; readonly text: string }
   | { readonly type: 'chat'; readonly id: number; readonly messages: readonly ToolTemplateMessage[]; readonly options: RenderOptions };
 
-/** A worker's answer (id -1: loaded, with the token table when asked for one; or failed to load). */
+/**
+ * A worker's answer (id -1: loaded, with the token table when asked for one and whether the chat
+ * template renders tools itself; or failed to load).
+ */
 export type TextReply =
   | { readonly id: number; readonly ids: Int32Array }
-  | { readonly id: -1; readonly table: TokenTableData | null }
+  | { readonly id: -1; readonly table: TokenTableData | null; readonly handlesTools: boolean }
   | { readonly id: number; readonly error: { readonly message: string; readonly param: string | null; readonly status: number } };
 
 type Job = { readonly resolve: (ids: Int32Array) => void; readonly reject: (e: Error) => void };
@@ -44,6 +47,8 @@ export class TextPool {
     private readonly slots: readonly Slot[],
     /** Every token's text, for decoding on the main thread (null: the tokenizer's decoder needs the tokenizer). */
     readonly table: TokenTableData | null,
+    /** The chat template takes a `tools` variable (ChatTemplate.handlesTools), as the workers loaded it. */
+    readonly handlesTools: boolean,
   ) {
     for (const slot of slots) {
       slot.worker.on('message', (r: TextReply) => {
@@ -65,13 +70,14 @@ export class TextPool {
   /** Starts `size` workers and waits until each has loaded the tokenizer and template (the first also builds the token table). */
   static async start(init: TextPoolInit, size: number): Promise<TextPool> {
     const workers = Array.from({ length: Math.max(1, size) }, (_, i) => new Worker(workerEntry(), { workerData: { ...init, buildTable: i === 0 } satisfies TextWorkerData, execArgv: [] }));
-    let tables: (TokenTableData | null)[];
+    type Loaded = Extract<TextReply, { table: unknown }>;
+    let loaded: Loaded[];
     try {
-      tables = await Promise.all(workers.map((w) => new Promise<TokenTableData | null>((res, rej) => {
+      loaded = await Promise.all(workers.map((w) => new Promise<Loaded>((res, rej) => {
         const onMessage = (r: TextReply): void => {
           if (r.id !== -1) return;
           cleanup();
-          if ('table' in r) res(r.table); else rej(new EngineError(`text worker: ${'error' in r ? r.error.message : 'no table'}`));
+          if ('table' in r) res(r); else rej(new EngineError(`text worker: ${'error' in r ? r.error.message : 'no table'}`));
         };
         const onError = (e: Error): void => { cleanup(); rej(e); };
         const onExit = (code: number): void => { cleanup(); rej(new EngineError(`text worker exited (code ${code}) while loading`)); };
@@ -86,7 +92,7 @@ export class TextPool {
       await Promise.all(workers.map((w) => w.terminate()));
       throw e;
     }
-    return new TextPool(workers.map((worker) => ({ worker, jobs: new Map() })), tables[0] ?? null);
+    return new TextPool(workers.map((worker) => ({ worker, jobs: new Map() })), loaded[0]?.table ?? null, loaded[0]?.handlesTools ?? false);
   }
 
   /** Token ids of plain text (no BOS added). */

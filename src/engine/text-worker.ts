@@ -2,7 +2,8 @@
  * A text worker: chat templating and tokenization off the HTTP event loop. Each worker loads
  * the checkpoint's tokenizer and chat template once, then answers TextJob messages in order.
  * Message content is protected by SpecialTextGuard unless `specialTokensInContent` is set. The
- * first worker also builds the main thread's TokenTable.
+ * first worker also builds the main thread's TokenTable; each says whether its template renders
+ * tools (the main thread never loads the template).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadChatTemplate } from './chat-template.ts';
@@ -43,7 +44,7 @@ try {
   // The first worker describes every token's text for the main thread, which then decodes
   // without loading the tokenizer (token-table.ts); the arrays are moved, not copied.
   const table = init.buildTable ? tokenTableData(tokenizer) : null;
-  port.postMessage({ id: -1, table } satisfies TextReply, table === null ? [] : [table.text.buffer as ArrayBuffer, table.offsets.buffer as ArrayBuffer, table.kinds.buffer as ArrayBuffer]);
+  port.postMessage({ id: -1, table, handlesTools: template.handlesTools } satisfies TextReply, table === null ? [] : [table.text.buffer as ArrayBuffer, table.offsets.buffer as ArrayBuffer, table.kinds.buffer as ArrayBuffer]);
 } catch (e) {
   port.postMessage({ id: -1, error: { message: (e as Error).message, param: null, status: 500 } } satisfies TextReply);
 }

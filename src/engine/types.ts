@@ -29,6 +29,8 @@ export type SamplerKind = 'graph' | 'js';
 /** The worker thread's workerData. */
 export interface WorkerInit {
   readonly exportDir: string;
+  /** The model's end tokens (generation_config's eos_token_id, else config's): the grammars' stop tokens. */
+  readonly stopIds: readonly number[];
   readonly device: Device;
   readonly kvCacheBytes?: number;
   /** At most this many sequences run together; later ones wait (priority, then arrival). */

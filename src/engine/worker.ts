@@ -44,7 +44,7 @@ async function main(): Promise<void> {
   // one thread sampled no slower than two (BENCHMARKS.md, sampling on the execution provider).
   const sampler = init.sampler === 'js' ? null : DeviceSampler.create({ device: init.device, intraOpThreads: init.device === 'cpu' ? 1 : init.threads });
   const loop = new StepLoop(runner, { maxNumSeqs, maxNumBatchedTokens }, send, nativeSoftmaxWeights() ?? jsSoftmaxWeights, sampler !== null && !('error' in sampler) ? sampler : null);
-  const grammars = new WorkerGrammars(init.exportDir);
+  const grammars = new WorkerGrammars(init.exportDir, init.stopIds);
   /** Constrained submits still compiling; true once an abort for one has arrived. */
   const compiling = new Map<number, boolean>();
   port.on('message', (m: ToWorker) => {

@@ -9,7 +9,7 @@ import { SequenceGrammar } from '../../src/engine/grammar/matcher.ts';
 import { checkConstraintShape, constraintKey, type Constraint } from '../../src/engine/grammar/constraint.ts';
 import { grammarVocab } from '../../src/engine/grammar/vocab.ts';
 
-const vocab = grammarVocab(buildTokenizerJson(512) as Parameters<typeof grammarVocab>[0], 512);
+const vocab = grammarVocab(buildTokenizerJson(512) as Parameters<typeof grammarVocab>[0], 512, [1]);
 const compiler = new ConstraintCompiler(() => vocab, { cacheSize: 2 });
 t.teardown(() => compiler.dispose());
 

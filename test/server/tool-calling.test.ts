@@ -13,7 +13,7 @@ import { AIMessage } from '@langchain/core/messages';
 import { startTinyServer } from './tiny-server.ts';
 
 // The tool instructions take ~400 tokens of the tiny character-level tokenizer.
-const { client, model, baseURL } = await startTinyServer('tools', { maxPositions: 2048 });
+const { client, model, baseURL, engine } = await startTinyServer('tools', { maxPositions: 2048 });
 const ajv = new Ajv({ strict: false });
 
 const weatherParams = { type: 'object', properties: { city: { type: 'string', minLength: 1, maxLength: 12 }, unit: { enum: ['C', 'F'] } }, required: ['city', 'unit'], additionalProperties: false };
@@ -87,6 +87,23 @@ t.test('a tool loop: call, tool result with tool_call_id, next turn, for each to
     t.comment(`${label}: ${outcomes.called} calls, ${outcomes.answered} text answers`);
     if (second !== 'auto') t.equal(outcomes.called, 6, `${label}: a call every turn`);
     else if (first !== 'auto') t.ok(outcomes.called >= 3, `${label}: a call every first turn`);
+  }
+});
+
+t.test('auto: a text answer ends with stop when the model ends it, streamed and not', async (t) => {
+  // The end token is drawn once allowed: first after min_tokens (4 tokens of text, too few to
+  // open a `<tool_call>`), where the free text of the tool grammar must allow it.
+  const extra = { min_tokens: 4 };
+  const req = { model, messages: question, tools, tool_choice: 'auto' as const, logit_bias: { [engine.stopIds[0]!]: 100 }, max_tokens: 40, temperature: 1, ...extra };
+  for (const seed of [41, 42]) {
+    const r = await client.chat.completions.create({ ...req, seed });
+    const choice = r.choices[0]!;
+    t.equal(choice.finish_reason, 'stop', `seed ${seed}: ${JSON.stringify(choice.message.content)}`);
+    t.equal(functionCalls(choice.message.tool_calls).length, 0, 'no call');
+    t.ok(r.usage!.completion_tokens < 40, `${r.usage!.completion_tokens} tokens, not max_tokens`);
+    let finish: string | null = null;
+    for await (const chunk of await client.chat.completions.create({ ...req, seed, stream: true })) finish = chunk.choices[0]?.finish_reason ?? finish;
+    t.equal(finish, 'stop', `seed ${seed}: streamed`);
   }
 });
 

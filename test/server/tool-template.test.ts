@@ -32,7 +32,7 @@ const client = new OpenAI({ baseURL: `http://127.0.0.1:${(app.server.address() a
 const tools = [{ type: 'function' as const, function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 8 } }, required: ['city'], additionalProperties: false } } }];
 
 t.test('the template sees tools and the tool turns in their own shape', async (t) => {
-  t.ok(engine.chatTemplate.handlesTools);
+  t.ok(engine.handlesTools, 'the text workers report that the template takes tools');
   const ids = await engine.encodeChat([
     { role: 'user', content: 'weather?' },
     { role: 'assistant', content: '', tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: { city: 'Oslo' } } }] },

@@ -51,7 +51,12 @@ export interface ReadyGrammar {
   readonly deny: readonly number[] | null;
   /** The byte-fallback token of each byte value, -1 for none (the matcher's UTF-8 guard). */
   readonly byteIds: Int32Array;
+  /** The model's end tokens, xgrammar's stop tokens in the token table (GrammarVocab.stopIds). */
+  readonly stopIds: readonly number[];
 }
+
+/** What parse hands the compiler instance in place of the constraint itself (null: the constraint). */
+type Prepared = { readonly ebnf: string } | { readonly tag: Record<string, unknown> } | null;
 
 export class ConstraintCompiler {
   private tokenizerInfo: TokenizerInfo | null = null;
@@ -87,11 +92,15 @@ export class ConstraintCompiler {
   }
 
   private async build(): Promise<void> {
-    const { encoded, vocabSize } = this.vocab();
+    const { encoded, vocabSize, stopIds } = this.vocab();
     this.binding = await this.xg.binding();
-    // No stop tokens here: each matcher is given its sequence's own (grammar/matcher.ts).
     this.vocabSize = vocabSize;
-    this.tokenizerInfo = await this.xg.TokenizerInfo.createTokenizerInfo(encoded, 'byte_fallback', false, vocabSize);
+    // The end tokens are declared as xgrammar's stop tokens, else their empty pieces make them
+    // special tokens, and xgrammar 0.1.27 clears every special from a mask computed as "all but
+    // the rejected" (free text: any_text, the text around tool calls) and never sets the stop
+    // tokens back: such grammars could not end. Declared, they are allowed exactly where the
+    // grammar can end. Each matcher still takes its sequence's own (grammar/matcher.ts).
+    this.tokenizerInfo = await this.xg.TokenizerInfo.createTokenizerInfo(encoded, 'byte_fallback', false, vocabSize, [...stopIds]);
     // xgrammar's own cache is off: ours is bounded, xgrammar's would keep every schema ever seen.
     this.compiler = await this.xg.GrammarCompiler.createGrammarCompiler(this.tokenizerInfo, false);
   }
@@ -120,19 +129,21 @@ export class ConstraintCompiler {
     }
     this.cache.set(key, compiled);
     const deny = c.kind === 'json_schema' || c.kind === 'json_object' ? this.vocab().controlIds : null;
-    return { compiled: await compiled, binding: this.binding!, xg: this.xg, vocabSize: this.vocabSize, deny, byteIds: this.vocab().byteIds };
+    return { compiled: await compiled, binding: this.binding!, xg: this.xg, vocabSize: this.vocabSize, deny, byteIds: this.vocab().byteIds, stopIds: this.vocab().stopIds };
   }
 
   /**
    * Parses `c` in the disposable instance; ConstraintError with xgrammar's reason when it
-   * cannot. For a schema with numeric bounds, returns the EBNF to compile (numeric-bounds.ts).
+   * cannot. Returns what the compiler instance compiles where it is not `c` itself: the EBNF of
+   * a schema with numeric bounds (numeric-bounds.ts), a structural tag with its JSON schemas
+   * already written as EBNF (compactJsonFormats: converted once, here).
    */
-  private async parse(c: Constraint): Promise<string | null> {
+  private async parse(c: Constraint): Promise<Prepared> {
     if (c.kind === 'json_object') return null;
     const xg = this.checker ??= loadXgrammar();
     await xg.binding();
     let grammar: Grammar;
-    let ebnf: string | null = null;
+    let prepared: Prepared = null;
     try {
       switch (c.kind) {
         case 'json_schema': {
@@ -140,8 +151,9 @@ export class ConstraintCompiler {
           if (rules.size === 0) {
             grammar = await xg.Grammar.fromJSONSchema(JSON.stringify(schema), ...JSON_LAYOUT, c.strict !== false);
           } else {
-            ebnf = substituteRules(await xg.Testings._jsonSchemaToEBNF(JSON.stringify(schema), ...JSON_LAYOUT, c.strict !== false), rules);
+            const ebnf = substituteRules(await xg.Testings._jsonSchemaToEBNF(JSON.stringify(schema), ...JSON_LAYOUT, c.strict !== false), rules);
             grammar = await xg.Grammar.fromEBNF(ebnf);
+            prepared = { ebnf };
           }
           break;
         }
@@ -154,9 +166,12 @@ export class ConstraintCompiler {
         case 'grammar':
           grammar = await xg.Grammar.fromEBNF(c.ebnf);
           break;
-        case 'structural_tag':
-          grammar = await xg.Grammar.fromStructuralTag(await compactJsonFormats(c.tag, xg) as Record<string, unknown>);
+        case 'structural_tag': {
+          const tag = await compactJsonFormats(c.tag, xg) as Record<string, unknown>;
+          grammar = await xg.Grammar.fromStructuralTag(tag);
+          prepared = { tag };
           break;
+        }
       }
     } catch (e) {
       if (e instanceof ConstraintError) throw e;
@@ -164,7 +179,7 @@ export class ConstraintCompiler {
       throw new ConstraintError(errorText(xg.takeError(), e), { cause: e });
     }
     grammar.dispose();
-    return ebnf;
+    return prepared;
   }
 
   /** Drops the least recently used grammars beyond the cache size. */
@@ -179,10 +194,10 @@ export class ConstraintCompiler {
   }
 
   private async compileNew(c: Constraint): Promise<CompiledGrammar> {
-    const ebnf = await this.parse(c);
+    const prepared = await this.parse(c);
     const compiler = this.compiler!;
     try {
-      if (ebnf !== null) return await compiler.compileGrammar(ebnf);
+      if (prepared !== null) return 'ebnf' in prepared ? await compiler.compileGrammar(prepared.ebnf) : await compiler.compileStructuralTag(prepared.tag);
       switch (c.kind) {
         case 'json_schema':
           return await compiler.compileJSONSchema(JSON.stringify(jsonSchemaObject(c.schema)), ...JSON_LAYOUT, c.strict !== false);
@@ -195,7 +210,7 @@ export class ConstraintCompiler {
         case 'grammar':
           return await compiler.compileGrammar(c.ebnf);
         case 'structural_tag':
-          return await compiler.compileStructuralTag(await compactJsonFormats(c.tag, this.xg) as Record<string, unknown>);
+          throw new Error('unreachable: parse prepares every structural tag');
       }
     } catch (e) {
       // Parsed in the checker but refused here (not seen in testing): this instance's stack

@@ -9,7 +9,8 @@
  * counts accepted tokens, so a sequence whose state was lost or is out of step (preemption and
  * recomputation in a refactored loop) is rebuilt from its output tokens by `syncTo`.
  * Two narrowings on top of xgrammar's mask work around its 0.1.27 gaps: `deny` (no control
- * characters in JSON) and the UTF-8 guard (utf8-guard.ts).
+ * characters in JSON) and the UTF-8 guard (utf8-guard.ts). A third is the sequence's own: the
+ * model's end tokens it does not stop on (ignore_eos) are never allowed.
  */
 import type { XgMatcherHandle } from './xgrammar.ts';
 import type { ReadyGrammar } from './compiler.ts';
@@ -23,7 +24,7 @@ export class SequenceGrammar {
   /** The mask reflects the current state. */
   private fresh = false;
   private disposed = false;
-  /** Per word of the mask, the bits grammar.deny clears (only words that have some). */
+  /** Per word of the mask, the bits grammar.deny and `refused` clear (only words that have some). */
   private readonly denyWords: Int32Array;
   private readonly denyBits: Int32Array;
   private readonly utf8: Utf8Guard;
@@ -33,23 +34,29 @@ export class SequenceGrammar {
     private readonly grammar: ReadyGrammar,
     /** Token ids that end the sequence; allowed exactly where the grammar can end. */
     private readonly stopIds: readonly number[],
+    /** The model's end tokens that do not end this sequence: never allowed. */
+    refused: readonly number[],
   ) {
     this.mask = new Int32Array(Math.ceil(grammar.vocabSize / 32));
     const bits = new Map<number, number>();
-    for (const id of grammar.deny ?? []) bits.set(id >> 5, (bits.get(id >> 5) ?? 0) | (1 << (id & 31)));
+    for (const id of [...grammar.deny ?? [], ...refused]) bits.set(id >> 5, (bits.get(id >> 5) ?? 0) | (1 << (id & 31)));
     this.denyWords = Int32Array.from(bits.keys());
     this.denyBits = Int32Array.from(bits.values());
     this.utf8 = new Utf8Guard(grammar.byteIds);
   }
 
   /**
-   * A matcher for one sequence. `stopIds`: the model's end-of-sequence ids (allowed once the
-   * grammar is complete); pass them even when the request ignores EOS, so completion is visible.
+   * A matcher for one sequence. `stopIds`: the ids that end it (the model's end tokens, allowed
+   * where the grammar can end; none with ignore_eos, when a complete structure simply ends it).
    */
   static async create(grammar: ReadyGrammar, stopIds: readonly number[]): Promise<SequenceGrammar> {
     const ids = stopIds.filter((id) => id >= 0 && id < grammar.vocabSize);
-    const m = await grammar.xg.GrammarMatcher.createGrammarMatcher(grammar.compiled, ids.length > 0 ? [...ids] : undefined, false);
-    return new SequenceGrammar((m as unknown as { handle: XgMatcherHandle }).handle, grammar, ids);
+    const refused = grammar.stopIds.filter((id) => !ids.includes(id));
+    // xgrammar is told every end token of the model, refused ones included: a stop token it was
+    // not told of would pass through its masks of "all but the rejected" (free text).
+    const told = [...ids, ...refused];
+    const m = await grammar.xg.GrammarMatcher.createGrammarMatcher(grammar.compiled, told.length > 0 ? told : undefined, false);
+    return new SequenceGrammar((m as unknown as { handle: XgMatcherHandle }).handle, grammar, ids, refused);
   }
 
   get numAccepted(): number {

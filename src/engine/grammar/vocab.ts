@@ -4,7 +4,8 @@
  * which xgrammar's "byte_fallback" decoding understands), padded to the model's logits width.
  * Special tokens (`<bos>`, `<start_of_turn>`, ...) become empty strings: xgrammar treats an
  * empty token as special and never allows it inside a structure, which is what we want, since
- * the detokenizer may drop them from the text. Stop tokens are passed to the matcher separately.
+ * the detokenizer may drop them from the text. The model's end tokens are listed apart
+ * (`stopIds`): xgrammar must know them as stop tokens, not specials (see compiler.ts).
  * Byte pieces that never occur in UTF-8 (0xC0, 0xC1, 0xF5-0xFF) are blanked too: xgrammar's
  * UTF-8 reading takes 0xF5-0xF7 as lead bytes, so it would otherwise let a sequence emit bytes
  * that decode to U+FFFD, and count them as one character where the text has several.
@@ -20,6 +21,8 @@ export interface GrammarVocab {
   readonly controlIds: readonly number[];
   /** The byte-fallback token of each byte value (-1 where the vocabulary has none or it is blanked). */
   readonly byteIds: Int32Array;
+  /** The model's end tokens (within the vocabulary): every id a sequence may stop on. */
+  readonly stopIds: readonly number[];
 }
 
 interface TokenizerJson {
@@ -27,13 +30,16 @@ interface TokenizerJson {
   readonly added_tokens?: readonly { readonly id: number; readonly content: string; readonly special?: boolean }[];
 }
 
-/** Reads tokenizer.json's vocabulary (BPE map or Unigram list) into xgrammar's table order. */
-export function readGrammarVocab(tokenizerJsonPath: string, vocabSize: number): GrammarVocab {
+/**
+ * Reads tokenizer.json's vocabulary (BPE map or Unigram list) into xgrammar's table order.
+ * `stopIds`: the model's end tokens (generation_config's `eos_token_id`, as the engine stops on).
+ */
+export function readGrammarVocab(tokenizerJsonPath: string, vocabSize: number, stopIds: readonly number[]): GrammarVocab {
   const json = JSON.parse(readFileSync(tokenizerJsonPath, 'utf8')) as TokenizerJson;
-  return grammarVocab(json, vocabSize);
+  return grammarVocab(json, vocabSize, stopIds);
 }
 
-export function grammarVocab(json: TokenizerJson, vocabSize: number): GrammarVocab {
+export function grammarVocab(json: TokenizerJson, vocabSize: number, stopIds: readonly number[]): GrammarVocab {
   const encoded = new Array<string>(vocabSize).fill('');
   const vocab = json.model?.vocab ?? {};
   const entries: Iterable<[string, number]> = Array.isArray(vocab) ? vocab.map(([piece], id) => [piece, id] as [string, number]) : Object.entries(vocab);
@@ -51,7 +57,7 @@ export function grammarVocab(json: TokenizerJson, vocabSize: number): GrammarVoc
     if (byte >= 0) byteIds[byte] = id;
     if (byte >= 0 ? byte < 0x20 : hasControl(piece)) controlIds.push(id);
   }
-  return { encoded, vocabSize, controlIds, byteIds };
+  return { encoded, vocabSize, controlIds, byteIds, stopIds: [...new Set(stopIds)].filter((id) => Number.isInteger(id) && id >= 0 && id < vocabSize) };
 }
 
 const NEVER_IN_UTF8 = (b: number): boolean => b === 0xc0 || b === 0xc1 || b >= 0xf5;

@@ -26,13 +26,14 @@ export interface ConstraintRefusal {
 export class WorkerGrammars {
   private compiler: ConstraintCompiler | null = null;
 
-  constructor(private readonly exportDir: string) {}
+  /** `stopIds`: the model's end tokens (what a sequence stops on unless it ignores EOS). */
+  constructor(private readonly exportDir: string, private readonly stopIds: readonly number[]) {}
 
   private get grammarCompiler(): ConstraintCompiler {
     if (this.compiler === null) {
       const path = join(this.exportDir, 'tokenizer.json');
       // Engine.start refuses an export without tokenizer.json, so it is there.
-      this.compiler = new ConstraintCompiler(() => readGrammarVocab(path, readManifest(this.exportDir).config.vocabSize));
+      this.compiler = new ConstraintCompiler(() => readGrammarVocab(path, readManifest(this.exportDir).config.vocabSize, this.stopIds));
     }
     return this.compiler;
   }

@@ -52,7 +52,7 @@ export async function startChat(engine: Engine, body: ChatCompletionBody, signal
 export async function encodeChatPrompt(engine: Engine, req: Pick<ChatRequest, 'messages' | 'toolMessages' | 'tools' | 'render'>): Promise<number[]> {
   // A checkpoint whose template takes `tools` renders them and the tool turns itself (the calls
   // are still forced and parsed in the <tool_call> format, docs/API.md); others get ours.
-  const own = req.tools !== null && engine.chatTemplate.handlesTools;
+  const own = req.tools !== null && engine.handlesTools;
   return Array.from(own
     ? await engine.encodeChat(templateMessages(req.toolMessages), { ...req.render, tools: req.tools!.tools.map((f) => ({ type: 'function', function: f })) })
     : await engine.encodeChat(req.messages, req.render));
