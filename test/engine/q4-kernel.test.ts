@@ -1,7 +1,8 @@
 // gemma-serve's int4 matmul (native/q4gemm.cc as the custom operator ai.gemma_serve.MatMulQ4):
 // it computes what ONNX Runtime's MatMulNBits computes at accuracy_level 4, on odd shapes (K not
-// a multiple of the block, N not a multiple of the 16-column panel, M across row tiles),
-// with the AVX-512 kernel where this CPU has it and with the scalar reference kernel everywhere;
+// a multiple of the block, N not a multiple of the 16-column panel, M across row tiles), with
+// float32 scales and with fp16-valued ones (which the AVX-512 kernel stores as fp16: 4.5 bits a
+// weight), with the AVX-512 kernel where this CPU has it and with the scalar reference kernel everywhere;
 // the graph rewrite swaps exactly the nodes it can compute; an int4 export of an HF-initialised
 // model gives the same log-probabilities through either kernel, within int8-activation rounding
 // noise, and one of the chaotic golden fixture the same greedy ids.
@@ -19,6 +20,7 @@ import { Stepper } from '../../src/engine/stepper.ts';
 import { openGraphSession } from '../../src/engine/graph-session.ts';
 import { logSoftmax } from '../../src/engine/logprobs.ts';
 import { hfInitModel } from '../reference/logprob-diff.ts';
+import { roundToF16 } from '../../src/f16.ts';
 
 const native = loadNativeOrt();
 if ('error' in native) {
@@ -46,14 +48,19 @@ interface MatmulGraph {
   readonly N: number;
 }
 
-/** x [m, K] → MatMulNBits (int4, block 32, float scales) → y [m, N], random weights. */
-function matmulGraph(name: string, K: number, N: number, seed: number, attrs: { bits?: number; accuracyLevel?: number } = {}): MatmulGraph {
+/**
+ * x [m, K] → MatMulNBits (int4, block 32, float scales) → y [m, N], random weights; `scales`
+ * 'fp16': each scale an fp16 value (as int4 exports round them), stored float32.
+ */
+function matmulGraph(name: string, K: number, N: number, seed: number, attrs: { bits?: number; accuracyLevel?: number; scales?: 'fp32' | 'fp16' } = {}): MatmulGraph {
   const rand = prng(seed);
   const bits = attrs.bits ?? 4;
   const blocks = Math.ceil(K / 32);
   const blob = (32 * bits) / 8;
   const b = new Uint8Array(N * blocks * blob).map(() => Math.floor(rand() * 256));
-  const s = new Float32Array(N * blocks).map(() => 0.002 + 0.05 * rand());
+  const round = attrs.scales === 'fp16' ? roundToF16 : Math.fround;
+  // one scale per matrix under fp16's smallest normal (6.1e-5): fp16 subnormals are packed too
+  const s = new Float32Array(N * blocks).map((_, i) => round(i === 1 ? 3e-6 : 0.002 + 0.05 * rand()));
   const g = new GraphBuilder();
   const x = g.input('x', DType.FLOAT, ['m', K]);
   const bRef = g.externalInitializer('B', DType.UINT8, [N, blocks, blob], { location: `${name}.data`, offset: 0, length: b.length });
@@ -77,9 +84,10 @@ const open = (graph: MatmulGraph, int4Kernel: Int4Kernel): NativeSession => Nati
 t.test('MatMulQ4 computes what MatMulNBits computes at accuracy_level 4', async (t) => {
   // K: 2, 3, 5 and 72 blocks (72: the 2B hidden), and 100, not a multiple of the block; N below
   // and across the 16-column panel; the tiny models' shapes (64 → 512, 128 → 64, 256 → 1024).
-  const shapes = [[64, 6], [96, 13], [160, 40], [2304, 36], [100, 9], [64, 512], [128, 64], [256, 1024]] as const;
-  for (const [K, N] of shapes) {
-    const graph = matmulGraph(`mm-${K}-${N}`, K, N, K * 31 + N);
+  // K of an odd number of blocks (3, 5, 72 + 1) leaves fp16 panels' last 2-block group half empty.
+  const shapes = [[64, 6], [96, 13], [160, 40], [2304, 36], [2336, 20], [100, 9], [64, 512], [128, 64], [256, 1024]] as const;
+  for (const [[K, N], scales] of shapes.flatMap((shape) => (['fp32', 'fp16'] as const).map((sc) => [shape, sc] as const))) {
+    const graph = matmulGraph(`mm-${K}-${N}-${scales}`, K, N, K * 31 + N, { scales });
     const ort = open(graph, 'ort');
     const q4 = open(graph, 'gemma-serve');
     t.equal(ort.int4Swapped, 0, 'int4Kernel ort: MatMulNBits runs');
@@ -96,13 +104,34 @@ t.test('MatMulQ4 computes what MatMulNBits computes at accuracy_level 4', async 
         const got = run(q4, graph, x, m);
         let worst = 0;
         for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
-        t.ok(worst <= 1e-5 * scale, `K ${K} N ${N} M ${m} ${kernel}: max |Δ| ${worst.toExponential(2)} of max |y| ${scale.toFixed(2)}`);
+        t.ok(worst <= 1e-5 * scale, `K ${K} N ${N} M ${m} ${scales} scales ${kernel}: max |Δ| ${worst.toExponential(2)} of max |y| ${scale.toFixed(2)}`);
       }
       addon.q4Kernel(false);
     }
     ort.release();
     q4.release();
   }
+});
+
+// Q4_0's 18 bytes per 32 weights (16 of nibbles, an fp16 scale) where every scale is an fp16
+// value; 20 (a float32 scale) where one is not, so an older export computes what it did.
+t.test('the packed weights take 4.5 bits a weight with fp16-valued scales, 5 with float32 ones', { skip: fast === 'scalar' ? 'no AVX-512 VNNI: nothing is packed' : false }, async (t) => {
+  const K = 2304, N = 96;
+  for (const [scales, bytesPer32] of [['fp16', 18], ['fp32', 20]] as const) {
+    const graph = matmulGraph(`bytes-${scales}`, K, N, 5, { scales });
+    const before = addon.q4PackedBytes();
+    const session = open(graph, 'gemma-serve');
+    const packed = addon.q4PackedBytes() - before;
+    t.equal(packed, (N * K / 32) * bytesPer32, `${scales} scales: ${packed} bytes for [${N}, ${K}]: ${(packed * 8 / (N * K)).toFixed(2)} bits a weight`);
+    session.release();
+    t.equal(addon.q4PackedBytes(), before, 'released with the session');
+  }
+  // an odd number of blocks: the last 2-block group of each panel is padded
+  const odd = matmulGraph('bytes-odd', 96, 20, 6, { scales: 'fp16' });
+  const before = addon.q4PackedBytes();
+  const session = open(odd, 'gemma-serve');
+  t.equal(addon.q4PackedBytes() - before, 2 * 2 * 576, 'K 96 (3 blocks), N 20: 2 panels of 2 groups of 576 bytes');
+  session.release();
 });
 
 t.test('the rewrite swaps only what MatMulQ4 computes exactly', async (t) => {
