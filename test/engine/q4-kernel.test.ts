@@ -21,6 +21,8 @@ import { openGraphSession } from '../../src/engine/graph-session.ts';
 import { logSoftmax } from '../../src/engine/logprobs.ts';
 import { hfInitModel } from '../reference/logprob-diff.ts';
 import { roundToF16 } from '../../src/f16.ts';
+import { parseGemma2Config } from '../../src/checkpoint/config.ts';
+import type { Manifest } from '../../src/engine/manifest.ts';
 
 const native = loadNativeOrt();
 if ('error' in native) {
@@ -166,9 +168,14 @@ t.test("int4Kernel 'gemma-serve' on the stock binding is refused, not ignored", 
   await stock.release();
 });
 
-/** Log-probabilities at every position of `sequences` of an export, through one int4 kernel. */
-async function logprobs(dir: string, sequences: readonly number[][], int4Kernel: Int4Kernel): Promise<{ swapped: number; rows: Float64Array[] }> {
+/**
+ * Log-probabilities at every position of `sequences` of an export, through one int4 kernel, and
+ * the bytes MatMulQ4 packed its weights into.
+ */
+async function logprobs(dir: string, sequences: readonly number[][], int4Kernel: Int4Kernel): Promise<{ swapped: number; packedBytes: number; rows: Float64Array[] }> {
+  const before = addon.q4PackedBytes();
   const runner = await ModelRunner.load(dir, { blockSize: 4, kvCacheTokens: 256, int4Kernel, binder: 'native' });
+  const packedBytes = addon.q4PackedBytes() - before;
   const stepper = new Stepper(runner);
   try {
     const rows: Float64Array[] = [];
@@ -179,10 +186,19 @@ async function logprobs(dir: string, sequences: readonly number[][], int4Kernel:
       await stepper.free(seq);
       for (let i = 0; i < ids.length; i++) rows.push(logSoftmax(r.logits.subarray(i * r.vocabSize, (i + 1) * r.vocabSize)));
     }
-    return { swapped: runner.int4Swapped, rows };
+    return { swapped: runner.int4Swapped, packedBytes, rows };
   } finally {
     await runner.release();
   }
+}
+
+/** The bytes of fp16-scale panels (16 columns, 2-block groups of 576 bytes) of an export's matrices. */
+function fp16PanelBytes(dir: string): number {
+  const c = parseGemma2Config((JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Manifest).config, dir);
+  const bytes = (N: number, K: number): number => Math.ceil(N / 16) * Math.ceil(K / 64) * 576;
+  const H = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim, I = c.intermediateSize;
+  const layer = bytes(q, H) + 2 * bytes(kv, H) + bytes(H, q) + 2 * bytes(I, H) + bytes(H, I);
+  return c.numLayers * layer + bytes(c.vocabSize, H);
 }
 
 function compare(a: readonly Float64Array[], b: readonly Float64Array[]): { worst: number; sameTop: number } {
@@ -210,6 +226,7 @@ t.test('an int4 export of an HF-initialised model: the same log-probabilities th
   const q4 = await logprobs(dir, sequences, 'gemma-serve');
   t.equal(ort.swapped, 0);
   t.equal(q4.swapped, 4 * 7 + 1, 'every projection of the 4 layers and the LM head');
+  if (fast !== 'scalar') t.equal(q4.packedBytes, fp16PanelBytes(dir), 'the export\'s fp16-valued scales are packed fp16: 4.5 bits a weight');
   const { worst, sameTop } = compare(ort.rows, q4.rows);
   t.ok(worst < 0.1, `max |Δ logprob| ${worst.toExponential(2)} over ${ort.rows.length} positions`);
   t.ok(sameTop / ort.rows.length >= 0.95, `top-1 agreement ${sameTop}/${ort.rows.length} >= 95%`);
