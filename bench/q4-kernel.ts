@@ -2,7 +2,7 @@
  * gemma-serve's int4 matmul (ai.gemma_serve.MatMulQ4, native/q4gemm.cc) against ONNX Runtime's
  * MatMulNBits on the same weights, at the batch sizes of decode and prefill:
  *
- *   npx tsx bench/q4-kernel.ts [--k 2304] [--n 9216] [--copies 12] [--m 1,2,4,8,16,64,512] [--rounds 2] [--threads 2] [--baseline DIR]
+ *   npx tsx bench/q4-kernel.ts [--k 2304] [--n 9216] [--copies 12] [--m 1,2,4,8,16,64,512] [--rounds 2] [--threads 2] [--baseline DIR] [--no-ort] [--clock wall|cpu]
  *
  * One graph of --copies independent [K, N] int4 projections (block 32, float scales,
  * accuracy_level 4; --copies × the weights exceed the caches, so DRAM is in the figures, as in a
@@ -10,7 +10,10 @@
  * exports before fp16 scale rounding) and with the same scales rounded to fp16 values (packed
  * fp16: 4.5 bits a weight, today's int4 exports). MatMulNBits runs the float32 graph.
  * --baseline DIR: also MatMulQ4 of another checkout (its bench/q4-kernel.ts and build/gs_ort.node,
- * e.g. the trunk before a kernel change) on the float32 graph.
+ * e.g. the trunk before a kernel change; it needs this script's child mode) on the float32 graph.
+ * --no-ort: MatMulQ4 arms only. --clock cpu: the process's CPU time instead of wall time, which
+ * leaves out the time other processes hold the cores (a shared host); meant with --threads 1,
+ * since ONNX Runtime's pool threads spin between operators and that spinning is CPU time too.
  * Each kernel runs in its own child process (two sessions in one process would leave each other's
  * spinning threads on the cores), alternating for --rounds rounds; per M the median of 9 runs
  * (3 from M 64) per round, then the median over rounds, in ms per projection.
@@ -29,7 +32,7 @@ const { values: o } = parseArgs({
   options: {
     k: { type: 'string', default: '2304' }, n: { type: 'string', default: '9216' }, copies: { type: 'string', default: '12' },
     m: { type: 'string', default: '1,2,4,8,16,64,512' }, rounds: { type: 'string', default: '2' }, threads: { type: 'string', default: '2' },
-    child: { type: 'string' }, dir: { type: 'string' }, graph: { type: 'string', default: 'q4' }, baseline: { type: 'string' },
+    child: { type: 'string' }, dir: { type: 'string' }, graph: { type: 'string', default: 'q4' }, baseline: { type: 'string' }, 'no-ort': { type: 'boolean', default: false }, clock: { type: 'string', default: 'wall' },
   },
 });
 const K = Number(o.k), N = Number(o.n), COPIES = Number(o.copies), threads = Number(o.threads);
@@ -76,7 +79,8 @@ if (o.child !== undefined) {
     const run = (): void => session.run([{ name: 'x', type: OnnxType.FLOAT, dims: [m, K], data: x }], [{ name: 'y', type: OnnxType.FLOAT, dims: [m, N * COPIES], data: y }]);
     for (let i = 0; i < 2; i++) run();
     const times: number[] = [];
-    for (let r = 0; r < (m >= 64 ? 3 : 9); r++) { const t0 = performance.now(); run(); times.push(performance.now() - t0); }
+    const now = o.clock === 'cpu' ? (): number => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; } : (): number => performance.now();
+    for (let r = 0; r < (m >= 64 ? 3 : 9); r++) { const t0 = now(); run(); times.push(now() - t0); }
     out[m] = median(times) / COPIES;
   }
   process.stdout.write(JSON.stringify({ kernel: o.child, swapped: session.int4Swapped, ms: out }));
@@ -90,7 +94,7 @@ if (o.child !== undefined) {
     build(dir, 'q4-f16', roundToF16);
     // [column, script, kernel, graph]
     const arms: [string, string, string, string][] = [
-      ['MatMulNBits', process.argv[1]!, 'ort', 'q4'],
+      ...(o['no-ort'] ? [] : [['MatMulNBits', process.argv[1]!, 'ort', 'q4'] as [string, string, string, string]]),
       ['MatMulQ4 f32 scales', process.argv[1]!, 'gemma-serve', 'q4'],
       ['MatMulQ4 f16 scales', process.argv[1]!, 'gemma-serve', 'q4-f16'],
       ...(o.baseline === undefined ? [] : [['baseline MatMulQ4', join(o.baseline, 'bench', 'q4-kernel.ts'), 'gemma-serve', 'q4'] as [string, string, string, string]]),
@@ -98,19 +102,21 @@ if (o.child !== undefined) {
     const results = new Map<string, Record<number, number[]>>(arms.map(([col]) => [col, {}]));
     for (let r = 0; r < Number(o.rounds); r++) {
       for (const [col, script, kernel, graph] of arms) {
-        // the baseline's script takes no --graph: it opens q4.onnx
-        const args = [...process.execArgv, script, '--child', kernel, '--dir', dir, ...(graph === 'q4' ? [] : ['--graph', graph]), '--k', o.k, '--n', o.n, '--copies', o.copies, '--m', o.m, '--threads', o.threads];
+        const args = [...process.execArgv, script, '--child', kernel, '--dir', dir, '--clock', o.clock, '--graph', graph, '--k', o.k, '--n', o.n, '--copies', o.copies, '--m', o.m, '--threads', o.threads];
         const res = JSON.parse(execFileSync(process.execPath, args, { encoding: 'utf8' })) as { ms: Record<number, number> };
         for (const m of ms) (results.get(col)![m] ??= []).push(res.ms[m]!);
       }
     }
     const mb = (N * Math.ceil(K / 32) * 20 * COPIES) / 1e6;
-    process.stdout.write(`[${K}, ${N}] int4 projections × ${COPIES} (${mb.toFixed(0)} MB with float32 scales), ${threads} threads, ${o.rounds} rounds; this CPU's kernel: ${native.addon.q4Kernel()}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
+    process.stdout.write(`[${K}, ${N}] int4 projections × ${COPIES} (${mb.toFixed(0)} MB with float32 scales), ${threads} threads, ${o.rounds} rounds, ${o.clock} clock; this CPU's kernel: ${native.addon.q4Kernel()}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
     const f16 = 'MatMulQ4 f16 scales';
-    process.stdout.write(formatTable(['M', ...arms.map(([col]) => `${col} ms`), 'f16 vs f32 scales', 'f16 vs MatMulNBits', 'f16 GMAC/s'], ms.map((m) => {
+    const speedUps = arms.filter(([col]) => col !== f16);
+    process.stdout.write(formatTable(['M', ...arms.map(([col]) => `${col} ms`), ...speedUps.map(([col]) => `f16 vs ${col}`), 'f16 GMAC/s'], ms.map((m) => {
       const at = (col: string): number => median(results.get(col)![m]!);
-      return [m, ...arms.map(([col]) => round(at(col), 3)), round(at('MatMulQ4 f32 scales') / at(f16), 2), round(at('MatMulNBits') / at(f16), 2), round((m * N * K) / at(f16) / 1e6, 0)];
+      return [m, ...arms.map(([col]) => round(at(col), 3)), ...speedUps.map(([col]) => round(at(col) / at(f16), 2)), round((m * N * K) / at(f16) / 1e6, 0)];
     })));
+    // every round's figure, since on a shared host the medians of a few rounds still drift
+    for (const [col] of arms) process.stdout.write(`${col}: ${ms.map((m) => `M ${m} [${results.get(col)![m]!.map((x) => round(x, 3)).join(', ')}]`).join('; ')}\n`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
