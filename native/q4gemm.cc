@@ -45,10 +45,11 @@ static_assert(kGroupBytes<F32Scales> % 64 == 0 && kGroupBytes<F16Scales> % 64 ==
 
 std::atomic<int64_t> g_packed_bytes{0};
 
-// How far ahead in its panel the kernel asks for weights, into L2 (16 blocks: 5 KB). Without it
-// the loads stall on DRAM between bursts of arithmetic: with the previous 4-column layout, whose
-// stream also came in 320-byte steps, bench/q4-kernel.ts measured M = 4 and 8 about 1.2-1.6x
-// faster with it (distances 4-96 and hints T0/T1/T2 tried); not re-tuned for this layout.
+// How far ahead in its panel the kernel asks for weights, into L2 (16 blocks: 5 KB, 4.5 KB with
+// fp16 scales). Without it the loads stall on DRAM between bursts of arithmetic: with the previous
+// 4-column layout, whose stream also came in 320-byte steps, bench/q4-kernel.ts measured M = 4
+// and 8 about 1.2-1.6x faster with it (distances 4-96 and hints T0/T1/T2 tried); not re-tuned for
+// this layout nor for fp16 scales.
 constexpr int kPrefetchBlocks = 16;
 
 std::atomic<bool> g_force_scalar{false};
