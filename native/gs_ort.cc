@@ -18,6 +18,7 @@
 //   release(session)
 //   q4Kernel([forceScalar]) -> "avx512vnni" | "scalar": the kernel of ai.gemma_serve.MatMulQ4,
 //     the int4 matmul CPU sessions register (q4op.cc, q4gemm.cc)
+//   q4PackedBytes() -> bytes of packed int4 panels MatMulQ4 kernels hold in this process
 #include <node_api.h>
 
 #include <cstdlib>
@@ -419,6 +420,16 @@ napi_value Q4Kernel(napi_env env, napi_callback_info info) {
   });
 }
 
+// q4PackedBytes() -> the bytes of packed weights the process's MatMulQ4 kernels hold (tests: the
+// bits a weight of the packed layout).
+napi_value Q4PackedBytes(napi_env env, napi_callback_info) {
+  return Guard(env, [&] {
+    napi_value out;
+    CheckNapi(env, napi_create_int64(env, gsq4::PackedBytes(), &out), "bytes");
+    return out;
+  });
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   std::lock_guard<std::mutex> lock(g_init_mutex);
   g_ort = OrtGetApiBase()->GetApi(ORT_API_VERSION);
@@ -443,6 +454,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"run", nullptr, Run, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"q4Kernel", nullptr, Q4Kernel, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"q4PackedBytes", nullptr, Q4PackedBytes, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -18,12 +18,38 @@ namespace gsq4 {
 namespace {
 
 constexpr int kBlock = 32;
-constexpr int kSteps = 4;                                   // 64-byte nibble loads per panel block
-constexpr int kPanelBlockBytes = kSteps * 64 + kPanelColumns * 4;  // nibbles, then scales
-// How far ahead in its panel the kernel asks for weights, into L2 (16 blocks: 5 KB). Without it
-// the loads stall on DRAM between bursts of arithmetic: with the previous 4-column layout, whose
-// stream also came in 320-byte steps, bench/q4-kernel.ts measured M = 4 and 8 about 1.2-1.6x
-// faster with it (distances 4-96 and hints T0/T1/T2 tried); not re-tuned for this layout.
+constexpr int kSteps = 4;  // 64-byte nibble loads per panel block
+constexpr int kNibbleBytes = kSteps * 64;
+
+// A panel's group of blocks (q4gemm.h): kGroup blocks of nibbles, then their 16 columns' scales.
+// Float32 scales: 1 block, 256 + 64 bytes. fp16 scales: 2 blocks, 512 + 2 × 32 bytes, so groups
+// stay whole cache lines (64-byte aligned loads) while the scales take half the bytes.
+struct F32Scales {
+  static constexpr int kGroup = 1;
+  static constexpr int kScaleBytes = kPanelColumns * 4;
+#ifdef GSQ4_X86
+  GSQ4_AVX512 static __m512 Load(const uint8_t* p) { return _mm512_load_ps(reinterpret_cast<const float*>(p)); }
+#endif
+};
+struct F16Scales {
+  static constexpr int kGroup = 2;
+  static constexpr int kScaleBytes = kPanelColumns * 2;
+#ifdef GSQ4_X86
+  // vcvtph2ps: exact, one instruction for 16 columns
+  GSQ4_AVX512 static __m512 Load(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p))); }
+#endif
+};
+template <class S>
+constexpr int kGroupBytes = S::kGroup * (kNibbleBytes + S::kScaleBytes);
+static_assert(kGroupBytes<F32Scales> % 64 == 0 && kGroupBytes<F16Scales> % 64 == 0, "groups are whole cache lines");
+
+std::atomic<int64_t> g_packed_bytes{0};
+
+// How far ahead in its panel the kernel asks for weights, into L2 (16 blocks: 5 KB, 4.5 KB with
+// fp16 scales). Without it the loads stall on DRAM between bursts of arithmetic: with the previous
+// 4-column layout, whose stream also came in 320-byte steps, bench/q4-kernel.ts measured M = 4
+// and 8 about 1.2-1.6x faster with it (distances 4-96 and hints T0/T1/T2 tried); not re-tuned for
+// this layout nor for fp16 scales.
 constexpr int kPrefetchBlocks = 16;
 
 std::atomic<bool> g_force_scalar{false};
@@ -100,11 +126,13 @@ GSQ4_AVX512 void QuantizeBlockVnni(const float* x, int64_t n, int8_t* q, int32_t
 // One tile of R rows × C panels (16 columns each, one per lane) of C, over all blocks. Per block
 // and row, each panel's int32 lanes start from the row's zero-point correction and take 8 dpbusd
 // (4 bytes of the row broadcast against 4 nibbles of each column); then one convert and one FMA
-// by sa · sw accumulate the block in float. A panel's weights are one sequential stream (Pack).
-template <int R, int C>
+// by sa · sw accumulate the block in float. A panel's weights are one sequential stream (Pack),
+// in groups of S::kGroup blocks with their scales of S's type.
+template <int R, int C, class S>
 GSQ4_AVX512 void Tile(const QuantizedRows& a, int64_t m0, const PackedWeights& w, int64_t p0, float* c, int64_t ldc) {
   const int64_t blocks = a.blocks;
-  const int64_t panel_bytes = blocks * kPanelBlockBytes;
+  const int64_t groups = (blocks + S::kGroup - 1) / S::kGroup;
+  const int64_t panel_bytes = groups * kGroupBytes<S>;
   const __m512i nibble = _mm512_set1_epi8(0x0F);
   __m512 acc[R][C];
 #pragma GCC unroll 8
@@ -115,52 +143,59 @@ GSQ4_AVX512 void Tile(const QuantizedRows& a, int64_t m0, const PackedWeights& w
   const int8_t* q = a.q.data() + m0 * blocks * kBlock;
   const int32_t* corr = a.corr.data() + m0 * blocks;
   const float* sa = a.scale.data() + m0 * blocks;
-  const uint8_t* base = w.data + p0 * panel_bytes;
-  for (int64_t b = 0; b < blocks; b++, base += kPanelBlockBytes) {
+  const uint8_t* group = w.data + p0 * panel_bytes;
+  for (int64_t g = 0; g < groups; g++, group += kGroupBytes<S>) {
 #pragma GCC unroll 4
     for (int j = 0; j < C; j++) {
-#pragma GCC unroll 5
-      for (int l = 0; l < kPanelBlockBytes / 64; l++) {
-        _mm_prefetch(reinterpret_cast<const char*>(base + j * panel_bytes + kPrefetchBlocks * kPanelBlockBytes + l * 64),
+#pragma GCC unroll 9
+      for (int l = 0; l < kGroupBytes<S> / 64; l++) {
+        _mm_prefetch(reinterpret_cast<const char*>(group + j * panel_bytes + kPrefetchBlocks * (kNibbleBytes + S::kScaleBytes) + l * 64),
                      _MM_HINT_T1);
       }
     }
-    __m512i d[R][C];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-      const __m512i z = _mm512_set1_epi32(corr[r * blocks + b]);
-#pragma GCC unroll 4
-      for (int j = 0; j < C; j++) d[r][j] = z;
-    }
-#pragma GCC unroll 4
-    for (int s = 0; s < kSteps; s++) {
-      __m512i lo[C], hi[C];
-#pragma GCC unroll 4
-      for (int j = 0; j < C; j++) {
-        const __m512i raw = _mm512_load_si512(base + j * panel_bytes + s * 64);
-        lo[j] = _mm512_and_si512(raw, nibble);
-        hi[j] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
-      }
+#pragma GCC unroll 2
+    for (int i = 0; i < S::kGroup; i++) {
+      const int64_t b = g * S::kGroup + i;
+      if (b == blocks) break;  // the padding of an odd last group
+      const uint8_t* base = group + i * kNibbleBytes;
+      const uint8_t* scales = group + S::kGroup * kNibbleBytes + i * S::kScaleBytes;
+      __m512i d[R][C];
 #pragma GCC unroll 8
       for (int r = 0; r < R; r++) {
-        const int8_t* qs = q + (r * blocks + b) * kBlock + s * 8;
-        int32_t x0, x1;
-        std::memcpy(&x0, qs, 4);
-        std::memcpy(&x1, qs + 4, 4);
-        const __m512i v0 = _mm512_set1_epi32(x0);
-        const __m512i v1 = _mm512_set1_epi32(x1);
+        const __m512i z = _mm512_set1_epi32(corr[r * blocks + b]);
 #pragma GCC unroll 4
-        for (int j = 0; j < C; j++) d[r][j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(d[r][j], lo[j], v0), hi[j], v1);
+        for (int j = 0; j < C; j++) d[r][j] = z;
       }
-    }
-    __m512 sw[C];
 #pragma GCC unroll 4
-    for (int j = 0; j < C; j++) sw[j] = _mm512_load_ps(reinterpret_cast<const float*>(base + j * panel_bytes + kSteps * 64));
+      for (int s = 0; s < kSteps; s++) {
+        __m512i lo[C], hi[C];
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) {
+          const __m512i raw = _mm512_load_si512(base + j * panel_bytes + s * 64);
+          lo[j] = _mm512_and_si512(raw, nibble);
+          hi[j] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+        }
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-      const __m512 s = _mm512_set1_ps(sa[r * blocks + b]);
+        for (int r = 0; r < R; r++) {
+          const int8_t* qs = q + (r * blocks + b) * kBlock + s * 8;
+          int32_t x0, x1;
+          std::memcpy(&x0, qs, 4);
+          std::memcpy(&x1, qs + 4, 4);
+          const __m512i v0 = _mm512_set1_epi32(x0);
+          const __m512i v1 = _mm512_set1_epi32(x1);
 #pragma GCC unroll 4
-      for (int j = 0; j < C; j++) acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r][j]), _mm512_mul_ps(sw[j], s), acc[r][j]);
+          for (int j = 0; j < C; j++) d[r][j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(d[r][j], lo[j], v0), hi[j], v1);
+        }
+      }
+      __m512 sw[C];
+#pragma GCC unroll 4
+      for (int j = 0; j < C; j++) sw[j] = S::Load(scales + j * panel_bytes);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) {
+        const __m512 s = _mm512_set1_ps(sa[r * blocks + b]);
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r][j]), _mm512_mul_ps(sw[j], s), acc[r][j]);
+      }
     }
   }
 #pragma GCC unroll 4
@@ -175,34 +210,72 @@ GSQ4_AVX512 void Tile(const QuantizedRows& a, int64_t m0, const PackedWeights& w
 
 // R rows over panels [p0, p1): C panels a tile where R is small (independent dot chains and
 // fewer passes over the rows), then one at a time for the rest.
-template <int R, int C>
+template <int R, int C, class S>
 void TileRow(const QuantizedRows& a, int64_t m0, const PackedWeights& w, int64_t p0, int64_t p1, float* c, int64_t ldc) {
   int64_t p = p0;
-  for (; p + C <= p1; p += C) Tile<R, C>(a, m0, w, p, c, ldc);
-  for (; p < p1; p++) Tile<R, 1>(a, m0, w, p, c, ldc);
+  for (; p + C <= p1; p += C) Tile<R, C, S>(a, m0, w, p, c, ldc);
+  for (; p < p1; p++) Tile<R, 1, S>(a, m0, w, p, c, ldc);
 }
 
+template <class S>
 void GemmPanelsVnni(const QuantizedRows& a, const PackedWeights& w, int64_t p0, int64_t p1, float* c, int64_t ldc) {
   // Panels in chunks whose weights stay in L2 while every row tile passes over them.
-  const int64_t chunk =
-      a.rows <= 8 ? p1 - p0 : std::max<int64_t>(4, (256 * 1024) / (a.blocks * kPanelBlockBytes) / 4 * 4);
+  const int64_t panel_bytes = (a.blocks + S::kGroup - 1) / S::kGroup * kGroupBytes<S>;
+  const int64_t chunk = a.rows <= 8 ? p1 - p0 : std::max<int64_t>(4, (256 * 1024) / panel_bytes / 4 * 4);
   for (int64_t c0 = p0; c0 < p1; c0 += chunk) {
     const int64_t c1 = std::min(p1, c0 + chunk);
     int64_t m = 0;
-    for (; m + 8 <= a.rows; m += 8) TileRow<8, 1>(a, m, w, c0, c1, c, ldc);
+    for (; m + 8 <= a.rows; m += 8) TileRow<8, 1, S>(a, m, w, c0, c1, c, ldc);
     switch (a.rows - m) {
-      case 7: TileRow<7, 1>(a, m, w, c0, c1, c, ldc); break;
-      case 6: TileRow<6, 1>(a, m, w, c0, c1, c, ldc); break;
-      case 5: TileRow<5, 1>(a, m, w, c0, c1, c, ldc); break;
-      case 4: TileRow<4, 2>(a, m, w, c0, c1, c, ldc); break;
-      case 3: TileRow<3, 2>(a, m, w, c0, c1, c, ldc); break;
-      case 2: TileRow<2, 4>(a, m, w, c0, c1, c, ldc); break;
-      case 1: TileRow<1, 4>(a, m, w, c0, c1, c, ldc); break;
+      case 7: TileRow<7, 1, S>(a, m, w, c0, c1, c, ldc); break;
+      case 6: TileRow<6, 1, S>(a, m, w, c0, c1, c, ldc); break;
+      case 5: TileRow<5, 1, S>(a, m, w, c0, c1, c, ldc); break;
+      case 4: TileRow<4, 2, S>(a, m, w, c0, c1, c, ldc); break;
+      case 3: TileRow<3, 2, S>(a, m, w, c0, c1, c, ldc); break;
+      case 2: TileRow<2, 4, S>(a, m, w, c0, c1, c, ldc); break;
+      case 1: TileRow<1, 4, S>(a, m, w, c0, c1, c, ldc); break;
       default: break;
     }
   }
 }
 #endif
+
+// The IEEE half bits of a float that IsHalfExact accepts.
+uint16_t HalfBits(float s) {
+  uint32_t x = 0;
+  std::memcpy(&x, &s, 4);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
+  const float a = std::fabs(s);
+  if (a >= 0x1p-14f) return static_cast<uint16_t>(sign | (((x >> 23) & 0xFF) - 127 + 15) << 10 | ((x >> 13) & 0x3FF));
+  return static_cast<uint16_t>(sign | static_cast<uint16_t>(a * 0x1p24f));  // subnormal (or zero): a multiple of 2^-24
+}
+
+// Packs into groups of S (q4gemm.h): column `col`'s lane of each group's nibbles and scales.
+template <class S>
+void PackPanels(const uint8_t* w, const float* sw, int64_t n, int64_t blocks, uint8_t* data) {
+  const int64_t groups = (blocks + S::kGroup - 1) / S::kGroup;
+  for (int64_t col = 0; col < n; col++) {
+    const int64_t lane = col % kPanelColumns;
+    for (int64_t b = 0; b < blocks; b++) {
+      uint8_t* group = data + ((col / kPanelColumns) * groups + b / S::kGroup) * kGroupBytes<S>;
+      uint8_t* dst = group + (b % S::kGroup) * kNibbleBytes;
+      const uint8_t* src = w + (col * blocks + b) * 16;
+      for (int s = 0; s < kSteps; s++) {
+        for (int j = 0; j < 4; j++) {
+          dst[s * 64 + lane * 4 + j] = static_cast<uint8_t>(Nibble(src, 8 * s + j) | Nibble(src, 8 * s + 4 + j) << 4);
+        }
+      }
+      uint8_t* scale = group + S::kGroup * kNibbleBytes + (b % S::kGroup) * S::kScaleBytes;
+      const float s = sw[col * blocks + b];
+      if constexpr (S::kScaleBytes == kPanelColumns * 2) {
+        const uint16_t h = HalfBits(s);
+        std::memcpy(scale + lane * 2, &h, 2);
+      } else {
+        std::memcpy(scale + lane * 4, &s, 4);
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -238,39 +311,56 @@ void QuantizeRows(const float* a, int64_t k, int64_t r0, int64_t r1, QuantizedRo
   }
 }
 
-PackedWeights::~PackedWeights() { std::free(data); }
+PackedWeights::~PackedWeights() {
+  g_packed_bytes.fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+  std::free(data);
+}
+
+bool IsHalfExact(float s) {
+  if (s == 0.f) return true;
+  const float a = std::fabs(s);
+  if (!(a <= 65504.f)) return false;  // beyond the largest half, Inf, NaN
+  int e = 0;
+  std::frexp(a, &e);  // a in [2^(e-1), 2^e)
+  // 11 significant bits where half is normal (a >= 2^-14), else a multiple of 2^-24
+  const float scaled = a >= 0x1p-14f ? std::ldexp(a, 11 - e) : std::ldexp(a, 24);
+  return scaled == std::floor(scaled);
+}
 
 bool Pack(const uint8_t* w, const float* sw, int64_t n, int64_t blocks, PackedWeights* out) {
   if (!HasVnni()) return false;
+  // fp16 panels only where that loses nothing: an export whose scales were rounded to fp16
+  bool half = true;
+  for (int64_t i = 0; i < n * blocks && half; i++) half = IsHalfExact(sw[i]);
   const int64_t panels = (n + kPanelColumns - 1) / kPanelColumns;
-  const size_t bytes = static_cast<size_t>(panels * blocks * kPanelBlockBytes);
+  const int64_t groups = half ? (blocks + F16Scales::kGroup - 1) / F16Scales::kGroup : blocks;
+  const size_t bytes = static_cast<size_t>(panels * groups * (half ? kGroupBytes<F16Scales> : kGroupBytes<F32Scales>));
   auto* data = static_cast<uint8_t*>(std::aligned_alloc(64, bytes));
   if (data == nullptr) return false;
   std::memset(data, 0, bytes);
-  for (int64_t col = 0; col < n; col++) {
-    const int64_t lane = col % kPanelColumns;
-    for (int64_t b = 0; b < blocks; b++) {
-      uint8_t* dst = data + ((col / kPanelColumns) * blocks + b) * kPanelBlockBytes;
-      const uint8_t* src = w + (col * blocks + b) * 16;
-      for (int s = 0; s < kSteps; s++) {
-        for (int j = 0; j < 4; j++) {
-          dst[s * 64 + lane * 4 + j] = static_cast<uint8_t>(Nibble(src, 8 * s + j) | Nibble(src, 8 * s + 4 + j) << 4);
-        }
-      }
-      std::memcpy(dst + kSteps * 64 + lane * 4, sw + col * blocks + b, 4);
-    }
+  if (half) {
+    PackPanels<F16Scales>(w, sw, n, blocks, data);
+  } else {
+    PackPanels<F32Scales>(w, sw, n, blocks, data);
   }
+  g_packed_bytes.fetch_add(static_cast<int64_t>(bytes) - static_cast<int64_t>(out->bytes), std::memory_order_relaxed);
   std::free(out->data);
   out->data = data;
   out->n = n;
+  out->half_scales = half;
+  out->bytes = bytes;
   return true;
 }
+
+int64_t PackedBytes() { return g_packed_bytes.load(std::memory_order_relaxed); }
 
 void GemmColumns(const QuantizedRows& a, const uint8_t* w, const float* sw, const PackedWeights* packed,
                  int64_t n0, int64_t n1, float* c, int64_t ldc) {
 #ifdef GSQ4_X86
   if (packed != nullptr && packed->data != nullptr && UseVnni() && n0 % kPanelColumns == 0) {
-    return GemmPanelsVnni(a, *packed, n0 / kPanelColumns, (n1 + kPanelColumns - 1) / kPanelColumns, c, ldc);
+    const int64_t p0 = n0 / kPanelColumns, p1 = (n1 + kPanelColumns - 1) / kPanelColumns;
+    if (packed->half_scales) return GemmPanelsVnni<F16Scales>(a, *packed, p0, p1, c, ldc);
+    return GemmPanelsVnni<F32Scales>(a, *packed, p0, p1, c, ldc);
   }
 #endif
   GemmColumnsScalar(a, w, sw, n0, n1, c, ldc);

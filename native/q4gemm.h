@@ -8,6 +8,7 @@
 //   sa = max|a| / 127 over the block, qa = round-half-even(a · 127 / max|a|)
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -32,10 +33,17 @@ void Resize(QuantizedRows* out, int64_t rows, int64_t blocks);
 // The weights rearranged for the AVX-512 kernel: panels of 16 columns, one per int32 lane, each
 // a sequential stream of blocks. A panel's block is 4 × 64 bytes of nibbles, step s holding in
 // lane c the bytes w[8s + j] | w[8s + 4 + j] << 4 (j < 4) of column c, then the 16 columns'
-// float scales (zero-padded past N). Made once, when the session builds the kernel.
+// scales (zero-padded past N). Where every scale of the matrix is an fp16 value (exports that
+// round them so, manifest `scaleRounding`), the scales are stored fp16 and a group is 2 blocks:
+// 2 × 256 bytes of nibbles then 2 × 32 bytes of scales (576 bytes, 9 cache lines; an odd last
+// block is padded with zeros): 18 bytes a column per 32 weights, 4.5 bits a weight, as
+// llama.cpp's Q4_0. Otherwise (older exports) a group is 1 block with float32 scales (320 bytes,
+// 5 bits a weight), so their numbers are unchanged. Made once, when the session builds the kernel.
 struct PackedWeights {
-  int64_t n = 0;    // columns (the last panel is zero-padded past them)
-  uint8_t* data = nullptr;  // 64-byte aligned
+  int64_t n = 0;             // columns (the last panel is zero-padded past them)
+  bool half_scales = false;  // fp16 scales, 2-block groups (else float32, 1-block groups)
+  size_t bytes = 0;          // of data
+  uint8_t* data = nullptr;   // 64-byte aligned
   PackedWeights() = default;
   PackedWeights(const PackedWeights&) = delete;
   PackedWeights& operator=(const PackedWeights&) = delete;
@@ -48,6 +56,12 @@ constexpr int64_t kPanelColumns = 16;
 // Packs MatMulNBits' w [N, blocks, 16] uint8 and sw [N, blocks] float; false (nothing packed)
 // where the CPU has no AVX-512 VNNI.
 bool Pack(const uint8_t* w, const float* sw, int64_t n, int64_t blocks, PackedWeights* out);
+
+// Whether float `s` is exactly an IEEE half value (±0 included; never Inf or NaN).
+bool IsHalfExact(float s);
+
+// Bytes of packed panels all live PackedWeights hold, process-wide (tests, the bits a weight).
+int64_t PackedBytes();
 
 // Columns [n0, n1) of C [M, N] (ldc = N; n0 a multiple of kPanelColumns) from the quantized
 // rows: the AVX-512 kernel over `packed` where there is one, else the scalar kernel over w and sw.

@@ -36,6 +36,14 @@ export interface QuantizationInfo {
   readonly scheme: 'symmetric';
   /** The scales' dtype: absent, fp32; fp16 in a gqa export (fp16 compute). */
   readonly scaleDtype?: 'fp16';
+  /**
+   * 'fp16': every scale is an fp16 value, rounded so before its block was quantized, even where
+   * stored float32 (MatMulNBits with float32 activations takes float32 scales): int4 exports,
+   * whose scales gemma-serve's kernel then keeps in fp16 (docs/INT4-KERNEL.md), and every export
+   * with `scaleDtype` fp16. Absent: float32 values (int8 on the CPU, and int4 exports made
+   * before the field).
+   */
+  readonly scaleRounding?: 'fp16';
   /** MatMulNBits accuracy_level (4: int8 activations on CPU). */
   readonly accuracyLevel: number;
 }

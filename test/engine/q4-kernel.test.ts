@@ -1,7 +1,8 @@
 // gemma-serve's int4 matmul (native/q4gemm.cc as the custom operator ai.gemma_serve.MatMulQ4):
 // it computes what ONNX Runtime's MatMulNBits computes at accuracy_level 4, on odd shapes (K not
-// a multiple of the block, N not a multiple of the 16-column panel, M across row tiles),
-// with the AVX-512 kernel where this CPU has it and with the scalar reference kernel everywhere;
+// a multiple of the block, N not a multiple of the 16-column panel, M across row tiles), with
+// float32 scales and with fp16-valued ones (which the AVX-512 kernel stores as fp16: 4.5 bits a
+// weight), with the AVX-512 kernel where this CPU has it and with the scalar reference kernel everywhere;
 // the graph rewrite swaps exactly the nodes it can compute; an int4 export of an HF-initialised
 // model gives the same log-probabilities through either kernel, within int8-activation rounding
 // noise, and one of the chaotic golden fixture the same greedy ids.
@@ -19,6 +20,9 @@ import { Stepper } from '../../src/engine/stepper.ts';
 import { openGraphSession } from '../../src/engine/graph-session.ts';
 import { logSoftmax } from '../../src/engine/logprobs.ts';
 import { hfInitModel } from '../reference/logprob-diff.ts';
+import { roundToF16 } from '../../src/f16.ts';
+import { parseGemma2Config } from '../../src/checkpoint/config.ts';
+import type { Manifest } from '../../src/engine/manifest.ts';
 
 const native = loadNativeOrt();
 if ('error' in native) {
@@ -46,14 +50,19 @@ interface MatmulGraph {
   readonly N: number;
 }
 
-/** x [m, K] → MatMulNBits (int4, block 32, float scales) → y [m, N], random weights. */
-function matmulGraph(name: string, K: number, N: number, seed: number, attrs: { bits?: number; accuracyLevel?: number } = {}): MatmulGraph {
+/**
+ * x [m, K] → MatMulNBits (int4, block 32, float scales) → y [m, N], random weights; `scales`
+ * 'fp16': each scale an fp16 value (as int4 exports round them), stored float32.
+ */
+function matmulGraph(name: string, K: number, N: number, seed: number, attrs: { bits?: number; accuracyLevel?: number; scales?: 'fp32' | 'fp16' } = {}): MatmulGraph {
   const rand = prng(seed);
   const bits = attrs.bits ?? 4;
   const blocks = Math.ceil(K / 32);
   const blob = (32 * bits) / 8;
   const b = new Uint8Array(N * blocks * blob).map(() => Math.floor(rand() * 256));
-  const s = new Float32Array(N * blocks).map(() => 0.002 + 0.05 * rand());
+  const round = attrs.scales === 'fp16' ? roundToF16 : Math.fround;
+  // one scale per matrix under fp16's smallest normal (6.1e-5): fp16 subnormals are packed too
+  const s = new Float32Array(N * blocks).map((_, i) => round(i === 1 ? 3e-6 : 0.002 + 0.05 * rand()));
   const g = new GraphBuilder();
   const x = g.input('x', DType.FLOAT, ['m', K]);
   const bRef = g.externalInitializer('B', DType.UINT8, [N, blocks, blob], { location: `${name}.data`, offset: 0, length: b.length });
@@ -77,9 +86,10 @@ const open = (graph: MatmulGraph, int4Kernel: Int4Kernel): NativeSession => Nati
 t.test('MatMulQ4 computes what MatMulNBits computes at accuracy_level 4', async (t) => {
   // K: 2, 3, 5 and 72 blocks (72: the 2B hidden), and 100, not a multiple of the block; N below
   // and across the 16-column panel; the tiny models' shapes (64 → 512, 128 → 64, 256 → 1024).
-  const shapes = [[64, 6], [96, 13], [160, 40], [2304, 36], [100, 9], [64, 512], [128, 64], [256, 1024]] as const;
-  for (const [K, N] of shapes) {
-    const graph = matmulGraph(`mm-${K}-${N}`, K, N, K * 31 + N);
+  // K of an odd number of blocks (3, 5, 72 + 1) leaves fp16 panels' last 2-block group half empty.
+  const shapes = [[64, 6], [96, 13], [160, 40], [2304, 36], [2336, 20], [100, 9], [64, 512], [128, 64], [256, 1024]] as const;
+  for (const [[K, N], scales] of shapes.flatMap((shape) => (['fp32', 'fp16'] as const).map((sc) => [shape, sc] as const))) {
+    const graph = matmulGraph(`mm-${K}-${N}-${scales}`, K, N, K * 31 + N, { scales });
     const ort = open(graph, 'ort');
     const q4 = open(graph, 'gemma-serve');
     t.equal(ort.int4Swapped, 0, 'int4Kernel ort: MatMulNBits runs');
@@ -96,13 +106,34 @@ t.test('MatMulQ4 computes what MatMulNBits computes at accuracy_level 4', async 
         const got = run(q4, graph, x, m);
         let worst = 0;
         for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
-        t.ok(worst <= 1e-5 * scale, `K ${K} N ${N} M ${m} ${kernel}: max |Δ| ${worst.toExponential(2)} of max |y| ${scale.toFixed(2)}`);
+        t.ok(worst <= 1e-5 * scale, `K ${K} N ${N} M ${m} ${scales} scales ${kernel}: max |Δ| ${worst.toExponential(2)} of max |y| ${scale.toFixed(2)}`);
       }
       addon.q4Kernel(false);
     }
     ort.release();
     q4.release();
   }
+});
+
+// Q4_0's 18 bytes per 32 weights (16 of nibbles, an fp16 scale) where every scale is an fp16
+// value; 20 (a float32 scale) where one is not, so an older export computes what it did.
+t.test('the packed weights take 4.5 bits a weight with fp16-valued scales, 5 with float32 ones', { skip: fast === 'scalar' ? 'no AVX-512 VNNI: nothing is packed' : false }, async (t) => {
+  const K = 2304, N = 96;
+  for (const [scales, bytesPer32] of [['fp16', 18], ['fp32', 20]] as const) {
+    const graph = matmulGraph(`bytes-${scales}`, K, N, 5, { scales });
+    const before = addon.q4PackedBytes();
+    const session = open(graph, 'gemma-serve');
+    const packed = addon.q4PackedBytes() - before;
+    t.equal(packed, (N * K / 32) * bytesPer32, `${scales} scales: ${packed} bytes for [${N}, ${K}]: ${(packed * 8 / (N * K)).toFixed(2)} bits a weight`);
+    session.release();
+    t.equal(addon.q4PackedBytes(), before, 'released with the session');
+  }
+  // an odd number of blocks: the last 2-block group of each panel is padded
+  const odd = matmulGraph('bytes-odd', 96, 20, 6, { scales: 'fp16' });
+  const before = addon.q4PackedBytes();
+  const session = open(odd, 'gemma-serve');
+  t.equal(addon.q4PackedBytes() - before, 2 * 2 * 576, 'K 96 (3 blocks), N 20: 2 panels of 2 groups of 576 bytes');
+  session.release();
 });
 
 t.test('the rewrite swaps only what MatMulQ4 computes exactly', async (t) => {
@@ -137,9 +168,14 @@ t.test("int4Kernel 'gemma-serve' on the stock binding is refused, not ignored", 
   await stock.release();
 });
 
-/** Log-probabilities at every position of `sequences` of an export, through one int4 kernel. */
-async function logprobs(dir: string, sequences: readonly number[][], int4Kernel: Int4Kernel): Promise<{ swapped: number; rows: Float64Array[] }> {
+/**
+ * Log-probabilities at every position of `sequences` of an export, through one int4 kernel, and
+ * the bytes MatMulQ4 packed its weights into.
+ */
+async function logprobs(dir: string, sequences: readonly number[][], int4Kernel: Int4Kernel): Promise<{ swapped: number; packedBytes: number; rows: Float64Array[] }> {
+  const before = addon.q4PackedBytes();
   const runner = await ModelRunner.load(dir, { blockSize: 4, kvCacheTokens: 256, int4Kernel, binder: 'native' });
+  const packedBytes = addon.q4PackedBytes() - before;
   const stepper = new Stepper(runner);
   try {
     const rows: Float64Array[] = [];
@@ -150,10 +186,19 @@ async function logprobs(dir: string, sequences: readonly number[][], int4Kernel:
       await stepper.free(seq);
       for (let i = 0; i < ids.length; i++) rows.push(logSoftmax(r.logits.subarray(i * r.vocabSize, (i + 1) * r.vocabSize)));
     }
-    return { swapped: runner.int4Swapped, rows };
+    return { swapped: runner.int4Swapped, packedBytes, rows };
   } finally {
     await runner.release();
   }
+}
+
+/** The bytes of fp16-scale panels (16 columns, 2-block groups of 576 bytes) of an export's matrices. */
+function fp16PanelBytes(dir: string): number {
+  const c = parseGemma2Config((JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Manifest).config, dir);
+  const bytes = (N: number, K: number): number => Math.ceil(N / 16) * Math.ceil(K / 64) * 576;
+  const H = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim, I = c.intermediateSize;
+  const layer = bytes(q, H) + 2 * bytes(kv, H) + bytes(H, q) + 2 * bytes(I, H) + bytes(H, I);
+  return c.numLayers * layer + bytes(c.vocabSize, H);
 }
 
 function compare(a: readonly Float64Array[], b: readonly Float64Array[]): { worst: number; sameTop: number } {
@@ -181,6 +226,7 @@ t.test('an int4 export of an HF-initialised model: the same log-probabilities th
   const q4 = await logprobs(dir, sequences, 'gemma-serve');
   t.equal(ort.swapped, 0);
   t.equal(q4.swapped, 4 * 7 + 1, 'every projection of the 4 layers and the LM head');
+  if (fast !== 'scalar') t.equal(q4.packedBytes, fp16PanelBytes(dir), 'the export\'s fp16-valued scales are packed fp16: 4.5 bits a weight');
   const { worst, sameTop } = compare(ort.rows, q4.rows);
   t.ok(worst < 0.1, `max |Δ logprob| ${worst.toExponential(2)} over ${ort.rows.length} positions`);
   t.ok(sameTop / ort.rows.length >= 0.95, `top-1 agreement ${sameTop}/${ort.rows.length} >= 95%`);

@@ -17,8 +17,8 @@ import { ATTENTION_LAYOUTS, GRAPH_IO_VERSION, type AttentionLayout, type KvDtype
 import { QUANT_ACCURACY_LEVEL, type GraphWeights, type QuantizedWeight } from './gemma2-blocks.ts';
 import { buildGemma2Graph, computesInHalf, type GraphOptions } from './gemma2-graph.ts';
 import { DType, type DTypeValue, type ExternalRef, type GraphBuilder } from '../onnx-builder.ts';
-import { DATA_FILE, EXPORTER_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, MODEL_FILE, checkpointFingerprint, type Manifest, type QuantBits, type WeightDtype } from '../manifest.ts';
-import { QUANT_BLOCK_SIZE, quantLayout, quantizedBytes, type QuantLayout } from './quantize.ts';
+import { DATA_FILE, EXPORTER_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, MODEL_FILE, checkpointFingerprint, type Manifest, type QuantBits, type QuantizationInfo, type WeightDtype } from '../manifest.ts';
+import { QUANT_BLOCK_SIZE, quantLayout, quantizedBytes, scaleRounding, type QuantLayout } from './quantize.ts';
 import { WeightFile } from './weight-file.ts';
 
 /**
@@ -82,6 +82,18 @@ function declareQuantized(g: GraphBuilder, hfName: string, l: QuantLayout, accur
     scales: init(`${hfName}.q${l.bits}.scales`, scaleType, [l.N, l.kBlocks], refs?.scales),
     layout: l,
     accuracyLevel,
+  };
+}
+
+/** The manifest's record of a quantized export whose scales are stored `stored`. */
+function quantizationInfo(bits: QuantBits, accuracyLevel: number, stored: WeightDtype): QuantizationInfo {
+  return {
+    bits,
+    blockSize: QUANT_BLOCK_SIZE,
+    scheme: 'symmetric',
+    accuracyLevel,
+    ...(stored === 'fp16' ? { scaleDtype: 'fp16' as const } : {}),
+    ...(scaleRounding(bits, stored) === 'fp16' ? { scaleRounding: 'fp16' as const } : {}),
   };
 }
 
@@ -153,7 +165,7 @@ export function exportCheckpoint(opts: ExportOptions): ExportResult {
       exporterVersion: EXPORTER_VERSION,
       graphIoVersion: GRAPH_IO_VERSION,
       weightDtype: dtype,
-      ...(bits === null ? {} : { quantization: { bits, blockSize: QUANT_BLOCK_SIZE, scheme: 'symmetric' as const, accuracyLevel, ...(halfCompute ? { scaleDtype: 'fp16' as const } : {}) } }),
+      ...(bits === null ? {} : { quantization: quantizationInfo(bits, accuracyLevel, halfCompute ? 'fp16' : 'fp32') }),
       kvDtype: graphOpts.kvDtype,
       attention: graphOpts.attention,
       config: JSON.parse(readFileSync(join(ckpt.dir, 'config.json'), 'utf8')) as RawGemma2Config,

@@ -5,9 +5,11 @@
  * float32 scale and no stored zero point, so the runtime's implicit one (2^(bits-1): 8 for int4,
  * 128 for int8) applies: w ≈ (q - 2^(bits-1)) * scale.
  *
- * Scales are float32, or float16 in an export that computes in fp16 (MatMulNBits takes its scales
- * in its input's type): there the scale is rounded to fp16 before the block is quantized with it,
- * so the stored bytes stand for exactly (q - zero) * scale.
+ * Scales are stored float32, or float16 in an export that computes in fp16 (MatMulNBits takes its
+ * scales in its input's type). int4 scales are fp16 values even where stored float32: gemma-serve's
+ * int4 kernel then keeps them fp16 (4.5 bits a weight, as llama.cpp's Q4_0, instead of 5) and
+ * computes exactly what MatMulNBits does with them. A scale is rounded before its block is
+ * quantized with it, so the stored bytes stand for exactly (q - zero) * scale.
  * Symmetric schemes, as llama.cpp's Q4_0 and Q8_0:
  * - int4: scale = m / -8 where m is the block's value of largest magnitude (sign kept), so m
  *   maps to -8 exactly and the range [-8, 7] is used in full;
@@ -15,7 +17,8 @@
  * Data of a row: kBlocks blobs of blockSize*bits/8 bytes; int4 packs two values a byte, the
  * first in the low nibble. A K that is not a multiple of the block is zero-padded (q = zero point).
  */
-import type { QuantBits } from '../manifest.ts';
+import { roundToF16 } from '../../f16.ts';
+import type { QuantBits, WeightDtype } from '../manifest.ts';
 
 export const QUANT_BLOCK_SIZE = 32;
 
@@ -35,6 +38,19 @@ export function quantLayout(N: number, K: number, bits: QuantBits, blockSize = Q
   const kBlocks = Math.ceil(K / blockSize);
   const blobSize = (blockSize * bits) / 8;
   return { N, K, bits, blockSize, kBlocks, blobSize, rowBytes: kBlocks * blobSize };
+}
+
+/**
+ * How a scale is rounded before its block is quantized: to fp16 for int4 (the manifest's
+ * `scaleRounding`) and wherever scales are stored fp16; else to float32 (int8).
+ */
+export function scaleRounding(bits: QuantBits, stored: WeightDtype): 'fp16' | 'fp32' {
+  return bits === 4 || stored === 'fp16' ? 'fp16' : 'fp32';
+}
+
+/** The rounding function of `scaleRounding`'s answer. */
+export function roundScale(rounding: 'fp16' | 'fp32'): (s: number) => number {
+  return rounding === 'fp16' ? roundToF16 : Math.fround;
 }
 
 /** Bytes of data + scales (`scaleBytes` each: 4 float32, 2 float16) of a quantized [N, K] matrix. */

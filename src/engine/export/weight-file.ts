@@ -5,10 +5,10 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { basename } from 'node:path';
 import { forEachFloat32Chunk, type TensorEntry } from '../../checkpoint/safetensors.ts';
-import { f32ToF16, roundToF16 } from '../../f16.ts';
+import { f32ToF16 } from '../../f16.ts';
 import type { WeightDtype } from '../manifest.ts';
 import type { ExternalRef } from '../onnx-builder.ts';
-import { quantizeRows, type QuantLayout } from './quantize.ts';
+import { quantizeRows, roundScale, scaleRounding, type QuantLayout } from './quantize.ts';
 
 const ALIGN = 4096; // page-aligned, so ONNX Runtime can map each tensor
 const CHUNK_ELEMENTS = 1 << 20;
@@ -43,8 +43,8 @@ export class WeightFile {
 
   /**
    * Streams matrix `entry` ([N, K]) in block-quantized: packed data (N * rowBytes) then the
-   * scales (float32, or float16 for an fp16-compute graph), each page-aligned. Rows are
-   * quantized a chunk of whole rows at a time.
+   * scales (float32, or float16 for an fp16-compute graph; rounded as quantize.ts's
+   * scaleRounding says), each page-aligned. Rows are quantized a chunk of whole rows at a time.
    */
   appendQuantized(entry: TensorEntry, layout: QuantLayout, scaleDtype: WeightDtype = 'fp32'): { data: ExternalRef; scales: ExternalRef } {
     const { N, K, kBlocks, rowBytes } = layout;
@@ -55,10 +55,11 @@ export class WeightFile {
     const data = new Uint8Array(rowsPerChunk * rowBytes);
     const scales = new Float32Array(rowsPerChunk * kBlocks);
     const half = new Uint16Array(scaleDtype === 'fp16' ? scales.length : 0);
+    const round = roundScale(scaleRounding(layout.bits, scaleDtype));
     forEachFloat32Chunk(entry, rowsPerChunk * K, (chunk, elementOffset) => {
       const rows = chunk.length / K;
       const row0 = elementOffset / K;
-      quantizeRows(chunk, rows, layout, data, scales, scaleDtype === 'fp16' ? roundToF16 : Math.fround);
+      quantizeRows(chunk, rows, layout, data, scales, round);
       this.writeAt(data.subarray(0, rows * rowBytes), dataStart + row0 * rowBytes);
       if (scaleDtype === 'fp16') for (let i = 0; i < rows * kBlocks; i++) half[i] = f32ToF16(scales[i]!);
       const stored = scaleDtype === 'fp16' ? new Uint8Array(half.buffer) : new Uint8Array(scales.buffer);

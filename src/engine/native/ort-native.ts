@@ -44,6 +44,8 @@ interface Addon {
   release(s: object): void;
   /** The kernel MatMulQ4 runs here ('avx512vnni' | 'scalar'); `forceScalar` sets it first. */
   q4Kernel(forceScalar?: boolean): string;
+  /** Bytes of packed weights the process's MatMulQ4 kernels hold (4.5 bits a weight with fp16-exact scales, else 5). */
+  q4PackedBytes(): number;
 }
 
 export const NATIVE_ADDON_PATH = join(import.meta.dirname, '..', '..', '..', 'build', 'gs_ort.node');
