@@ -82,7 +82,8 @@ for (const e of tail) {
 const total = [...byOp.values()].reduce((a, b) => a + b, 0);
 const sorted = walls.slice(1).sort((a, b) => a - b);
 console.log(`${dir}: ${prefill > 0 ? `prefill ${prefill}` : `batch ${B}, context ${ctx}`}, ${steps} steps; int4 matmuls by gemma-serve's kernel: ${r.int4Swapped ?? 0}`);
-console.log(`step wall time median ${sorted[sorted.length >> 1]!.toFixed(1)} ms; kernel time ${(total / steps / 1000).toFixed(1)} ms/step`);
+const runUs = modelRuns.slice(-steps).reduce((a, e) => a + e.dur, 0);
+console.log(`step wall time median ${sorted[sorted.length >> 1]!.toFixed(1)} ms; ONNX Runtime's run ${(runUs / steps / 1000).toFixed(1)} ms/step, of it kernel time ${(total / steps / 1000).toFixed(1)} ms/step`);
 for (const [op, us] of [...byOp].sort((a, b) => b[1] - a[1]).slice(0, 14)) console.log(`${op.padEnd(28)} ${(us / steps / 1000).toFixed(2).padStart(7)} ms/step ${((100 * us) / total).toFixed(1).padStart(5)}%`);
 console.log('by part of the model:');
 for (const [part, us] of [...byPart].sort((a, b) => b[1] - a[1])) console.log(`  ${part.padEnd(40)} ${(us / steps / 1000).toFixed(2).padStart(8)} ms/step ${((100 * us) / total).toFixed(1).padStart(5)}%`);
