@@ -2,15 +2,15 @@
  * The engine alone, no HTTP: prefill speed and decode step time, so engine regressions show
  * without the server in the way.
  *
- *   npm run bench:engine -- [MODEL_DIR] [--prompt 512] [--batches 1,4,8,16] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--json FILE]
+ *   npm run bench:engine -- [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--json FILE]
  *
  * MODEL_DIR: an export or a checkpoint (exported once into a temporary data dir); none: a tiny
  * random-weight model generated into a temporary dir. What each number includes:
- * - prefill: a lone request of --prompt random token ids (the model's context − 1 if smaller)
- *   and max_tokens 1, timed on the main thread from Engine.generate to its first token event:
+ * - prefill: a lone request of --prompt random token ids (the model's context − 1 if smaller;
+ *   each length of a list in turn) and max_tokens 1, timed on the main thread from Engine.generate to its first token event:
  *   the whole prompt in one step (maxNumBatchedTokens ≥ the prompt), logits of the last position,
  *   greedy sampling of one token, and the message round trip to the worker thread. Median of
- *   --runs runs after one unmeasured run.
+ *   --runs runs after one unmeasured run. `--batches none`: prefill only.
  * - decode at batch B: B requests of 16-token prompts, greedy, ignore_eos, submitted together so
  *   they decode in lockstep (one row each per step). The step time is the time from the arrival
  *   of the batch's token 2 to that of its last token, over --steps steps: building inputs, the
@@ -42,12 +42,13 @@ const { values: opts, positionals } = parseArgs({
     'int4-kernel': { type: 'string', default: 'auto' },
   },
 });
-const batches = opts.batches.split(',').map(Number);
+const batches = opts.batches === 'none' ? [] : opts.batches.split(',').map(Number);
+const promptLens = opts.prompt.split(',').map(Number);
 const steps = Number(opts.steps);
 const runs = Number(opts.runs);
 const int4Kernel = opts['int4-kernel'] as Int4Kernel;
-if (batches.some((b) => !Number.isInteger(b) || b < 1) || !(steps >= 1) || !(runs >= 1) || !(Number(opts.prompt) >= 1) || !INT4_KERNELS.includes(int4Kernel)) {
-  throw new Error('usage: bench/engine.ts [MODEL_DIR] [--prompt 512] [--batches 1,4,8,16] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--json FILE]');
+if (batches.some((b) => !Number.isInteger(b) || b < 1) || !(steps >= 1) || !(runs >= 1) || promptLens.some((n) => !Number.isInteger(n) || n < 1) || !INT4_KERNELS.includes(int4Kernel)) {
+  throw new Error('usage: bench/engine.ts [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--json FILE]');
 }
 
 const tmp = mkdtempSync(join(tmpdir(), 'gs-bench-engine-'));
@@ -62,8 +63,9 @@ const { config } = readManifest(exportDir);
 
 const DECODE_PROMPT = 16;
 const WARM_STEPS = 2;
-const maxBatch = Math.max(...batches);
-const promptLen = Math.min(Number(opts.prompt), config.maxPositions - 1);
+const maxBatch = Math.max(1, ...batches);
+const prefillLens = promptLens.map((n) => Math.min(n, config.maxPositions - 1));
+const promptLen = Math.max(...prefillLens);
 const decodeLen = DECODE_PROMPT + 1 + WARM_STEPS + steps;
 // KV budget (fp32 upper bound): every decode sequence (or the prompt) plus a block of slack per sequence and layer kind.
 const bytesPerToken = KvCache.bytesPerToken(config);
@@ -84,12 +86,18 @@ async function drain(events: AsyncIterable<{ type: string }>, onToken: () => voi
 }
 
 // --- Prefill ----------------------------------------------------------------------------------
-const prefillMs: number[] = [];
-for (let i = 0; i <= runs; i++) {
-  const t0 = performance.now();
-  let first = NaN;
-  await drain(engine.generate({ promptIds: prompt(promptLen), maxTokens: 1, temperature: 0 }), () => { first = performance.now(); });
-  if (i > 0) prefillMs.push(first - t0);
+interface PrefillRow { prompt_tokens: number; runs: number; median_ms: number | null; min_ms: number | null; tokens_per_s: number | null }
+const prefill: PrefillRow[] = [];
+for (const len of prefillLens) {
+  const ms: number[] = [];
+  for (let i = 0; i <= runs; i++) {
+    const t0 = performance.now();
+    let first = NaN;
+    await drain(engine.generate({ promptIds: prompt(len), maxTokens: 1, temperature: 0 }), () => { first = performance.now(); });
+    if (i > 0) ms.push(first - t0);
+  }
+  const med = median(ms);
+  prefill.push({ prompt_tokens: len, runs, median_ms: round(med, 2), min_ms: round(Math.min(...ms), 2), tokens_per_s: round((len * 1000) / med, 2) });
 }
 
 // --- Decode -----------------------------------------------------------------------------------
@@ -116,26 +124,26 @@ for (const B of batches) {
 const int4Swapped = engine.int4Swapped;
 await engine.close();
 
-const prefillMed = median(prefillMs);
 const result = {
   model: modelDir, export: exportDir,
   config: { numLayers: config.numLayers, hiddenSize: config.hiddenSize, vocabSize: config.vocabSize, maxPositions: config.maxPositions },
   host: { cpus: cpus().length, loadavg_1m: round(loadavg()[0]!, 2) },
   load_s: round(loadS, 2),
   int4_kernel: { asked: int4Kernel, gemma_serve_matmuls: int4Swapped },
-  prefill: { prompt_tokens: promptLen, runs, median_ms: round(prefillMed, 2), min_ms: round(Math.min(...prefillMs), 2), tokens_per_s: round((promptLen * 1000) / prefillMed, 2) },
+  // One prompt length: an object, as before lists were taken; several: one per length.
+  prefill: prefill.length === 1 ? prefill[0]! : prefill,
   decode,
 };
 
 process.stdout.write(`${modelDir}: ${config.numLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}; loaded in ${result.load_s} s; `
   + `${result.host.cpus} cpus, load ${result.host.loadavg_1m}; greedy; int4 matmuls: ${int4Swapped > 0 ? `gemma-serve's kernel (${int4Swapped})` : "ONNX Runtime's"}\n`);
 process.stdout.write(formatTable(['measure', 'tokens', 'median ms', 'min ms', 'tokens/s', 'per seq tok/s', 'n'], [
-  [`prefill ${promptLen}`, promptLen, result.prefill.median_ms, result.prefill.min_ms, result.prefill.tokens_per_s, null, runs],
+  ...prefill.map((p) => [`prefill ${p.prompt_tokens}`, p.prompt_tokens, p.median_ms, p.min_ms, p.tokens_per_s, null, runs]),
   ...decode.map((d) => [`decode batch ${d.batch}`, d.batch, d.step_ms, d.min_ms, d.tokens_per_s, d.per_seq_tokens_per_s, d.runs]),
 ]));
 process.stdout.write('prefill: request → first token of a lone request (one step, last-position logits, sampling, worker round trip);\n'
-  + `decode: mean step time over ${steps} lockstep steps of B sequences, median of the runs (no HTTP; detokenizing overlapped on the main thread).\n`
-  + `full-batch decode steps per run (expect ≥ ${steps + WARM_STEPS}): ${decode.map((d) => `B=${d.batch}: ${d.full_steps}`).join(', ')}\n`);
+  + (decode.length === 0 ? '' : `decode: mean step time over ${steps} lockstep steps of B sequences, median of the runs (no HTTP; detokenizing overlapped on the main thread).\n`
+    + `full-batch decode steps per run (expect ≥ ${steps + WARM_STEPS}): ${decode.map((d) => `B=${d.batch}: ${d.full_steps}`).join(', ')}\n`));
 if (opts.json !== undefined) {
   writeFileSync(opts.json, `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`wrote ${opts.json}\n`);

@@ -131,18 +131,9 @@ export class ModelRunner implements Runner {
       { name: io.LOGIT_ROWS, type: 'int64', dims: [logitRows.length], data: BigInt64Array.from(logitRows) },
     ];
     for (const k of io.LAYER_KINDS) {
-      // What the queries read: a ring as it was before the step replaced blocks in it (PlanRow.slidingView).
-      const view = (r: PlanRow): readonly number[] => (k === 'sliding' ? r.slidingView ?? r.blocks.sliding : r.blocks.global);
-      const M = Math.max(1, ...rows.map((r) => view(r).length));
-      const table = new BigInt64Array(B * M); // padding: null block 0
-      const slots = new BigInt64Array(B * M * blockSize).fill(-1n);
-      rows.forEach((r, b) => {
-        view(r).forEach((blk, j) => { table[b * M + j] = BigInt(blk); });
-        const width = view(r).length * blockSize;
-        for (let i = 0; i < width; i++) slots[b * M * blockSize + i] = BigInt(slotPosition(c.layout, k, r.start, i));
-      });
-      inputs.push({ name: io.blockTable(k), type: 'int64', dims: [B, M], data: table });
-      inputs.push({ name: io.slotPositions(k), type: 'int64', dims: [B, M * blockSize], data: slots });
+      const { table, slots, width } = cacheView(c.layout, k, rows);
+      inputs.push({ name: io.blockTable(k), type: 'int64', dims: [B, width], data: table });
+      inputs.push({ name: io.slotPositions(k), type: 'int64', dims: [B, width * blockSize], data: slots });
     }
     const { numKvHeads: nkv, headDim: D } = this.config;
     c.pools.forEach(([kp, vp], l) => {
@@ -173,4 +164,31 @@ export class ModelRunner implements Runner {
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/**
+ * The cached part of the rows' views of `kind` as the graph reads it: block table [B, width]
+ * (padding: null block 0) and each slot's absolute position [B, width * blockSize] (-1: empty).
+ * A row's view is its blocks of `kind` (a ring as it was before the step replaced blocks in it:
+ * PlanRow.slidingView), cut after the last block holding a position before the step: the blocks
+ * that only receive the step's own tokens are empty while it runs (the host writes the new K/V
+ * after it), and the graph scores every slot it is given, so a whole prompt's prefill would
+ * otherwise score as many empty slots as it has tokens (double the attention's work).
+ */
+export function cacheView(layout: CacheLayout, kind: io.LayerKind, rows: readonly PlanRow[]): { table: BigInt64Array; slots: BigInt64Array; width: number } {
+  const { blockSize } = layout;
+  const views = rows.map((r) => {
+    const blocks = kind === 'sliding' ? r.slidingView ?? r.blocks.sliding : r.blocks.global;
+    let filled = blocks.length * blockSize;
+    while (filled > 0 && slotPosition(layout, kind, r.start, filled - 1) < 0) filled--;
+    return blocks.slice(0, Math.ceil(filled / blockSize));
+  });
+  const width = Math.max(1, ...views.map((v) => v.length));
+  const table = new BigInt64Array(rows.length * width);
+  const slots = new BigInt64Array(rows.length * width * blockSize).fill(-1n);
+  views.forEach((view, b) => {
+    view.forEach((blk, j) => { table[b * width + j] = BigInt(blk); });
+    for (let i = 0; i < view.length * blockSize; i++) slots[b * width * blockSize + i] = BigInt(slotPosition(layout, kind, rows[b]!.start, i));
+  });
+  return { table, slots, width };
 }
