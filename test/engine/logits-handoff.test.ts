@@ -6,7 +6,9 @@
 // before) and the JS sampler's ids (logprobs within 1e-4). Rows the graph hands back (a nucleus
 // wider than its candidates) and prompt logprobs are copied on demand and stay exact. And a step
 // brings back only what the sampler outputs: the native binding's count of bytes written to host
-// memory equals 8 bytes (one int64 id) per sampled row, no logits.
+// memory equals 8 bytes (one int64 id) per sampled row, no logits. Through the engine (its
+// worker takes the handoff by default), constrained generations (grammar bitmasks) with
+// penalties, bias, min_tokens and seeds equal `--sampler js`'s.
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +22,8 @@ import { mulberry32 } from '../../src/engine/generation.ts';
 import { hostOutputBytes, loadNativeOrt } from '../../src/engine/native/ort-native.ts';
 import { DEFAULT_SAMPLING, type SamplingParams } from '../../src/engine/sampling.ts';
 import type { SequenceEvent, SubmitMessage } from '../../src/engine/types.ts';
+import { Engine, type GenerateRequest } from '../../src/engine/engine.ts';
+import type { Constraint } from '../../src/engine/grammar/constraint.ts';
 import { driveLoop } from './drive-loop.ts';
 
 const native = loadNativeOrt();
@@ -140,4 +144,38 @@ t.test('a handoff step brings back the sampled ids only, no logits', { skip }, a
   t.equal(device.rowsRead, 0, 'no row copied on demand');
   t.equal(device.hostBytes, rows * 8, `${rows} sampled rows: ${device.hostBytes} bytes to the host`);
   t.ok(host.hostBytes >= rows * V * 4, `the host path brings back the logits: ${host.hostBytes} bytes`);
+});
+
+t.test('through the engine (worker, grammars): constrained and penalized generations equal the JS sampler\'s', { skip }, async (t) => {
+  const slots = 3 * config.maxPositions * KvCache.bytesPerToken(config);
+  const start = (sampler: 'graph' | 'js'): Promise<Engine> => Engine.start({ modelDir: model, dataDir: join(dir, `data-${sampler}`), kvCacheBytes: slots, maxNumSeqs: 3, sampler });
+  const [graph, js] = [await start('graph'), await start('js')];
+  t.teardown(async () => { await graph.close(); await js.close(); });
+  const rand = mulberry32(77);
+  const constraints: (Constraint | undefined)[] = [
+    { kind: 'json_object' },
+    { kind: 'regex', pattern: '[a-e]{2,6}-[0-9]{1,3}' },
+    { kind: 'choice', choices: ['alpha', 'beta', 'gamma delta'] },
+    undefined,
+  ];
+  const reqs: GenerateRequest[] = Array.from({ length: 8 }, (_, i) => ({
+    promptIds: Array.from({ length: 3 + i }, () => 2 + Math.floor(rand() * (V - 2))), maxTokens: 12, temperature: 0.5 + rand(), seed: 1000 + i,
+    sampling: { topK: i % 3 === 0 ? 20 : 0, repetitionPenalty: 1.2, frequencyPenalty: 0.3, logitBias: [[2 + i, 3]] }, minTokens: 2, logprobs: 2,
+    ...(constraints[i % constraints.length] !== undefined ? { constraint: constraints[i % constraints.length]! } : {}),
+  }));
+  const collect = async (engine: Engine, r: GenerateRequest): Promise<{ ids: number[]; lps: number[]; reason: string }> => {
+    const ids: number[] = [], lps: number[] = [];
+    let reason = '';
+    for await (const e of engine.generate(r)) {
+      if (e.type === 'token') { ids.push(e.tokenId); lps.push(e.logprobs?.logprob ?? NaN); }
+      if (e.type === 'finish') reason = e.reason;
+    }
+    return { ids, lps, reason };
+  };
+  const [a, b] = [await Promise.all(reqs.map((r) => collect(graph, r))), await Promise.all(reqs.map((r) => collect(js, r)))];
+  a.forEach((x, i) => {
+    const y = b[i]!;
+    t.same([x.ids, x.reason], [y.ids, y.reason], `request ${i} (${reqs[i]!.constraint?.kind ?? 'free'}): ${x.ids.length} tokens`);
+    t.ok(x.lps.every((lp, k) => Math.abs(lp - y.lps[k]!) < 1e-4), 'logprobs within 1e-4');
+  });
 });
