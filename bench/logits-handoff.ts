@@ -4,8 +4,8 @@
  * place (after: SlotRunner.keepLogitsOnDevice, DeviceSampler inPlace), alternated step by step in
  * one run, on a tiny model with Gemma's 256,000-token vocabulary, at batch 1, 64 and 256, greedy
  * and temperature 1: `npx tsx bench/logits-handoff.ts [steps]`. Host time = the step's wall time
- * (runner.execute + sample) minus every ONNX Runtime run in it (the model's and the sampler's);
- * also printed: the bytes the step's runs wrote into host memory (hostOutputBytes), per row.
+ * (runner.execute + sample) minus every ONNX Runtime run in it (the model's and the sampler's),
+ * and its runner part alone (execute minus the model's run); also printed: the bytes the step's runs wrote into host memory (hostOutputBytes), per row.
  * On the CPU provider "device memory" is host memory: the after path saves the copy that a GPU
  * would make, not compute here.
  */
@@ -49,6 +49,7 @@ interface Path {
   gens: Generation[];
   next: number[];
   readonly host: number[];
+  readonly runnerHost: number[];
   readonly bytes: number[];
 }
 
@@ -57,20 +58,21 @@ function open(name: Path['name']): Path {
   const sampler = DeviceSampler.create({ device: 'cpu', intraOpThreads: 1, inPlace: name === 'after' });
   if ('error' in sampler) throw new Error(sampler.error);
   if (name === 'after' && !runner.keepLogitsOnDevice('cpu')) throw new Error('the runner did not keep its logits on the device');
-  return { name, runner, sampler, stepper: new Stepper(runner), seqs: [], gens: [], next: [], host: [], bytes: [] };
+  return { name, runner, sampler, stepper: new Stepper(runner), seqs: [], gens: [], next: [], host: [], runnerHost: [], bytes: [] };
 }
 
-/** One decode step of every sequence of `p`: returns host ms and host bytes per row. */
-async function step(p: Path): Promise<[number, number]> {
+/** One decode step of every sequence of `p`: host ms per row in the runner and in the sampler, host bytes per row. */
+async function step(p: Path): Promise<[number, number, number]> {
   const B = p.seqs.length;
   for (const s of p.seqs) p.stepper.cache.reserve(s, s.numCached + 1);
   const [ort0, bytes0, t0] = [ortMs, hostOutputBytes(), performance.now()];
   const out = await p.stepper.step(p.seqs.map((seq, i) => ({ seq, tokenIds: [p.next[i]!], logits: 'last' as const })));
+  const [ort1, t1] = [ortMs, performance.now()];
   const rows: SampleRow[] = p.gens.map((g, i) => ({ g, numOutput: 1, row: i, allowed: null }));
   const res = p.sampler.sample(out.device ?? out.logits, V, rows);
-  const wall = performance.now() - t0;
+  const t2 = performance.now();
   p.next = res.map((r) => ('tokenId' in r ? r.tokenId : 0));
-  return [(wall - (ortMs - ort0)) / B, (hostOutputBytes() - bytes0) / B];
+  return [(t1 - t0 - (ort1 - ort0)) / B, (t2 - t1 - (ortMs - ort1)) / B, (hostOutputBytes() - bytes0) / B];
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
@@ -87,17 +89,19 @@ for (const B of BATCHES) {
       }));
       p.next = Array.from({ length: B }, () => 2);
       p.host.length = 0;
+      p.runnerHost.length = 0;
       p.bytes.length = 0;
     }
     for (let s = 0; s < STEPS + 1; s++) {
       for (const p of s % 2 === 0 ? paths : [...paths].reverse()) {
-        const [host, bytes] = await step(p);
+        const [runnerHost, samplerHost, bytes] = await step(p);
         if (s === 0) continue; // warm-up: sessions built, buffers grown
-        p.host.push(host * 1000);
+        p.host.push((runnerHost + samplerHost) * 1000);
+        p.runnerHost.push(runnerHost * 1000);
         p.bytes.push(bytes);
       }
     }
-    const cell = paths.map((p) => `${p.name} ${median(p.host).toFixed(1).padStart(7)} µs ${median(p.bytes).toFixed(0).padStart(8)} B`).join('   ');
+    const cell = paths.map((p) => `${p.name} ${median(p.host).toFixed(1).padStart(6)} µs (runner ${median(p.runnerHost).toFixed(1).padStart(5)}) ${median(p.bytes).toFixed(0).padStart(7)} B`).join('   ');
     console.log(`batch ${String(B).padStart(3)} ${temperature === 0 ? 'greedy' : 'T=1   '}  ${cell}`);
   }
 }
