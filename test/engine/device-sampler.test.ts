@@ -208,3 +208,17 @@ t.test('a nucleus wider than the candidates falls back with the same uniform', {
   t.equal(g.history.outputCounts.size, 0, 'the fallback leaves the history to the JS sampler');
   sampler.release();
 });
+
+t.test('device logits whose buffer was freed are refused, not read', { skip }, async (t) => {
+  const V = 1000;
+  const sampler = DeviceSampler.create({ device: 'cpu', intraOpThreads: 1 }) as DeviceSampler;
+  const rand = mulberry32(3);
+  const logits = randomLogits(V, rand);
+  const device = toDevice(logits, V, rand);
+  t.same(sampler.readRows(device, V, 0, 1), logits);
+  uploaders.get(V)!.free(device.buffer);
+  t.throws(() => sampler.readRows(device, V, 0, 1), /was freed/);
+  const spec: RowSpec = { sampling: DEFAULT_SAMPLING, logprobs: null, allowed: null, minTokens: 0, history: { prompt: [2], output: [] } };
+  t.throws(() => sampler.sample(device, V, [{ g: generation(0, spec, 1), numOutput: 0, row: 0, allowed: null }]), /was freed/);
+  sampler.release();
+});
