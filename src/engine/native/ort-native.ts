@@ -72,7 +72,11 @@ export function loadNativeOrt(): { addon: Addon } | { error: string } {
     cached = { error: `the native runner is not built (${NATIVE_ADDON_PATH} is missing): run 'node native/build.mjs --strict' to build it and see what is missing (a C++ compiler and Node's headers)` };
   } else {
     try {
-      cached = { addon: createRequire(import.meta.url)(NATIVE_ADDON_PATH) as Addon };
+      const addon = createRequire(import.meta.url)(NATIVE_ADDON_PATH) as Partial<Addon>;
+      // An addon built from older sources would read a buffer of another session as its own.
+      cached = typeof addon.hostOutputBytes === 'function' && typeof addon.free === 'function'
+        ? { addon: addon as Addon }
+        : { error: `the native runner at ${NATIVE_ADDON_PATH} was built from older sources: run 'node native/build.mjs --strict' to rebuild it` };
     } catch (e) {
       cached = { error: `the native runner failed to load: ${(e as Error).message}` };
     }
