@@ -13,14 +13,21 @@
 //   createSession(path | [bytes, externalDataFolder], device 'cpu'|'cuda', deviceId, intraOpThreads) -> session
 //   inputNames(session), outputNames(session) -> string[]
 //   allocate(session, bytes) -> buffer id (device memory of the session; zeroed on CPU)
+//   free(session, bufferId): gives a buffer back before the session ends (its id is not reused)
 //   run(session, inputs, outputs): each an array of [name, onnxType, dims, data] where data is
-//     a TypedArray (host memory) or [bufferId, byteOffset]
+//     a TypedArray (host memory), [bufferId, byteOffset] (a buffer of this session), or
+//     [bufferId, byteOffset, ownerSession] (another session's buffer on the same device: one
+//     session's output bound in place as the next session's input, e.g. the logits a sampler reads)
+//   hostOutputBytes() -> bytes all runs have written into host-memory outputs so far (on CUDA:
+//     what crossed from the device to the host; tests assert what a step brings back)
 //   release(session)
 //   q4Kernel([forceScalar]) -> "avx512vnni" | "scalar": the kernel of ai.gemma_serve.MatMulQ4,
 //     the int4 matmul CPU sessions register (q4op.cc, q4gemm.cc)
 //   q4PackedBytes() -> bytes of packed int4 panels MatMulQ4 kernels hold in this process
 #include <node_api.h>
 
+#include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -36,6 +43,7 @@ namespace {
 const OrtApi* g_ort = nullptr;
 OrtEnv* g_env = nullptr;  // one per process, shared by every worker thread that loads the addon
 std::mutex g_init_mutex;
+std::atomic<uint64_t> g_host_output_bytes{0};
 
 struct Buffer {
   void* ptr;
@@ -50,6 +58,7 @@ struct Session {
   OrtAllocator* device_allocator = nullptr;
   OrtRunOptions* run_options = nullptr;
   bool cuda = false;
+  int device_id = 0;
   bool profiling = false;
   std::vector<Buffer> buffers;
 };
@@ -232,6 +241,7 @@ napi_value CreateSession(napi_env env, napi_callback_info info) {
         g_ort->ReleaseCUDAProviderOptions(cuda);
         Check(st);
         session->cuda = true;
+        session->device_id = device_id;
       }
       if (from_bytes) {
         Check(g_ort->AddSessionConfigEntry(opts, "session.model_external_initializers_file_folder_path", path.c_str()));
@@ -311,8 +321,32 @@ napi_value Allocate(napi_env env, napi_callback_info info) {
   });
 }
 
+napi_value Free(napi_env env, napi_callback_info info) {
+  return Guard(env, [&] {
+    auto argv = Args(env, info, 2);
+    Session* s = GetSession(env, argv[0]);
+    const int64_t id = GetInt(env, argv[1]);
+    if (id < 0 || static_cast<size_t>(id) >= s->buffers.size()) throw Failure{"free: unknown buffer " + std::to_string(id)};
+    Buffer& b = s->buffers[static_cast<size_t>(id)];
+    if (b.ptr != nullptr) s->device_allocator->Free(s->device_allocator, b.ptr);
+    b = {nullptr, 0};
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    return undefined;
+  });
+}
+
+napi_value HostOutputBytes(napi_env env, napi_callback_info) {
+  return Guard(env, [&] {
+    napi_value out;
+    CheckNapi(env, napi_create_double(env, static_cast<double>(g_host_output_bytes.load()), &out), "bytes");
+    return out;
+  });
+}
+
 // One [name, type, dims, data] spec → an OrtValue over the caller's memory (never copied).
-OrtValue* MakeValue(napi_env env, Session* s, napi_value spec, std::string* name) {
+// `*host_bytes`: its bytes when they are host memory (a typed array), else 0.
+OrtValue* MakeValue(napi_env env, Session* s, napi_value spec, std::string* name, size_t* host_bytes) {
   *name = GetString(env, Element(env, spec, 0));
   const int type = static_cast<int>(GetInt(env, Element(env, spec, 1)));
   napi_value dims_v = Element(env, spec, 2);
@@ -337,15 +371,26 @@ OrtValue* MakeValue(napi_env env, Session* s, napi_value spec, std::string* name
     size_t offset = 0;
     CheckNapi(env, napi_get_typedarray_info(env, data, &t, &length, &ptr, &ab, &offset), "typed array");
     have = length * TypedArrayElementBytes(t);
+    *host_bytes = need;
   } else {
     const int64_t id = GetInt(env, Element(env, data, 0));
     const int64_t offset = GetInt(env, Element(env, data, 1));
-    if (id < 0 || static_cast<size_t>(id) >= s->buffers.size()) throw Failure{*name + ": unknown buffer " + std::to_string(id)};
-    const Buffer& b = s->buffers[static_cast<size_t>(id)];
+    // A third element: the session that owns the buffer. Its memory is usable here only on the
+    // same device (on CUDA, the same device id); ONNX Runtime synchronizes the owner's run before
+    // that run returns, so the data is complete when this session reads it.
+    const Session* owner = s;
+    if (Length(env, data) > 2) {
+      owner = GetSession(env, Element(env, data, 2));
+      if (owner->cuda != s->cuda || owner->device_id != s->device_id) throw Failure{*name + ": the buffer is on another device"};
+    }
+    if (id < 0 || static_cast<size_t>(id) >= owner->buffers.size()) throw Failure{*name + ": unknown buffer " + std::to_string(id)};
+    const Buffer& b = owner->buffers[static_cast<size_t>(id)];
+    if (b.ptr == nullptr) throw Failure{*name + ": buffer " + std::to_string(id) + " was freed"};
     if (offset < 0 || static_cast<size_t>(offset) > b.bytes) throw Failure{*name + ": offset outside the buffer"};
     ptr = static_cast<char*>(b.ptr) + offset;
     have = b.bytes - static_cast<size_t>(offset);
-    where = s->device_info;
+    where = owner->device_info;
+    *host_bytes = 0;
   }
   if (have < need) {
     throw Failure{*name + ": " + std::to_string(need) + " bytes needed for its shape, " + std::to_string(have) + " given"};
@@ -361,6 +406,7 @@ napi_value Run(napi_env env, napi_callback_info info) {
     auto argv = Args(env, info, 3);
     Session* s = GetSession(env, argv[0]);
     std::vector<OrtValue*> values;
+    size_t host_out = 0;
     auto release = [&] {
       g_ort->ClearBoundInputs(s->binding);
       g_ort->ClearBoundOutputs(s->binding);
@@ -372,13 +418,16 @@ napi_value Run(napi_env env, napi_callback_info info) {
         const uint32_t n = Length(env, specs);
         for (uint32_t i = 0; i < n; i++) {
           std::string name;
-          OrtValue* v = MakeValue(env, s, Element(env, specs, i), &name);
+          size_t host_bytes = 0;
+          OrtValue* v = MakeValue(env, s, Element(env, specs, i), &name, &host_bytes);
           values.push_back(v);
+          if (io == 1) host_out += host_bytes;
           Check(io == 0 ? g_ort->BindInput(s->binding, name.c_str(), v) : g_ort->BindOutput(s->binding, name.c_str(), v));
         }
       }
       Check(g_ort->RunWithBinding(s->session, s->run_options, s->binding));
       Check(g_ort->SynchronizeBoundOutputs(s->binding));
+      g_host_output_bytes += host_out;
     } catch (...) {
       release();
       throw;
@@ -451,6 +500,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"inputNames", nullptr, InputNames, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"outputNames", nullptr, OutputNames, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"allocate", nullptr, Allocate, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"free", nullptr, Free, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"hostOutputBytes", nullptr, HostOutputBytes, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"run", nullptr, Run, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"q4Kernel", nullptr, Q4Kernel, nullptr, nullptr, nullptr, napi_default, nullptr},

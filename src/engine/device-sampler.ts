@@ -1,21 +1,32 @@
 /**
  * Sampling a step's rows with the sampler graph (sampler-graph.ts) on the native runner: the
  * logits stay where the model wrote them (bound as an input, not copied), and per row only O(1)
- * parameters, the sequence's distinct token ids (penalties), its bias entries and its grammar's
- * bitmask words go in; the sampled id, its logprob and the top candidates come out. The host
- * draws each row's uniform from its Generation's seeded generator, so a seed fixes the output and a
- * preempted sequence replays it.
+ * parameters, the sequence's distinct token ids (penalties), its bias entries and its bitmask
+ * words (its grammar's, and the stop ids cleared before min_tokens) go in; the sampled id, its
+ * logprob and the top candidates come out. The host draws each row's uniform from its
+ * Generation's seeded generator, so a seed fixes the output and a preempted sequence replays it.
  *
- * A row the graph cannot finish returns null and goes through the JS sampler (step-sampling.ts)
- * with the same uniform: a top-k above MAX_CANDIDATES, or a top-p / min-p nucleus that does not
- * close within the candidates (the graph reports how many it kept). One graph per combination of
- * parts a batch needs (SamplerFeatures), built on first use.
+ * Where the logits are: a host array (a runner that returns them, or `inPlace: false`), or the
+ * runner's device memory (StepOutput.device, after Runner.keepLogitsOnDevice): that buffer,
+ * another native session's, is bound as the graph's input in place (same device; on the CPU
+ * provider it is host memory, so the same code runs in the tests), and nothing of the logits
+ * crosses to the host. The rows the host does need (prompt logprobs, rows handed back) are
+ * copied by `readRows`, a Gather graph whose output is bound to host memory: only those rows.
+ * Why a second session and not the sampler appended to the model graph: a sampler graph is built
+ * per SamplerFeatures combination (a batch pays only for its parts), and the model must be loaded
+ * once; binding one session's output buffer as another's input costs nothing on the same device.
+ *
+ * A row the graph cannot finish returns its uniform and goes through the JS sampler
+ * (step-sampling.ts) with it: a top-k above MAX_CANDIDATES, or a top-p / min-p nucleus that does
+ * not close within the candidates (the graph reports how many it kept). One graph per combination
+ * of parts a batch needs (SamplerFeatures), built on first use.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildSamplerGraph, SamplerIO as IO, type SamplerFeatures } from './sampler-graph.ts';
-import { loadNativeOrt, NativeSession, OnnxType, type Binding } from './native/ort-native.ts';
+import { buildRowReaderGraph, buildSamplerGraph, SamplerIO as IO, type SamplerFeatures } from './sampler-graph.ts';
+import { loadNativeOrt, NativeSession, OnnxType, type Binding, type DeviceRef } from './native/ort-native.ts';
+import type { DeviceLogits } from '../scheduler/runner-contract.ts';
 import type { Generation } from './generation.ts';
 import type { Device } from './session.ts';
 import type { SampledToken } from './step-sampling.ts';
@@ -31,7 +42,7 @@ export const MAX_CANDIDATES = 1024;
 export interface SampleRow {
   readonly g: Generation;
   readonly numOutput: number;
-  /** Row index in the logits array ([numLogitRows, V]). */
+  /** Logits row (StepOutput's plan order, [numLogitRows, V]). */
   readonly row: number;
   /** The allowed-token bitmask (SequenceGrammar.mask, filled), or null. */
   readonly allowed: Int32Array | null;
@@ -45,6 +56,12 @@ export interface DeviceSamplerOptions {
   readonly intraOpThreads?: number;
   /** Candidates for top-p / min-p rows without top-k (default MAX_CANDIDATES). */
   readonly candidates?: number;
+  /**
+   * Whether the step loop asks the runner to keep its logits on the device for this sampler
+   * (default true). False: the logits come to the host and are bound from there (the path before,
+   * kept for comparison in tests and benches).
+   */
+  readonly inPlace?: boolean;
 }
 
 export class DeviceSampler {
@@ -57,6 +74,14 @@ export class DeviceSampler {
     this.dir = mkdtempSync(join(tmpdir(), 'gs-sampler-'));
   }
 
+  get device(): Device {
+    return this.opts.device;
+  }
+
+  get inPlace(): boolean {
+    return this.opts.inPlace ?? true;
+  }
+
   /** The sampler, or why it cannot run here (the native runner is not built). */
   static create(opts: DeviceSamplerOptions): DeviceSampler | { error: string } {
     const native = loadNativeOrt();
@@ -65,21 +90,23 @@ export class DeviceSampler {
   }
 
   /**
-   * Samples `rows` from `logits` ([numLogitRows, V]); stop ids are masked in place before
-   * min_tokens. Consumes one uniform per non-greedy row, as the JS sampler does.
+   * Samples `rows` from `logits` ([numLogitRows, V] on the host, or left on the device); neither is
+   * written. Consumes one uniform per non-greedy row, as the JS sampler does.
    */
-  sample(logits: Float32Array, V: number, rows: readonly SampleRow[]): RowResult[] {
+  sample(logits: Float32Array | DeviceLogits, V: number, rows: readonly SampleRow[]): RowResult[] {
     const R = rows.length;
-    const N = logits.length / V;
+    const device = logits instanceof Float32Array ? null : logits;
+    const N = device === null ? (logits as Float32Array).length / V : device.numRows;
+    const at = (s: SampleRow): number => (device === null ? s.row : device.rowIndex[s.row]!);
     const uniforms = new Float64Array(R);
     let needsPenalties = false, needsBias = false, needsMask = false, needsLogprobs = false;
     let P = 1, Nb = 1, K = 1;
     const filteredRow = new Uint8Array(R);
     const tooWide = new Uint8Array(R);
+    const stopMasked = rows.map((s) => s.numOutput < s.g.req.minTokens && s.g.req.stopIds.some((id) => id >= 0 && id < V));
     rows.forEach((s, i) => {
       const req = s.g.req;
       const p = req.sampling;
-      if (s.numOutput < req.minTokens) for (const id of req.stopIds) if (id >= 0 && id < V) logits[s.row * V + id] = -Infinity;
       if (p.temperature > 0) {
         uniforms[i] = s.g.rand();
         const topK = activeTopK(s, V);
@@ -91,22 +118,24 @@ export class DeviceSampler {
       }
       if (usesPenalties(s)) { needsPenalties = true; P = Math.max(P, s.g.history.seen.size); }
       if (p.logitBias.length > 0) { needsBias = true; Nb = Math.max(Nb, p.logitBias.length); }
-      if (s.allowed !== null) needsMask = true;
+      // Stop ids before min_tokens are cleared from the row's bitmask (sampling.ts sets them to
+      // -inf first: penalties and bias leave -inf as it is, so the result is the same).
+      if (s.allowed !== null || stopMasked[i] === true) needsMask = true;
       if (req.logprobs !== null) {
         needsLogprobs = true;
         if (req.logprobs > 0) K = Math.max(K, Math.min(V, req.logprobs));
       }
     });
     const needsCandidates = filteredRow.some((f, i) => f === 1 && tooWide[i] === 0) || rows.some((s) => (s.g.req.logprobs ?? 0) > 0);
-    const gather = !(R === N && rows.every((s, i) => s.row === i));
+    const gather = !(R === N && rows.every((s, i) => at(s) === i));
     const greedy = rows.some((s) => s.g.req.sampling.temperature <= 0);
     const draw = rows.some((s) => s.g.req.sampling.temperature > 0);
     const temperature = rows.some((s) => s.g.req.sampling.temperature > 0 && s.g.req.sampling.temperature !== 1);
     const features: SamplerFeatures = { gather, penalties: needsPenalties, bias: needsBias, mask: needsMask, candidates: needsCandidates, logprobs: needsLogprobs, greedy, draw, temperature };
 
-    const inputs: Binding[] = [{ name: IO.logits, type: OnnxType.FLOAT, dims: [N, V], data: logits }];
+    const inputs: Binding[] = [{ name: IO.logits, type: OnnxType.FLOAT, dims: [N, V], data: device === null ? logits as Float32Array : deviceRef(device) }];
     const add = (name: string, type: Binding['type'], dims: number[], data: Binding['data']): void => { inputs.push({ name, type, dims, data }); };
-    if (gather) add(IO.rows, OnnxType.INT64, [R], BigInt64Array.from(rows, (s) => BigInt(s.row)));
+    if (gather) add(IO.rows, OnnxType.INT64, [R], BigInt64Array.from(rows, (s) => BigInt(at(s))));
     if (temperature) add(IO.invTemperature, OnnxType.FLOAT, [R], Float32Array.from(rows, (s) => (s.g.req.sampling.temperature > 0 ? 1 / s.g.req.sampling.temperature : 1)));
     if (greedy && draw) add(IO.greedy, OnnxType.INT32, [R], Int32Array.from(rows, (s) => (s.g.req.sampling.temperature > 0 ? 0 : 1)));
     if (draw) add(IO.uniform, OnnxType.INT64, [R], BigInt64Array.from(uniforms, (u) => BigInt(Math.floor(u * 4294967296))));
@@ -126,10 +155,12 @@ export class DeviceSampler {
       const W = Math.ceil(V / 32);
       const words = new Int32Array(R * W).fill(-1);
       rows.forEach((s, i) => {
-        if (s.allowed === null) return;
-        // Tokens beyond the grammar's table (a model vocabulary wider than it) are never allowed.
-        words.fill(0, i * W, (i + 1) * W);
-        words.set(s.allowed.subarray(0, W), i * W);
+        if (s.allowed !== null) {
+          // Tokens beyond the grammar's table (a model vocabulary wider than it) are never allowed.
+          words.fill(0, i * W, (i + 1) * W);
+          words.set(s.allowed.subarray(0, W), i * W);
+        }
+        if (stopMasked[i] === true) for (const id of s.g.req.stopIds) if (id >= 0 && id < V) words[i * W + (id >> 5)]! &= ~(1 << (id & 31));
       });
       add(IO.allowed, OnnxType.INT32, [R, W], words);
     }
@@ -174,12 +205,31 @@ export class DeviceSampler {
     });
   }
 
+  /**
+   * Copies logits rows [first, first + count) (plan order) of device-resident logits to the host:
+   * [count, V], nothing else of the buffer.
+   */
+  readRows(logits: DeviceLogits, V: number, first: number, count: number): Float32Array {
+    const out = new Float32Array(count * V);
+    if (count === 0) return out;
+    const rows = BigInt64Array.from(logits.rowIndex.subarray(first, first + count), (r) => BigInt(r));
+    this.graph(`${V}+reader`, () => buildRowReaderGraph(V)).run(
+      [{ name: IO.logits, type: OnnxType.FLOAT, dims: [logits.numRows, V], data: deviceRef(logits) }, { name: IO.rows, type: OnnxType.INT64, dims: [count], data: rows }],
+      [{ name: IO.rowLogits, type: OnnxType.FLOAT, dims: [count, V], data: out }]);
+    return out;
+  }
+
   private session(V: number, f: SamplerFeatures): NativeSession {
     const key = [V, ...Object.entries(f).filter(([, on]) => on).map(([k]) => k)].join('+');
+    return this.graph(key, () => buildSamplerGraph(V, f));
+  }
+
+  /** The session of graph `key`, built by `build` on first use. */
+  private graph(key: string, build: () => Uint8Array): NativeSession {
     let s = this.sessions.get(key);
     if (s === undefined) {
       const path = join(this.dir, `sampler-${key}.onnx`);
-      writeFileSync(path, buildSamplerGraph(V, f));
+      writeFileSync(path, build());
       s = NativeSession.create(path, { device: this.opts.device, intraOpThreads: this.opts.intraOpThreads });
       this.sessions.set(key, s);
     }
@@ -191,6 +241,12 @@ export class DeviceSampler {
     this.sessions.clear();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** The native binding of device-resident logits (their owner must be a native session on the sampler's device). */
+function deviceRef(d: DeviceLogits): DeviceRef {
+  if (!(d.owner instanceof NativeSession)) throw new Error('device logits from a runner without a native session');
+  return { buffer: d.buffer, byteOffset: d.byteOffset, owner: d.owner };
 }
 
 /** [R, P] ids seen and their output counts: each row's entries, then its first entry repeated. */

@@ -82,6 +82,8 @@ export const SamplerIO = {
   /** [R, K] int64 / float: the candidates and their logprobs. */
   topIds: 'top_ids',
   topLogprobs: 'top_logprobs',
+  /** [R, V] float: the logits rows `rows` picks (the row reader graph, buildRowReaderGraph). */
+  rowLogits: 'row_logits',
 } as const;
 
 /** Entries per block of the two-level draw: the divisor of V nearest √V (V = 256,000: 500), or 256 with padding. */
@@ -94,6 +96,19 @@ export function drawBlock(V: number): { block: number; padded: number } {
   }
   if (best >= root / 4 && best <= root * 4) return { block: best, padded: V };
   return { block: 256, padded: Math.ceil(V / 256) * 256 };
+}
+
+/**
+ * `logits` [N, V], `rows` [R] → `row_logits` [R, V]: the rows of device-resident logits that the
+ * host needs (prompt logprobs, rows the sampler graph hands back), bound to host memory so that
+ * ONNX Runtime copies only them.
+ */
+export function buildRowReaderGraph(V: number): Uint8Array {
+  const g = new GraphBuilder();
+  const all = g.input(SamplerIO.logits, DType.FLOAT, ['N', V]);
+  const rows = g.input(SamplerIO.rows, DType.INT64, ['R']);
+  g.output(g.op1('Gather', '/rows', [all, rows], { axis: 0 }), SamplerIO.rowLogits, DType.FLOAT, ['R', V]);
+  return g.encode('row_reader');
 }
 
 /** The sampler graph for vocabulary `V` with `f`'s parts. */

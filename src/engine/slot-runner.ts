@@ -2,7 +2,10 @@
  * StepPlan → StepOutput (a Runner, src/scheduler/runner-contract.ts) for an export with the
  * 'gqa' attention layout, through the native runner: the KV cache stays in the session's device memory (GPU memory under --device cuda)
  * and is updated in place by GroupQueryAttention; per step only token ids, positions, sequence
- * lengths and the selected logits cross between host and device.
+ * lengths and the selected logits cross between host and device. When the step loop's sampler
+ * reads logits in place (keepLogitsOnDevice), not even those: each pass writes its logits rows
+ * into a buffer in the session's device memory, one after the other (StepOutput.device maps the
+ * plan's rows onto them), and only what the sampler returns comes back.
  *
  * Cache layout: per layer a K and a V buffer [slots, numKvHeads, L, headDim], one slot per
  * running sequence, L = the longest sequence served. A run binds the slot range its rows use
@@ -23,8 +26,8 @@ import * as io from './graph-io.ts';
 import { KvCache } from './kv-cache.ts';
 import { defaultKvCacheBytes, type ModelRunnerOptions } from './model-runner.ts';
 import { copyHidden, isContiguous, logitOffsets, newHiddenRows, scatterLogits, stepGroups } from './step-groups.ts';
-import { blocksNeeded, type CacheLayout, type HiddenRows, type PlanRow, type Runner, type StepOutput, type StepPlan } from '../scheduler/runner-contract.ts';
-import { NativeSession, OnnxType, type Binding } from './native/ort-native.ts';
+import { blocksNeeded, type CacheLayout, type DeviceLogits, type HiddenRows, type PlanRow, type Runner, type StepOutput, type StepPlan } from '../scheduler/runner-contract.ts';
+import { NativeSession, OnnxType, type Binding, type DeviceRef } from './native/ort-native.ts';
 import type { Gemma2Config } from '../checkpoint/config.ts';
 import { EngineError } from '../errors.ts';
 import { join } from 'node:path';
@@ -43,6 +46,8 @@ export class SlotRunner implements Runner {
   private readonly slotBytes: number;
   private readonly cacheType: typeof OnnxType.FLOAT | typeof OnnxType.FLOAT16;
   private logits = new Float32Array(0);
+  /** Where logits stay on the device (keepLogitsOnDevice): the buffer and the rows it holds; else null. */
+  private deviceLogits: { buffer: number; rows: number } | null = null;
   /** The `hidden` output of a pass with an embedding row, reused. */
   private passHidden = new Float32Array(0);
   /** The model's hidden size where the export has the `hidden` output (embeddings); else undefined. */
@@ -99,6 +104,12 @@ export class SlotRunner implements Runner {
     }
   }
 
+  keepLogitsOnDevice(device: string): boolean {
+    if (device !== this.session.device) return false;
+    this.deviceLogits ??= { buffer: -1, rows: 0 };
+    return true;
+  }
+
   /** Runs a step: frees the slots of ended and preempted sequences, then its passes (step-groups.ts), logits in plan order. */
   async execute(plan: StepPlan): Promise<StepOutput> {
     for (const id of plan.finishedSeqIds) this.freeSlot(id);
@@ -115,6 +126,7 @@ export class SlotRunner implements Runner {
     const hidden = this.hiddenSize === undefined ? undefined : newHiddenRows(rows, this.hiddenSize);
     if (hidden === undefined && rows.some((r) => r.hidden !== undefined)) throw new EngineError('this export has no hidden-state output (embeddings): export the checkpoint again');
     const offsets = logitOffsets(rows);
+    if (this.deviceLogits !== null) return this.executeOnDevice(rows, offsets, hidden);
     if (this.logits.length < offsets.at(-1)! * V) this.logits = new Float32Array(offsets.at(-1)! * V);
     for (const g of stepGroups(rows)) {
       // A pass whose rows are consecutive in the plan writes its logits in place; else through scratch.
@@ -131,8 +143,39 @@ export class SlotRunner implements Runner {
     return { logits: this.logits.subarray(0, offsets.at(-1)! * V), offsets, vocabSize: V, ...(hidden !== undefined ? { hidden } : {}) };
   }
 
+  /**
+   * The step's passes with their logits left in the device buffer: each pass's rows follow the
+   * previous pass's (plan order within a pass, as scatterLogits would place them), so nothing is
+   * scattered; `rowIndex` says where each plan logits row went.
+   */
+  private executeOnDevice(rows: readonly PlanRow[], offsets: readonly number[], hidden: HiddenRows | undefined): StepOutput {
+    const V = this.config.vocabSize;
+    const total = offsets.at(-1)!;
+    const dl = this.deviceLogits!;
+    if (dl.rows < total) {
+      // Grown to the most rows a step has had (at least the slots: a full decode step).
+      if (dl.buffer >= 0) this.session.free(dl.buffer);
+      dl.buffer = -1;
+      const want = Math.max(total, this.maxRunning);
+      dl.buffer = this.session.allocate(want * V * 4);
+      dl.rows = want;
+    }
+    const rowIndex = new Int32Array(total);
+    let cursor = 0;
+    for (const g of stepGroups(rows)) {
+      const out: DeviceRef = { buffer: dl.buffer, byteOffset: cursor * V * 4 };
+      for (const i of g) for (let k = offsets[i]!; k < offsets[i + 1]!; k++) rowIndex[k] = cursor++;
+      const first = rows[g[0]!]!;
+      if (g.length === 1 && first.tokenIds.length > 1) this.runChunk(first, g[0]!, out, hidden);
+      else this.runDecode(g.map((i) => rows[i]!), g, out, hidden);
+      for (const i of g) this.stored[this.slotOf.get(rows[i]!.seqId)!] = rows[i]!.start + rows[i]!.tokenIds.length;
+    }
+    const device: DeviceLogits = { owner: this.session, buffer: dl.buffer, byteOffset: 0, numRows: total, rowIndex };
+    return { logits: new Float32Array(0), device, offsets, vocabSize: V, ...(hidden !== undefined ? { hidden } : {}) };
+  }
+
   /** One row (plan row `i`), n new tokens after its stored ones. */
-  private runChunk(r: PlanRow, i: number, out: Float32Array, hidden: HiddenRows | undefined): void {
+  private runChunk(r: PlanRow, i: number, out: Float32Array | DeviceRef, hidden: HiddenRows | undefined): void {
     const n = r.tokenIds.length;
     const p = r.start;
     const ids = BigInt64Array.from(r.tokenIds, (t) => BigInt(t));
@@ -143,7 +186,7 @@ export class SlotRunner implements Runner {
   }
 
   /** Single-token rows (plan rows `planIndex`): one run over the slot range they span. */
-  private runDecode(rows: readonly PlanRow[], planIndex: readonly number[], out: Float32Array, hidden: HiddenRows | undefined): void {
+  private runDecode(rows: readonly PlanRow[], planIndex: readonly number[], out: Float32Array | DeviceRef, hidden: HiddenRows | undefined): void {
     const slots = rows.map((r) => this.slotOf.get(r.seqId)!);
     const lo = Math.min(...slots);
     const B = Math.max(...slots) - lo + 1;
@@ -170,7 +213,7 @@ export class SlotRunner implements Runner {
   }
 
   /** One run; with `wantsHidden`, the `hidden` output of its B * S positions (valid until the next run), else null. */
-  private run(firstSlot: number, B: number, S: number, ids: BigInt64Array, positions: BigInt64Array, logitRows: BigInt64Array, seqlens: Int32Array, out: Float32Array, wantsHidden = false): Float32Array | null {
+  private run(firstSlot: number, B: number, S: number, ids: BigInt64Array, positions: BigInt64Array, logitRows: BigInt64Array, seqlens: Int32Array, out: Float32Array | DeviceRef, wantsHidden = false): Float32Array | null {
     const total = Math.max(...seqlens) + 1;
     const inputs: Binding[] = [
       { name: io.INPUT_IDS, type: OnnxType.INT64, dims: [B, S], data: ids },

@@ -5,6 +5,9 @@
  * scheduler (Scheduler.update), ends the sequences that stop, and sends everything the step
  * produced as one StepReport. An embedding is a prefill-only sequence: its rows' hidden states
  * are pooled (embedding-pool.ts) and it ends with its vector after its last chunk. Requests come in through submit/abort/close between steps.
+ * With a sampler graph that reads logits in place, the runner is asked to keep them on its device
+ * (Runner.keepLogitsOnDevice): then only the rows the host needs (prompt logprobs, rows the graph
+ * hands back to the JS sampler) are copied, by the sampler's readRows.
  */
 import { Scheduler, type SchedulerConfig } from '../scheduler/scheduler.ts';
 import { KvCacheManager } from '../scheduler/kv-cache-manager.ts';
@@ -42,6 +45,7 @@ export class StepLoop {
     private readonly sampler: DeviceSampler | null = null,
   ) {
     this.scheduler = new Scheduler(new KvCacheManager(runner.layout), config);
+    if (sampler?.inPlace === true) runner.keepLogitsOnDevice?.(sampler.device);
   }
 
   /** Queues a request; `grammar`: its constraint's state, compiled already (or null). */
@@ -119,7 +123,11 @@ export class StepLoop {
       if (p.seq.status === 'finished') return;
       const g = this.gens.get(p.seq.spec.id)!;
       if (step.plan.rows[i]!.logits === 'all') {
-        const entries = scorePromptRow(g, p.start, p.count, out.logits, out.offsets[i]!, V);
+        const first = out.offsets[i]!, n = out.offsets[i + 1]! - first;
+        let entries;
+        try {
+          entries = out.device === undefined ? scorePromptRow(g, p.start, p.count, out.logits, first, V) : scorePromptRow(g, p.start, p.count, this.sampler!.readRows(out.device, V, first, n), 0, V);
+        } catch (e) { this.end(p.seq.spec.id, { type: 'error', id: p.seq.spec.id, message: `the sampler failed: ${(e as Error).message}` }); return; }
         if (entries !== null) this.outbox.add({ type: 'prompt_logprobs', id: p.seq.spec.id, logprobs: entries });
       }
       if (this.aborted.has(p.seq.spec.id)) { this.finish(p.seq, 'abort'); return; }
@@ -171,17 +179,20 @@ export class StepLoop {
    */
   private sample(out: StepOutput, pending: readonly { seq: Sequence; g: Generation; row: number }[]): (SampledToken | { error: string })[] {
     const V = out.vocabSize;
-    const rowOf = (r: number): Float32Array => out.logits.subarray(r * V, (r + 1) * V);
+    // Device-resident logits: a row the JS sampler takes is copied then (only that row).
+    const rowOf = (r: number): Float32Array => (out.device === undefined ? out.logits.subarray(r * V, (r + 1) * V) : this.sampler!.readRows(out.device, V, r, 1));
     const js = (g: Generation, seq: Sequence, r: number, rand?: () => number): SampledToken | { error: string } => {
+      let row: Float32Array;
+      try { row = rowOf(r); } catch (e) { return { error: `the sampler failed: ${(e as Error).message}` }; }
       try {
-        g.grammar?.applyMask(rowOf(r));
+        g.grammar?.applyMask(row);
       } catch (e) { return { error: `the grammar engine failed: ${(e as Error).message}` }; }
-      return sampleRow(g, seq.outputIds.length, rowOf(r), this.weightsOf, rand);
+      return sampleRow(g, seq.outputIds.length, row, this.weightsOf, rand);
     };
     if (this.sampler === null || pending.length === 0) return pending.map(({ g, seq, row }) => js(g, seq, row));
     let results;
     try {
-      results = this.sampler.sample(out.logits, V, pending.map(({ g, seq, row }) => ({ g, numOutput: seq.outputIds.length, row, allowed: g.grammar?.mask ?? null })));
+      results = this.sampler.sample(out.device ?? out.logits, V, pending.map(({ g, seq, row }) => ({ g, numOutput: seq.outputIds.length, row, allowed: g.grammar?.mask ?? null })));
     } catch (e) {
       return pending.map(() => ({ error: `the sampler failed: ${(e as Error).message}` }));
     }

@@ -108,8 +108,13 @@ export interface StepPlan {
 
 /** The logits of a step: row r of the plan owns logits rows [offsets[r], offsets[r + 1]). */
 export interface StepOutput {
-  /** [offsets[numRows], vocabSize] float32: 'all' rows give n rows, 'last' rows one. Valid until the next `execute` (a runner may reuse it). */
+  /**
+   * [offsets[numRows], vocabSize] float32: 'all' rows give n rows, 'last' rows one. Valid until the next `execute` (a runner may reuse it).
+   * Empty when `device` is present: the logits were left in device memory.
+   */
   readonly logits: Float32Array;
+  /** Where the logits stayed in the runner's device memory (Runner.keepLogitsOnDevice) instead of `logits`. */
+  readonly device?: DeviceLogits;
   /** [numRows + 1] offsets[0] = 0, ascending. */
   readonly offsets: readonly number[];
   /** Logits per position (the model's vocabulary). */
@@ -120,6 +125,20 @@ export interface StepOutput {
    * hidden states (after the final norm, before the LM head). Valid until the next `execute`.
    */
   readonly hidden?: HiddenRows;
+}
+
+/**
+ * A step's logits left in a runner's device memory: logits row k (plan order, as in
+ * StepOutput.logits) is row `rowIndex[k]` of the float32 [numRows, vocabSize] tensor at
+ * `byteOffset` in buffer `buffer` of the native session `owner`. Opaque to the scheduler: the
+ * engine's sampler binds it in place and copies rows to the host only where it needs them.
+ */
+export interface DeviceLogits {
+  readonly owner: unknown;
+  readonly buffer: number;
+  readonly byteOffset: number;
+  readonly numRows: number;
+  readonly rowIndex: Int32Array;
 }
 
 /** Hidden states of a step's rows (StepOutput.hidden). */
@@ -148,6 +167,12 @@ export interface Runner {
   readonly hiddenSize?: number;
   /** Int4 matmuls run by gemma-serve's kernel (0 or absent: none). */
   readonly int4Swapped?: number;
+  /**
+   * From now on, leave the logits in device memory (StepOutput.device, `logits` empty) when the
+   * runner runs on `device` ('cpu' | 'cuda'); true when it will. Asked once, before the first step,
+   * by a step loop whose sampler reads logits in place; a runner without it always returns `logits`.
+   */
+  keepLogitsOnDevice?(device: string): boolean;
   /** Runs one step: frees what the plan says, computes its rows, returns their logits. */
   execute(plan: StepPlan): Promise<StepOutput>;
   /** Releases the model (and its storage); no step runs after. */

@@ -4,9 +4,17 @@
 // picks the same id at u - DELTA and u + DELTA, DELTA = 1e-6 of the mass: the graph's float32
 // softmax and float64 two-level running sums move a boundary by ~1e-7); logprobs within 1e-4;
 // top-logprob ids identical. A row whose nucleus is wider than the candidates must fall back.
+// Every batch is also sampled from the same logits left in another native session's device
+// memory (the runner's handoff, StepOutput.device; rows stored out of order): the results must be
+// identical to the host array's, and readRows must copy back exactly the rows asked for.
 import t, { type Test } from 'tap';
 import { DeviceSampler, MAX_CANDIDATES, type SampleRow } from '../../src/engine/device-sampler.ts';
-import { drawBlock } from '../../src/engine/sampler-graph.ts';
+import { buildRowReaderGraph, drawBlock, SamplerIO } from '../../src/engine/sampler-graph.ts';
+import { NativeSession, OnnxType } from '../../src/engine/native/ort-native.ts';
+import type { DeviceLogits } from '../../src/scheduler/runner-contract.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { newGeneration, mulberry32, type Generation } from '../../src/engine/generation.ts';
 import { DEFAULT_SAMPLING, jsSoftmaxWeights, processLogits, sampleProcessed, type SamplingParams } from '../../src/engine/sampling.ts';
 import { logSoftmax, topLogprobs } from '../../src/engine/logprobs.ts';
@@ -84,6 +92,31 @@ function randomSpec(V: number, fields: ReadonlySet<Field>, rand: () => number): 
 const created = DeviceSampler.create({ device: 'cpu', intraOpThreads: 1 });
 const skip = 'error' in created ? created.error : false;
 
+/** Per V: a session (standing in for the model's) whose buffers hold uploaded logits. */
+const uploaders = new Map<number, NativeSession>();
+const uploadDir = mkdtempSync(join(tmpdir(), 'gs-upload-'));
+t.teardown(() => { for (const s of uploaders.values()) s.release(); rmSync(uploadDir, { recursive: true, force: true }); });
+
+/** `logits` [N, V] copied into a new device buffer of another session, row k stored at row perm⁻¹(k). */
+function toDevice(logits: Float32Array, V: number, rand: () => number): DeviceLogits {
+  let session = uploaders.get(V);
+  if (session === undefined) {
+    const path = join(uploadDir, `reader-${V}.onnx`);
+    writeFileSync(path, buildRowReaderGraph(V));
+    session = NativeSession.create(path, { device: 'cpu', intraOpThreads: 1 });
+    uploaders.set(V, session);
+  }
+  const N = logits.length / V;
+  const perm = Array.from({ length: N }, (_, i) => i).sort(() => rand() - 0.5); // device row d holds logits row perm[d]
+  const buffer = session.allocate((N + 1) * V * 4);
+  const byteOffset = V * 4; // not at the buffer's start
+  session.run([{ name: SamplerIO.logits, type: OnnxType.FLOAT, dims: [N, V], data: logits }, { name: SamplerIO.rows, type: OnnxType.INT64, dims: [N], data: BigInt64Array.from(perm, BigInt) }],
+    [{ name: SamplerIO.rowLogits, type: OnnxType.FLOAT, dims: [N, V], data: { buffer, byteOffset } }]);
+  const rowIndex = new Int32Array(N);
+  perm.forEach((k, d) => { rowIndex[k] = d; });
+  return { owner: session, buffer, byteOffset, numRows: N, rowIndex };
+}
+
 /** Runs `specs` through the graph and the reference; returns [compared draws, skipped: on a boundary or fallen back]. */
 function check(t: Test, sampler: DeviceSampler, V: number, specs: RowSpec[], rand: () => number, gatherRows: boolean): [number, number] {
   const N = gatherRows ? specs.length + 2 : specs.length;
@@ -95,6 +128,13 @@ function check(t: Test, sampler: DeviceSampler, V: number, specs: RowSpec[], ran
   const gens = specs.map((s, i) => generation(i, s, seeds[i]!));
   const rows: SampleRow[] = specs.map((s, i) => ({ g: gens[i]!, numOutput: s.history.output.length, row: rowOf(i), allowed: s.allowed }));
   const results = sampler.sample(logits, V, rows);
+  t.same(logits, original, 'the host logits are not written');
+  // The same rows from device-resident logits (fresh generations: the same uniforms).
+  const device = toDevice(logits, V, rand);
+  const onDevice = sampler.sample(device, V, specs.map((s, i) => ({ g: generation(i, s, seeds[i]!), numOutput: s.history.output.length, row: rowOf(i), allowed: s.allowed })));
+  t.same(onDevice, results, 'device-resident logits sample exactly as the host array');
+  const k = Math.floor(rand() * N);
+  t.same(sampler.readRows(device, V, k, N - k), original.subarray(k * V), `readRows copies rows ${k}..${N - 1}`);
   let compared = 0, skipped = 0, fallbacks = 0;
   specs.forEach((spec, i) => {
     const ref = reference(original.subarray(rowOf(i) * V, (rowOf(i) + 1) * V), spec, generation(i, spec, seeds[i]!));
@@ -166,5 +206,19 @@ t.test('a nucleus wider than the candidates falls back with the same uniform', {
   const [res] = sampler.sample(flat, V, [{ g, numOutput: 0, row: 0, allowed: null }]);
   t.same(res, { fallback: mulberry32(5)() });
   t.equal(g.history.outputCounts.size, 0, 'the fallback leaves the history to the JS sampler');
+  sampler.release();
+});
+
+t.test('device logits whose buffer was freed are refused, not read', { skip }, async (t) => {
+  const V = 1000;
+  const sampler = DeviceSampler.create({ device: 'cpu', intraOpThreads: 1 }) as DeviceSampler;
+  const rand = mulberry32(3);
+  const logits = randomLogits(V, rand);
+  const device = toDevice(logits, V, rand);
+  t.same(sampler.readRows(device, V, 0, 1), logits);
+  uploaders.get(V)!.free(device.buffer);
+  t.throws(() => sampler.readRows(device, V, 0, 1), /was freed/);
+  const spec: RowSpec = { sampling: DEFAULT_SAMPLING, logprobs: null, allowed: null, minTokens: 0, history: { prompt: [2], output: [] } };
+  t.throws(() => sampler.sample(device, V, [{ g: generation(0, spec, 1), numOutput: 0, row: 0, allowed: null }]), /was freed/);
   sampler.release();
 });

@@ -3,7 +3,9 @@
  * Runtime session driven through an IoBinding. Unlike the stock binding it can
  * - keep tensors in the session's device memory between runs (`allocate` → a buffer bound by
  *   name at a byte offset, as an input and an output of the same run: in-place KV caches), and
- * - write outputs straight into caller-owned typed arrays (no copy into a new JS buffer).
+ * - write outputs straight into caller-owned typed arrays (no copy into a new JS buffer);
+ * - bind one session's buffer in another session on the same device (`DeviceRef.owner`): the
+ *   model's logits left on the device and read there by the sampler graph's session.
  * It links the libonnxruntime.so.1 that onnxruntime-node ships (same runtime, same process-wide
  * environment). Optional: where it did not build, `loadNativeOrt` says why.
  */
@@ -24,6 +26,8 @@ export type HostData = Float32Array | Uint16Array | Int32Array | BigInt64Array;
 export interface DeviceRef {
   readonly buffer: number;
   readonly byteOffset: number;
+  /** The session that allocated the buffer when it is not the session that runs (same device). */
+  readonly owner?: NativeSession;
 }
 /** One bound tensor: name, element type, shape, and where its bytes are. */
 export interface Binding {
@@ -33,13 +37,15 @@ export interface Binding {
   readonly data: HostData | DeviceRef;
 }
 
-type Spec = [string, number, readonly number[], HostData | [number, number]];
+type Spec = [string, number, readonly number[], HostData | [number, number] | [number, number, object]];
 interface Addon {
   version(): string;
   createSession(model: string | [Uint8Array, string], device: Device, deviceId: number, intraOpThreads: number): object;
   inputNames(s: object): string[];
   outputNames(s: object): string[];
   allocate(s: object, bytes: number): number;
+  free(s: object, buffer: number): void;
+  hostOutputBytes(): number;
   run(s: object, inputs: Spec[], outputs: Spec[]): void;
   release(s: object): void;
   /** The kernel MatMulQ4 runs here ('avx512vnni' | 'scalar'); `forceScalar` sets it first. */
@@ -52,6 +58,15 @@ export const NATIVE_ADDON_PATH = join(import.meta.dirname, '..', '..', '..', 'bu
 
 let cached: { addon: Addon } | { error: string } | undefined;
 
+/**
+ * Bytes every native run in this process has written into host-memory outputs so far (on CUDA,
+ * the bytes that crossed from the device); 0 where the addon is not loaded.
+ */
+export function hostOutputBytes(): number {
+  const loaded = loadNativeOrt();
+  return 'error' in loaded ? 0 : loaded.addon.hostOutputBytes();
+}
+
 /** The addon, or why it cannot be used here (not built, or failed to load). */
 export function loadNativeOrt(): { addon: Addon } | { error: string } {
   if (cached) return cached;
@@ -59,7 +74,11 @@ export function loadNativeOrt(): { addon: Addon } | { error: string } {
     cached = { error: `the native runner is not built (${NATIVE_ADDON_PATH} is missing): run 'node native/build.mjs --strict' to build it and see what is missing (a C++ compiler and Node's headers)` };
   } else {
     try {
-      cached = { addon: createRequire(import.meta.url)(NATIVE_ADDON_PATH) as Addon };
+      const addon = createRequire(import.meta.url)(NATIVE_ADDON_PATH) as Partial<Addon>;
+      // An addon built from older sources would read a buffer of another session as its own.
+      cached = typeof addon.hostOutputBytes === 'function' && typeof addon.free === 'function'
+        ? { addon: addon as Addon }
+        : { error: `the native runner at ${NATIVE_ADDON_PATH} was built from older sources: run 'node native/build.mjs --strict' to rebuild it` };
     } catch (e) {
       cached = { error: `the native runner failed to load: ${(e as Error).message}` };
     }
@@ -115,10 +134,15 @@ export class NativeSession {
     return this.addon.allocate(this.handle, bytes);
   }
 
+  /** Gives a buffer back before the session ends (its id is not reused). */
+  free(buffer: number): void {
+    this.addon.free(this.handle, buffer);
+  }
+
   /** Runs the graph synchronously: inputs read from, outputs written into the bound memory. */
   run(inputs: readonly Binding[], outputs: readonly Binding[]): void {
     if (this.released) throw new EngineError('the session was released');
-    this.addon.run(this.handle, inputs.map(toSpec), outputs.map(toSpec));
+    this.addon.run(this.handle, inputs.map(NativeSession.spec), outputs.map(NativeSession.spec));
   }
 
   release(): void {
@@ -126,9 +150,10 @@ export class NativeSession {
     this.released = true;
     this.addon.release(this.handle);
   }
-}
 
-function toSpec(b: Binding): Spec {
-  const data = ArrayBuffer.isView(b.data) ? b.data : [(b.data as DeviceRef).buffer, (b.data as DeviceRef).byteOffset] as [number, number];
-  return [b.name, b.type, b.dims, data];
+  private static spec(b: Binding): Spec {
+    if (ArrayBuffer.isView(b.data)) return [b.name, b.type, b.dims, b.data];
+    const { buffer, byteOffset, owner } = b.data;
+    return [b.name, b.type, b.dims, owner === undefined ? [buffer, byteOffset] : [buffer, byteOffset, owner.handle]];
+  }
 }
