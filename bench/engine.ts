@@ -2,7 +2,7 @@
  * The engine alone, no HTTP: prefill speed and decode step time, so engine regressions show
  * without the server in the way.
  *
- *   npm run bench:engine -- [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--json FILE]
+ *   npm run bench:engine -- [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--sampler graph|js] [--json FILE]
  *
  * MODEL_DIR: an export or a checkpoint (exported once into a temporary data dir); none: a tiny
  * random-weight model generated into a temporary dir. What each number includes:
@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { makeRandomCheckpoint } from '../src/checkpoint/make-random.ts';
 import { Engine } from '../src/engine/engine.ts';
+import type { SamplerKind } from '../src/engine/types.ts';
 import { KvCache } from '../src/engine/kv-cache.ts';
 import { readManifest } from '../src/engine/manifest.ts';
 import { resolveModel } from '../src/engine/resolve-model.ts';
@@ -40,6 +41,7 @@ const { values: opts, positionals } = parseArgs({
     runs: { type: 'string', default: '5' },
     json: { type: 'string' },
     'int4-kernel': { type: 'string', default: 'auto' },
+    sampler: { type: 'string', default: 'graph' },
   },
 });
 const batches = opts.batches === 'none' ? [] : opts.batches.split(',').map(Number);
@@ -47,8 +49,10 @@ const promptLens = opts.prompt.split(',').map(Number);
 const steps = Number(opts.steps);
 const runs = Number(opts.runs);
 const int4Kernel = opts['int4-kernel'] as Int4Kernel;
+const sampler = opts.sampler as SamplerKind;
+if (!(['graph', 'js'] as const).includes(sampler as never)) throw new Error('--sampler: graph or js');
 if (batches.some((b) => !Number.isInteger(b) || b < 1) || !(steps >= 1) || !(runs >= 1) || promptLens.some((n) => !Number.isInteger(n) || n < 1) || !INT4_KERNELS.includes(int4Kernel)) {
-  throw new Error('usage: bench/engine.ts [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--json FILE]');
+  throw new Error('usage: bench/engine.ts [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--sampler graph|js] [--json FILE]');
 }
 
 const tmp = mkdtempSync(join(tmpdir(), 'gs-bench-engine-'));
@@ -72,7 +76,7 @@ const bytesPerToken = KvCache.bytesPerToken(config);
 const kvCacheBytes = (Math.max(promptLen + 1, maxBatch * decodeLen) + 2 * 16 * (maxBatch + 1)) * bytesPerToken * 2;
 
 const tLoad = performance.now();
-const engine = await Engine.start({ modelDir: exportDir, kvCacheBytes, maxNumSeqs: maxBatch, maxWaiting: maxBatch, maxNumBatchedTokens: Math.max(promptLen, maxBatch * DECODE_PROMPT), int4Kernel });
+const engine = await Engine.start({ modelDir: exportDir, kvCacheBytes, maxNumSeqs: maxBatch, maxWaiting: maxBatch, maxNumBatchedTokens: Math.max(promptLen, maxBatch * DECODE_PROMPT), int4Kernel, sampler });
 const loadS = (performance.now() - tLoad) / 1000;
 
 // Random prompts over the ordinary (non-special) ids.
