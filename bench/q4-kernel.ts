@@ -10,7 +10,7 @@
  * exports before fp16 scale rounding) and with the same scales rounded to fp16 values (packed
  * fp16: 4.5 bits a weight, today's int4 exports). MatMulNBits runs the float32 graph.
  * --baseline DIR: also MatMulQ4 of another checkout (its bench/q4-kernel.ts and build/gs_ort.node,
- * e.g. the trunk before a kernel change; it needs this script's child mode) on the float32 graph.
+ * e.g. the trunk before a kernel change; it needs this script's child mode) on both graphs.
  * --no-ort: MatMulQ4 arms only. --clock cpu: the process's CPU time instead of wall time, which
  * leaves out the time other processes hold the cores (a shared host); meant with --threads 1,
  * since ONNX Runtime's pool threads spin between operators and that spinning is CPU time too.
@@ -97,7 +97,10 @@ if (o.child !== undefined) {
       ...(o['no-ort'] ? [] : [['MatMulNBits', process.argv[1]!, 'ort', 'q4'] as [string, string, string, string]]),
       ['MatMulQ4 f32 scales', process.argv[1]!, 'gemma-serve', 'q4'],
       ['MatMulQ4 f16 scales', process.argv[1]!, 'gemma-serve', 'q4-f16'],
-      ...(o.baseline === undefined ? [] : [['baseline MatMulQ4', join(o.baseline, 'bench', 'q4-kernel.ts'), 'gemma-serve', 'q4'] as [string, string, string, string]]),
+      ...(o.baseline === undefined ? [] : [
+        ['baseline MatMulQ4', join(o.baseline, 'bench', 'q4-kernel.ts'), 'gemma-serve', 'q4'] as [string, string, string, string],
+        ['baseline MatMulQ4 f16', join(o.baseline, 'bench', 'q4-kernel.ts'), 'gemma-serve', 'q4-f16'] as [string, string, string, string],
+      ]),
     ];
     const results = new Map<string, Record<number, number[]>>(arms.map(([col]) => [col, {}]));
     for (let r = 0; r < Number(o.rounds); r++) {

@@ -217,6 +217,9 @@ void TileRow(const QuantizedRows& a, int64_t m0, const PackedWeights& w, int64_t
   for (; p < p1; p++) Tile<R, 1, S>(a, m0, w, p, c, ldc);
 }
 
+// From this many rows GemmPanelsVnni tiles 6 rows × 2 panels, below it 8 rows × 1 panel.
+constexpr int64_t kWideRows = 64;
+
 template <class S>
 void GemmPanelsVnni(const QuantizedRows& a, const PackedWeights& w, int64_t p0, int64_t p1, float* c, int64_t ldc) {
   // Panels in chunks whose weights stay in L2 while every row tile passes over them.
@@ -225,7 +228,15 @@ void GemmPanelsVnni(const QuantizedRows& a, const PackedWeights& w, int64_t p0, 
   for (int64_t c0 = p0; c0 < p1; c0 += chunk) {
     const int64_t c1 = std::min(p1, c0 + chunk);
     int64_t m = 0;
-    for (; m + 8 <= a.rows; m += 8) TileRow<8, 1, S>(a, m, w, c0, c1, c, ldc);
+    if (a.rows >= kWideRows) {
+      // prefill: 6 rows × 2 panels (12 int32 + 12 float accumulators, 4 unpacked weight
+      // registers, 2 broadcasts: 30 of the 32 zmm), so each broadcast feeds 2 vpdpbusd and each
+      // panel's scales are loaded (converted) once per block for 6 rows; an odd last panel of
+      // the chunk takes Tile<6, 1>
+      for (; m + 6 <= a.rows; m += 6) TileRow<6, 2, S>(a, m, w, c0, c1, c, ldc);
+    } else {
+      for (; m + 8 <= a.rows; m += 8) TileRow<8, 1, S>(a, m, w, c0, c1, c, ldc);
+    }
     switch (a.rows - m) {
       case 7: TileRow<7, 1, S>(a, m, w, c0, c1, c, ldc); break;
       case 6: TileRow<6, 1, S>(a, m, w, c0, c1, c, ldc); break;

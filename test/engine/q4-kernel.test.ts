@@ -94,7 +94,7 @@ t.test('MatMulQ4 computes what MatMulNBits computes at accuracy_level 4', async 
     const q4 = open(graph, 'gemma-serve');
     t.equal(ort.int4Swapped, 0, 'int4Kernel ort: MatMulNBits runs');
     t.equal(q4.int4Swapped, 1, 'int4Kernel gemma-serve: the node is swapped');
-    for (const m of [1, 3, 4, 5, 9, 17, 40, 64]) {
+    for (const m of [1, 3, 4, 5, 9, 17, 40, 64, 70, 128]) {
       const rand = prng(m * 7 + K);
       // activations with an outlier per row, as transformer hidden states have
       const x = new Float32Array(m * K).map((_, i) => (rand() - 0.5) * (i % K === 5 ? 40 : 2));
@@ -111,6 +111,34 @@ t.test('MatMulQ4 computes what MatMulNBits computes at accuracy_level 4', async 
       addon.q4Kernel(false);
     }
     ort.release();
+    q4.release();
+  }
+});
+
+// From 64 rows the AVX-512 kernel tiles 6 rows × 2 panels (an odd last panel 6 × 1, the last
+// 1-5 rows the small tiles); below, 8 rows × 1 panel. Each output element's arithmetic is the
+// same in every tile (the same block dot products from the zero point's correction, the same FMA
+// order over blocks), and a row's outputs depend on that row alone, so rows computed at M ≥ 64
+// must equal, bit for bit, the same rows computed in slices of 32 (the small-M tiles).
+t.test('the prefill tile gives bit for bit what the small-M tiles give', { skip: fast === 'scalar' ? 'no AVX-512 VNNI' : false }, async (t) => {
+  // N: 3, 13 and 32 panels (odd ones leave a 6 × 1 tile; with 2 threads ONNX Runtime splits
+  // the columns in 4-panel items), 40 and 200 not multiples of 16; K of an odd number of blocks
+  const shapes = [[2304, 40], [2336, 200], [100, 36], [256, 512]] as const;
+  for (const [[K, N], scales] of shapes.flatMap((shape) => (['fp32', 'fp16'] as const).map((sc) => [shape, sc] as const))) {
+    const graph = matmulGraph(`tile-${K}-${N}-${scales}`, K, N, K * 17 + N, { scales });
+    const q4 = open(graph, 'gemma-serve');
+    for (const m of [64, 70, 128]) {
+      const rand = prng(m * 13 + K);
+      const x = new Float32Array(m * K).map((_, i) => (rand() - 0.5) * (i % K === 5 ? 40 : 2));
+      const whole = run(q4, graph, x, m);
+      let differ = 0;
+      for (let r0 = 0; r0 < m; r0 += 32) {
+        const rows = Math.min(32, m - r0);
+        const part = run(q4, graph, x.subarray(r0 * K, (r0 + rows) * K), rows);
+        for (let i = 0; i < part.length; i++) if (!Object.is(part[i], whole[r0 * N + i])) differ++;
+      }
+      t.equal(differ, 0, `K ${K} N ${N} M ${m} ${scales} scales: every output as in 32-row slices`);
+    }
     q4.release();
   }
 });
