@@ -218,7 +218,7 @@ void TileRow(const QuantizedRows& a, int64_t m0, const PackedWeights& w, int64_t
 }
 
 // From this many rows GemmPanelsVnni tiles 6 rows × 2 panels, below it 8 rows × 1 panel.
-constexpr int64_t kWideRows = 64;
+constexpr int64_t kWideRows = 32;
 
 template <class S>
 void GemmPanelsVnni(const QuantizedRows& a, const PackedWeights& w, int64_t p0, int64_t p1, float* c, int64_t ldc) {

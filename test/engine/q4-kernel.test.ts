@@ -115,11 +115,11 @@ t.test('MatMulQ4 computes what MatMulNBits computes at accuracy_level 4', async 
   }
 });
 
-// From 64 rows the AVX-512 kernel tiles 6 rows × 2 panels (an odd last panel 6 × 1, the last
+// From 32 rows the AVX-512 kernel tiles 6 rows × 2 panels (an odd last panel 6 × 1, the last
 // 1-5 rows the small tiles); below, 8 rows × 1 panel. Each output element's arithmetic is the
 // same in every tile (the same block dot products from the zero point's correction, the same FMA
-// order over blocks), and a row's outputs depend on that row alone, so rows computed at M ≥ 64
-// must equal, bit for bit, the same rows computed in slices of 32 (the small-M tiles).
+// order over blocks), and a row's outputs depend on that row alone, so rows computed at M ≥ 32
+// must equal, bit for bit, the same rows computed in slices of 16 (the small-M tiles).
 t.test('the prefill tile gives bit for bit what the small-M tiles give', { skip: fast === 'scalar' ? 'no AVX-512 VNNI' : false }, async (t) => {
   // N: 3, 13 and 32 panels (odd ones leave a 6 × 1 tile; with 2 threads ONNX Runtime splits
   // the columns in 4-panel items), 40 and 200 not multiples of 16; K of an odd number of blocks
@@ -127,17 +127,17 @@ t.test('the prefill tile gives bit for bit what the small-M tiles give', { skip:
   for (const [[K, N], scales] of shapes.flatMap((shape) => (['fp32', 'fp16'] as const).map((sc) => [shape, sc] as const))) {
     const graph = matmulGraph(`tile-${K}-${N}-${scales}`, K, N, K * 17 + N, { scales });
     const q4 = open(graph, 'gemma-serve');
-    for (const m of [64, 70, 128]) {
+    for (const m of [32, 37, 64, 70, 128]) {
       const rand = prng(m * 13 + K);
       const x = new Float32Array(m * K).map((_, i) => (rand() - 0.5) * (i % K === 5 ? 40 : 2));
       const whole = run(q4, graph, x, m);
       let differ = 0;
-      for (let r0 = 0; r0 < m; r0 += 32) {
-        const rows = Math.min(32, m - r0);
+      for (let r0 = 0; r0 < m; r0 += 16) {
+        const rows = Math.min(16, m - r0);
         const part = run(q4, graph, x.subarray(r0 * K, (r0 + rows) * K), rows);
         for (let i = 0; i < part.length; i++) if (!Object.is(part[i], whole[r0 * N + i])) differ++;
       }
-      t.equal(differ, 0, `K ${K} N ${N} M ${m} ${scales} scales: every output as in 32-row slices`);
+      t.equal(differ, 0, `K ${K} N ${N} M ${m} ${scales} scales: every output as in 16-row slices`);
     }
     q4.release();
   }
