@@ -48,6 +48,8 @@ export class SlotRunner implements Runner {
   private logits = new Float32Array(0);
   /** Where logits stay on the device (keepLogitsOnDevice): the buffer and the rows it holds; else null. */
   private deviceLogits: { buffer: number; rows: number } | null = null;
+  /** Where each plan logits row of a device step went (StepOutput.device.rowIndex), reused. */
+  private rowIndex = new Int32Array(0);
   /** The `hidden` output of a pass with an embedding row, reused. */
   private passHidden = new Float32Array(0);
   /** The model's hidden size where the export has the `hidden` output (embeddings); else undefined. */
@@ -160,7 +162,8 @@ export class SlotRunner implements Runner {
       dl.buffer = this.session.allocate(want * V * 4);
       dl.rows = want;
     }
-    const rowIndex = new Int32Array(total);
+    if (this.rowIndex.length < total) this.rowIndex = new Int32Array(Math.max(total, this.maxRunning));
+    const rowIndex = this.rowIndex.subarray(0, total);
     let cursor = 0;
     for (const g of stepGroups(rows)) {
       const out: DeviceRef = { buffer: dl.buffer, byteOffset: cursor * V * 4 };

@@ -130,7 +130,8 @@ export interface StepOutput {
 /**
  * A step's logits left in a runner's device memory: logits row k (plan order, as in
  * StepOutput.logits) is row `rowIndex[k]` of the float32 [numRows, vocabSize] tensor at
- * `byteOffset` in buffer `buffer` of the native session `owner`. Opaque to the scheduler: the
+ * `byteOffset` in buffer `buffer` of the native session `owner`. Valid until the next `execute` (the
+ * runner reuses `rowIndex` and the buffer). Opaque to the scheduler: the
  * engine's sampler binds it in place and copies rows to the host only where it needs them.
  */
 export interface DeviceLogits {
