@@ -2,7 +2,7 @@
  * The engine alone, no HTTP: prefill speed and decode step time, so engine regressions show
  * without the server in the way.
  *
- *   npm run bench:engine -- [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--sampler graph|js] [--json FILE]
+ *   npm run bench:engine -- [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--attention-kernel auto|ort] [--sampler graph|js] [--json FILE]
  *
  * MODEL_DIR: an export or a checkpoint (exported once into a temporary data dir); none: a tiny
  * random-weight model generated into a temporary dir. What each number includes:
@@ -29,6 +29,7 @@ import { KvCache } from '../src/engine/kv-cache.ts';
 import { readManifest } from '../src/engine/manifest.ts';
 import { resolveModel } from '../src/engine/resolve-model.ts';
 import { INT4_KERNELS, type Int4Kernel } from '../src/engine/native/q4-graph.ts';
+import { ATTENTION_KERNELS, type AttentionKernel } from '../src/engine/native/attention-graph.ts';
 import { seededRandom } from '../src/cli/bench/prompts.ts';
 import { formatTable, median, round } from '../src/cli/bench/stats.ts';
 
@@ -41,6 +42,7 @@ const { values: opts, positionals } = parseArgs({
     runs: { type: 'string', default: '5' },
     json: { type: 'string' },
     'int4-kernel': { type: 'string', default: 'auto' },
+    'attention-kernel': { type: 'string', default: 'auto' },
     sampler: { type: 'string', default: 'graph' },
   },
 });
@@ -49,10 +51,11 @@ const promptLens = opts.prompt.split(',').map(Number);
 const steps = Number(opts.steps);
 const runs = Number(opts.runs);
 const int4Kernel = opts['int4-kernel'] as Int4Kernel;
+const attentionKernel = opts['attention-kernel'] as AttentionKernel;
 const sampler = opts.sampler as SamplerKind;
 if (!(['graph', 'js'] as const).includes(sampler as never)) throw new Error('--sampler: graph or js');
-if (batches.some((b) => !Number.isInteger(b) || b < 1) || !(steps >= 1) || !(runs >= 1) || promptLens.some((n) => !Number.isInteger(n) || n < 1) || !INT4_KERNELS.includes(int4Kernel)) {
-  throw new Error('usage: bench/engine.ts [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--sampler graph|js] [--json FILE]');
+if (batches.some((b) => !Number.isInteger(b) || b < 1) || !(steps >= 1) || !(runs >= 1) || promptLens.some((n) => !Number.isInteger(n) || n < 1) || !INT4_KERNELS.includes(int4Kernel) || !ATTENTION_KERNELS.includes(attentionKernel)) {
+  throw new Error('usage: bench/engine.ts [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--attention-kernel auto|ort] [--sampler graph|js] [--json FILE]');
 }
 
 const tmp = mkdtempSync(join(tmpdir(), 'gs-bench-engine-'));
@@ -76,7 +79,7 @@ const bytesPerToken = KvCache.bytesPerToken(config);
 const kvCacheBytes = (Math.max(promptLen + 1, maxBatch * decodeLen) + 2 * 16 * (maxBatch + 1)) * bytesPerToken * 2;
 
 const tLoad = performance.now();
-const engine = await Engine.start({ modelDir: exportDir, kvCacheBytes, maxNumSeqs: maxBatch, maxWaiting: maxBatch, maxNumBatchedTokens: Math.max(promptLen, maxBatch * DECODE_PROMPT), int4Kernel, sampler });
+const engine = await Engine.start({ modelDir: exportDir, kvCacheBytes, maxNumSeqs: maxBatch, maxWaiting: maxBatch, maxNumBatchedTokens: Math.max(promptLen, maxBatch * DECODE_PROMPT), int4Kernel, attentionKernel, sampler });
 const loadS = (performance.now() - tLoad) / 1000;
 
 // Random prompts over the ordinary (non-special) ids.
@@ -134,13 +137,14 @@ const result = {
   host: { cpus: cpus().length, loadavg_1m: round(loadavg()[0]!, 2) },
   load_s: round(loadS, 2),
   int4_kernel: { asked: int4Kernel, gemma_serve_matmuls: int4Swapped },
+  attention_kernel: { asked: attentionKernel, fused_layers: engine.attentionFused },
   // One prompt length: an object, as before lists were taken; several: one per length.
   prefill: prefill.length === 1 ? prefill[0]! : prefill,
   decode,
 };
 
 process.stdout.write(`${modelDir}: ${config.numLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}; loaded in ${result.load_s} s; `
-  + `${result.host.cpus} cpus, load ${result.host.loadavg_1m}; greedy; int4 matmuls: ${int4Swapped > 0 ? `gemma-serve's kernel (${int4Swapped})` : "ONNX Runtime's"}\n`);
+  + `${result.host.cpus} cpus, load ${result.host.loadavg_1m}; greedy; int4 matmuls: ${int4Swapped > 0 ? `gemma-serve's kernel (${int4Swapped})` : "ONNX Runtime's"}; attention: ${engine.attentionFused > 0 ? `fused (${engine.attentionFused} layers)` : 'exported nodes'}\n`);
 process.stdout.write(formatTable(['measure', 'tokens', 'median ms', 'min ms', 'tokens/s', 'per seq tok/s', 'n'], [
   ...prefill.map((p) => [`prefill ${p.prompt_tokens}`, p.prompt_tokens, p.median_ms, p.min_ms, p.tokens_per_s, null, runs]),
   ...decode.map((d) => [`decode batch ${d.batch}`, d.batch, d.step_ms, d.min_ms, d.tokens_per_s, d.per_seq_tokens_per_s, d.runs]),

@@ -2,7 +2,7 @@
  * Where a decode step's (or a prefill's) time goes in the native runner (gemma-serve's int4 kernel
  * included), by ONNX Runtime op type, from its profiler (GEMMA_SERVE_ORT_PROFILE, read by native/gs_ort.cc):
  *
- *   npx tsx bench/native-profile.ts EXPORT_DIR [--batch 8] [--context 32] [--steps 10] [--int4-kernel auto|ort] [--nodes 0] [--prefill N]
+ *   npx tsx bench/native-profile.ts EXPORT_DIR [--batch 8] [--context 32] [--steps 10] [--int4-kernel auto|ort] [--attention-kernel auto|ort] [--nodes 0] [--prefill N]
  *
  * B sequences of --context cached tokens decode --steps steps together; the first step after the
  * prefills is left out. With --prefill N, a step is instead one fresh sequence's whole N-token
@@ -19,13 +19,14 @@ import { Stepper } from '../src/engine/stepper.ts';
 import { manifestAttention, manifestKvDtype, readManifest } from '../src/engine/manifest.ts';
 import { KvCache } from '../src/engine/kv-cache.ts';
 import type { Int4Kernel } from '../src/engine/native/q4-graph.ts';
+import type { AttentionKernel } from '../src/engine/native/attention-graph.ts';
 
 const { values: o, positionals } = parseArgs({
   allowPositionals: true,
-  options: { nodes: { type: 'string', default: '0' }, batch: { type: 'string', default: '8' }, context: { type: 'string', default: '32' }, steps: { type: 'string', default: '10' }, 'int4-kernel': { type: 'string', default: 'auto' }, prefill: { type: 'string', default: '0' } },
+  options: { nodes: { type: 'string', default: '0' }, batch: { type: 'string', default: '8' }, context: { type: 'string', default: '32' }, steps: { type: 'string', default: '10' }, 'int4-kernel': { type: 'string', default: 'auto' }, 'attention-kernel': { type: 'string', default: 'auto' }, prefill: { type: 'string', default: '0' } },
 });
 const dir = positionals[0];
-if (dir === undefined) throw new Error('usage: bench/native-profile.ts EXPORT_DIR [--batch 8] [--context 32] [--steps 10] [--int4-kernel auto|ort] [--nodes 0] [--prefill N]');
+if (dir === undefined) throw new Error('usage: bench/native-profile.ts EXPORT_DIR [--batch 8] [--context 32] [--steps 10] [--int4-kernel auto|ort] [--attention-kernel auto|ort] [--nodes 0] [--prefill N]');
 const prefill = Number(o.prefill);
 const B = prefill > 0 ? 1 : Number(o.batch), ctx = prefill > 0 ? prefill : Number(o.context), steps = Number(o.steps);
 const out = mkdtempSync(join(tmpdir(), 'gs-prof-'));
@@ -35,7 +36,7 @@ const len = ctx + steps + 32;
 const bytes = 2 * B * len * KvCache.bytesPerToken(config, manifestKvDtype(manifest));
 // paged: a budget for B sequences; gqa: B slots of `len` positions
 const sizing = manifestAttention(manifest) === 'gqa' ? { kvCacheTokens: len, kvCacheBytes: bytes } : { kvCacheBytes: bytes };
-const r = await loadRunner(dir, { ...sizing, maxNumSeqs: B, int4Kernel: o['int4-kernel'] as Int4Kernel, binder: 'native' });
+const r = await loadRunner(dir, { ...sizing, maxNumSeqs: B, int4Kernel: o['int4-kernel'] as Int4Kernel, attentionKernel: o['attention-kernel'] as AttentionKernel, binder: 'native' });
 delete process.env.GEMMA_SERVE_ORT_PROFILE;
 const rs = new Stepper(r);
 const prompt = Array.from({ length: ctx }, (_, i) => 100 + i);
@@ -86,7 +87,7 @@ for (const e of tail) {
 }
 const total = [...byOp.values()].reduce((a, b) => a + b, 0);
 const sorted = walls.slice(1).sort((a, b) => a - b);
-console.log(`${dir}: ${prefill > 0 ? `prefill ${prefill}` : `batch ${B}, context ${ctx}`}, ${steps} steps; int4 matmuls by gemma-serve's kernel: ${r.int4Swapped ?? 0}`);
+console.log(`${dir}: ${prefill > 0 ? `prefill ${prefill}` : `batch ${B}, context ${ctx}`}, ${steps} steps; int4 matmuls by gemma-serve's kernel: ${r.int4Swapped ?? 0}; fused attention layers: ${r.attentionFused ?? 0}`);
 const runUs = modelRuns.slice(-steps).reduce((a, e) => a + e.dur, 0);
 console.log(`step wall time median ${sorted[sorted.length >> 1]!.toFixed(1)} ms; ONNX Runtime's run ${(runUs / steps / 1000).toFixed(1)} ms/step, of it kernel time ${(total / steps / 1000).toFixed(1)} ms/step`);
 for (const [op, us] of [...byOp].sort((a, b) => b[1] - a[1]).slice(0, 14)) console.log(`${op.padEnd(28)} ${(us / steps / 1000).toFixed(2).padStart(7)} ms/step ${((100 * us) / total).toFixed(1).padStart(5)}%`);
@@ -104,6 +105,7 @@ for (const [node, us] of [...byNode].sort((a, b) => b[1] - a[1]).slice(0, Number
 function partOf(op: string, name: string): string {
   if (/lm_head|\/model\/head\/|final_softcap|\/model\/norm\//.test(name)) return 'LM head (final norm, row gather, soft-cap)';
   if (op === 'MatMulQ4' || op === 'MatMulNBits') return 'int4 matmuls (q/k/v/o, gate/up/down)';
+  if (op === 'PagedAttention') return 'attention: fused (rotary, scores, softmax, p·v)';
   if (/embed_tokens/.test(name)) return 'embedding';
   if (/\/model\/(mask|step|rope)\//.test(name)) return 'per-step masks and rotary tables';
   if (/_rope\//.test(name)) return 'rotary';

@@ -59,7 +59,7 @@ const args = [
   '-std=c++17', '-O2', '-fPIC', '-shared', '-Wall', '-Wextra',
   '-DNODE_GYP_MODULE_NAME=gs_ort', '-DNAPI_VERSION=8',
   '-I', include, '-I', join(root, 'native', 'include'),
-  ...['gs_ort.cc', 'q4op.cc', 'q4gemm.cc'].map((f) => join(root, 'native', f)),
+  ...['gs_ort.cc', 'q4op.cc', 'q4gemm.cc', 'attnop.cc'].map((f) => join(root, 'native', f)),
   '-o', out,
   '-L', libDir, '-l:libonnxruntime.so.1', `-Wl,-rpath,${libDir}`,
 ];

@@ -23,6 +23,8 @@
 //   release(session)
 //   q4Kernel([forceScalar]) -> "avx512vnni" | "scalar": the kernel of ai.gemma_serve.MatMulQ4,
 //     the int4 matmul CPU sessions register (q4op.cc, q4gemm.cc)
+//   attentionKernel([forceScalar]) -> "avx512" | "scalar": the path of ai.gemma_serve.PagedAttention
+//     (attnop.cc), a paged layer's attention in one node
 //   q4PackedBytes() -> bytes of packed int4 panels MatMulQ4 kernels hold in this process
 #include <node_api.h>
 
@@ -37,6 +39,7 @@
 #include "onnxruntime_c_api.h"
 #include "q4gemm.h"
 #include "q4op.h"
+#include "attnop.h"
 
 namespace {
 
@@ -451,9 +454,9 @@ napi_value Release(napi_env env, napi_callback_info info) {
   });
 }
 
-// q4Kernel() -> the kernel MatMulQ4 runs here: "avx512vnni" or "scalar".
-// q4Kernel(forceScalar: boolean) -> sets it first (for tests and benches).
-napi_value Q4Kernel(napi_env env, napi_callback_info info) {
+// A kernel switch: with no argument, the path `name()` says runs here; with a boolean, sets
+// `force(scalar)` first (for tests and benches).
+napi_value KernelSwitch(napi_env env, napi_callback_info info, void (*force)(bool), const char* (*name)()) {
   return Guard(env, [&] {
     size_t argc = 1;
     napi_value argv[1];
@@ -461,12 +464,20 @@ napi_value Q4Kernel(napi_env env, napi_callback_info info) {
     if (argc >= 1) {
       bool scalar = false;
       CheckNapi(env, napi_get_value_bool(env, argv[0], &scalar), "boolean");
-      gsq4::ForceScalar(scalar);
+      force(scalar);
     }
     napi_value out;
-    CheckNapi(env, napi_create_string_utf8(env, gsq4::KernelName(), NAPI_AUTO_LENGTH, &out), "kernel");
+    CheckNapi(env, napi_create_string_utf8(env, name(), NAPI_AUTO_LENGTH, &out), "kernel");
     return out;
   });
+}
+
+// q4Kernel([forceScalar]) -> the kernel MatMulQ4 runs here: "avx512vnni" or "scalar".
+napi_value Q4Kernel(napi_env env, napi_callback_info info) { return KernelSwitch(env, info, gsq4::ForceScalar, gsq4::KernelName); }
+
+// attentionKernel([forceScalar]) -> the path PagedAttention takes here: "avx512" or "scalar".
+napi_value AttentionKernel(napi_env env, napi_callback_info info) {
+  return KernelSwitch(env, info, PagedAttentionForceScalar, PagedAttentionKernelName);
 }
 
 // q4PackedBytes() -> the bytes of packed weights the process's MatMulQ4 kernels hold (tests: the
@@ -505,6 +516,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"run", nullptr, Run, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"q4Kernel", nullptr, Q4Kernel, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attentionKernel", nullptr, AttentionKernel, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"q4PackedBytes", nullptr, Q4PackedBytes, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "attnop.h"
+#include "cpu_op.h"
 #include "q4gemm.h"
 
 namespace {
@@ -204,52 +206,14 @@ OrtStatusPtr ORT_API_CALL CreateKernelV2(const OrtCustomOp*, const OrtApi* api, 
 OrtStatusPtr ORT_API_CALL ComputeV2(void* kernel, OrtKernelContext* ctx) { return Compute(kernel, ctx); }
 void ORT_API_CALL Destroy(void* kernel) { delete static_cast<Kernel*>(kernel); }
 const char* ORT_API_CALL Name(const OrtCustomOp*) { return "MatMulQ4"; }
-const char* ORT_API_CALL Provider(const OrtCustomOp*) { return "CPUExecutionProvider"; }
 ONNXTensorElementDataType ORT_API_CALL InputType(const OrtCustomOp*, size_t i) {
   return i == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 }
 size_t ORT_API_CALL InputCount(const OrtCustomOp*) { return 3; }
 ONNXTensorElementDataType ORT_API_CALL OutputType(const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
 size_t ORT_API_CALL OutputCount(const OrtCustomOp*) { return 1; }
-OrtCustomOpInputOutputCharacteristic ORT_API_CALL Required(const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; }
-OrtMemType ORT_API_CALL InputMemory(const OrtCustomOp*, size_t) { return OrtMemTypeDefault; }
-int ORT_API_CALL MinArity(const OrtCustomOp*) { return 1; }
-int ORT_API_CALL Homogeneous(const OrtCustomOp*) { return 1; }
-int ORT_API_CALL StartVersion(const OrtCustomOp*) { return 1; }
-int ORT_API_CALL EndVersion(const OrtCustomOp*) { return INT_MAX; }
 
-OrtCustomOp MakeOp() {
-  OrtCustomOp op{};
-  op.version = ORT_API_VERSION;
-  op.CreateKernel = nullptr;
-  op.GetName = Name;
-  op.GetExecutionProviderType = Provider;
-  op.GetInputType = InputType;
-  op.GetInputTypeCount = InputCount;
-  op.GetOutputType = OutputType;
-  op.GetOutputTypeCount = OutputCount;
-  op.KernelCompute = nullptr;
-  op.KernelDestroy = Destroy;
-  op.GetInputCharacteristic = Required;
-  op.GetOutputCharacteristic = Required;
-  op.GetInputMemoryType = InputMemory;
-  op.GetVariadicInputMinArity = MinArity;
-  op.GetVariadicInputHomogeneity = Homogeneous;
-  op.GetVariadicOutputMinArity = MinArity;
-  op.GetVariadicOutputHomogeneity = Homogeneous;
-  op.CreateKernelV2 = CreateKernelV2;
-  op.KernelComputeV2 = ComputeV2;
-  op.InferOutputShapeFn = nullptr;
-  op.GetStartVersion = StartVersion;
-  op.GetEndVersion = EndVersion;
-  op.GetMayInplace = nullptr;
-  op.ReleaseMayInplace = nullptr;
-  op.GetAliasMap = nullptr;
-  op.ReleaseAliasMap = nullptr;
-  return op;
-}
-
-OrtCustomOp g_op = MakeOp();
+OrtCustomOp g_op = gsop::MakeCpuOp({Name, InputType, InputCount, OutputType, OutputCount, CreateKernelV2, ComputeV2, Destroy});
 OrtCustomOpDomain* g_domain = nullptr;
 
 }  // namespace
@@ -260,9 +224,11 @@ OrtStatusPtr GemmaServeOpDomain(const OrtApi* api, OrtCustomOpDomain** out) {
     g_api = api;
     OrtCustomOpDomain* domain = nullptr;
     RETURN_IF(api->CreateCustomOpDomain(kGemmaServeDomain, &domain));
-    if (OrtStatusPtr st = api->CustomOpDomain_Add(domain, &g_op)) {
-      api->ReleaseCustomOpDomain(domain);
-      return st;
+    for (OrtCustomOp* op : {&g_op, PagedAttentionOp(api)}) {
+      if (OrtStatusPtr st = api->CustomOpDomain_Add(domain, op)) {
+        api->ReleaseCustomOpDomain(domain);
+        return st;
+      }
     }
     g_domain = domain;
   }

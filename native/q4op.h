@@ -6,5 +6,5 @@
 // The ONNX domain of gemma-serve's own operators; a graph that uses them imports it at version 1.
 inline constexpr const char* kGemmaServeDomain = "ai.gemma_serve";
 
-// The process-wide domain holding MatMulQ4, created on first use; add it to a session's options.
+// The process-wide domain holding MatMulQ4 and PagedAttention (attnop.h), created on first use; add it to a session's options.
 OrtStatusPtr GemmaServeOpDomain(const OrtApi* api, OrtCustomOpDomain** out);

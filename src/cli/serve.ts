@@ -6,6 +6,7 @@
  * once into the data dir.
  */
 import { INT4_KERNELS } from '../engine/native/q4-graph.ts';
+import { ATTENTION_KERNELS } from '../engine/native/attention-graph.ts';
 import { SAMPLER_KINDS } from '../engine/device-sampler.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -40,6 +41,7 @@ export async function serve(argv: string[]): Promise<number> {
     'max-num-batched-tokens': { type: 'string' },
     threads: { type: 'string' },
     'int4-kernel': { type: 'string' },
+    'attention-kernel': { type: 'string' },
     sampler: { type: 'string' },
     'served-model-name': { type: 'string', multiple: true },
     'metrics-names': { type: 'string' },
@@ -79,6 +81,7 @@ export async function serve(argv: string[]): Promise<number> {
     throw new ConfigError(`serve: --threads ${threads} exceeds this machine's ${availableParallelism()} cores (oversubscribing slows every step)`, 'threads');
   }
   const int4Kernel = choiceFlag('int4-kernel', values['int4-kernel'] ?? env['GEMMA_SERVE_INT4_KERNEL'], INT4_KERNELS) ?? 'auto';
+  const attentionKernel = choiceFlag('attention-kernel', values['attention-kernel'] ?? env['GEMMA_SERVE_ATTENTION_KERNEL'], ATTENTION_KERNELS) ?? 'auto';
   const sampler = choiceFlag('sampler', values.sampler ?? env['GEMMA_SERVE_SAMPLER'], SAMPLER_KINDS);
   // Repeatable: the first is the model's name, the rest aliases it also answers to.
   const servedModelNames = values['served-model-name'] ?? splitList(env['GEMMA_SERVE_SERVED_MODEL_NAME']);
@@ -101,7 +104,7 @@ export async function serve(argv: string[]): Promise<number> {
   const onSignal = (signal: string): void => { stopLoading.abort(); stopSignal?.(signal); };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const loading = Engine.start({ signal: stopLoading.signal, modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, sampler, modelId: servedModelName, modelAliases, specialTokensInContent, chatTemplate, prefixCaching });
+  const loading = Engine.start({ signal: stopLoading.signal, modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, attentionKernel, sampler, modelId: servedModelName, modelAliases, specialTokensInContent, chatTemplate, prefixCaching });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
   const metrics = new Metrics({ state, names: metricsNames });
@@ -133,7 +136,7 @@ export async function serve(argv: string[]): Promise<number> {
   } finally {
     if (state.phase !== 'ready') { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); }
   }
-  logger.info({ model: engine.modelId, exportDir: engine.exportDir, device, contextLength: engine.contextLength, maxNumSeqs: maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, maxRunning: engine.maxRunning, int4Kernel: engine.int4Swapped > 0 ? `gemma-serve (${engine.int4Swapped} matmuls)` : 'onnxruntime', maxWaiting: maxWaiting ?? DEFAULT_MAX_WAITING, prefixCaching: engine.prefixCaching, seconds: Math.round(performance.now() - t0) / 1000 }, 'model loaded: ready');
+  logger.info({ model: engine.modelId, exportDir: engine.exportDir, device, contextLength: engine.contextLength, maxNumSeqs: maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, maxRunning: engine.maxRunning, int4Kernel: engine.int4Swapped > 0 ? `gemma-serve (${engine.int4Swapped} matmuls)` : 'onnxruntime', attentionKernel: engine.attentionFused > 0 ? `gemma-serve (${engine.attentionFused} layers)` : 'onnxruntime', maxWaiting: maxWaiting ?? DEFAULT_MAX_WAITING, prefixCaching: engine.prefixCaching, seconds: Math.round(performance.now() - t0) / 1000 }, 'model loaded: ready');
   if (prefixCaching && !engine.prefixCaching) logger.warn('prefix caching is off: the device-resident slot runner (a gqa export) keeps one cache slot per sequence and cannot share blocks; serve a paged export to reuse prompt prefixes');
   const stopStats = statsInterval > 0 ? startStatsLog(logger, state, metrics.totals, { intervalMs: statsInterval * 1000 }) : () => undefined;
   const signal = await stopped;

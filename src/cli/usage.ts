@@ -10,7 +10,7 @@ commands:
   serve        [--model DIR] [--host 127.0.0.1] [--port 8000] [--device cpu|cuda] [--kv-cache-memory BYTES] [--kv-dtype fp32|fp16]
                [--api-key KEY ...] [--api-key-file PATH] [--cors-origin ORIGIN ...] [--max-body-bytes N]
                [--max-num-seqs 64] [--max-waiting 256] [--max-num-batched-tokens 512] [--threads N]
-               [--int4-kernel auto|ort|gemma-serve] [--sampler graph|js] [--served-model-name NAME] [--metrics-names gemma_serve|vllm] [--log-prompts] [--no-prefix-caching] [--stats-interval 10] [--shutdown-timeout 30]
+               [--int4-kernel auto|ort|gemma-serve] [--attention-kernel auto|ort] [--sampler graph|js] [--served-model-name NAME] [--metrics-names gemma_serve|vllm] [--log-prompts] [--no-prefix-caching] [--stats-interval 10] [--shutdown-timeout 30]
                [--chat-template FILE]
                OpenAI-compatible HTTP server. DIR: a checkpoint (exported on first use and
                cached) or an export; none: a tiny random-weight model generated once.

@@ -15,6 +15,7 @@ import { loadTokenizer } from './tokenizer.ts';
 import { TokenTable, type TokenDecoder } from './token-table.ts';
 import type { Device } from './session.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
+import type { AttentionKernel } from './native/attention-graph.ts';
 import type { KvDtype } from './graph-io.ts';
 import type { FinishReason, FromWorker, Pooling, SamplerKind, SequenceEvent, TokenLogprobs, ToWorker, WorkerInit } from './types.ts';
 import { DEFAULT_SAMPLING, type SamplingParams } from './sampling.ts';
@@ -42,6 +43,8 @@ export interface EngineOptions {
   readonly threads?: number;
   /** CPU int4 matmuls (default `auto`: gemma-serve's kernel where the CPU has AVX-512 VNNI). */
   readonly int4Kernel?: Int4Kernel;
+  /** CPU attention (default `auto`: one fused node a layer where the export allows; `ort`: the exported nodes). */
+  readonly attentionKernel?: AttentionKernel;
   /** Who samples (default `graph` where the native runner is built, else `js`). */
   readonly sampler?: SamplerKind;
   /** Most tokens one scheduler step computes (default 512, at least maxNumSeqs). */
@@ -178,6 +181,8 @@ export class Engine {
     readonly maxRunning: number,
     /** Int4 matmuls the model runs with gemma-serve's kernel (0: ONNX Runtime's MatMulNBits, or no int4 weights). */
     readonly int4Swapped: number,
+    /** Layers whose attention runs as gemma-serve's fused node (0: the exported nodes). */
+    readonly attentionFused: number,
     /** Every name the model answers to: modelId first, then its aliases. */
     readonly modelNames: readonly string[],
     /** Floats per embedding (the model's hidden size); null: the export has no hidden-state output. */
@@ -220,7 +225,7 @@ export class Engine {
 
     const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
     const maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
-    const init: WorkerInit = { exportDir, stopIds, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, prefixCaching: opts.prefixCaching ?? true, sampler: opts.sampler, ...(opts.script ? { script: [...opts.script] } : {}) };
+    const init: WorkerInit = { exportDir, stopIds, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, attentionKernel: opts.attentionKernel, prefixCaching: opts.prefixCaching ?? true, sampler: opts.sampler, ...(opts.script ? { script: [...opts.script] } : {}) };
     // Compiled (dist/, what the package runs) the worker is the plain worker.js beside this
     // module. From source (.ts under tsx: tests, development) worker-boot.mjs registers tsx in
     // the thread first, so it runs the same under tsx's CLI or tap's loader; execArgv is not
@@ -229,7 +234,7 @@ export class Engine {
     const worker = new Worker(new URL(workerFile, import.meta.url), { workerData: init, execArgv: [] });
     const onAbort = (): void => void worker.terminate();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    type Facts = { maxSequenceTokens: number; maxRunning: number; int4Swapped: number; hiddenSize: number | null; prefixCaching: boolean };
+    type Facts = { maxSequenceTokens: number; maxRunning: number; int4Swapped: number; attentionFused: number; hiddenSize: number | null; prefixCaching: boolean };
     const loaded = new Promise<Facts>((res, rej) => {
       const onMessage = (m: FromWorker): void => {
         if (m.type === 'ready') { cleanup(); res(m); }
@@ -256,12 +261,12 @@ export class Engine {
       await Promise.all([worker.terminate(), text.close()]);
       throw new EngineError('loading was stopped', 'engine_closed', 503);
     }
-    const { maxSequenceTokens, maxRunning, int4Swapped, hiddenSize, prefixCaching } = facts;
+    const { maxSequenceTokens, maxRunning, int4Swapped, attentionFused, hiddenSize, prefixCaching } = facts;
     // Decoding needs no tokenizer here: a text worker described every token's text (token-table.ts).
     // A decoder the table cannot reproduce is the exception, and costs the load on this thread.
     const tokenizer: TokenDecoder = text.table !== null ? new TokenTable(text.table) : loadTokenizer(tokenizerJson, file('tokenizer_config.json'));
     const modelId = opts.modelId ?? basename(resolve(opts.modelDir));
-    return new Engine(worker, text, tokenizer, text.handlesTools, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped, [...new Set([modelId, ...opts.modelAliases ?? []])], hiddenSize, prefixCaching);
+    return new Engine(worker, text, tokenizer, text.handlesTools, modelId, config.maxPositions, config.vocabSize, stopIds, exportDir, maxNumSeqs + maxWaiting, maxSequenceTokens, maxRunning, int4Swapped, attentionFused, [...new Set([modelId, ...opts.modelAliases ?? []])], hiddenSize, prefixCaching);
   }
 
   /** The scheduler's counters after its latest step (null before the first). */

@@ -5,6 +5,7 @@
  * The paged ModelRunner runs on it.
  */
 import { NativeSession, OnnxType, loadNativeOrt, type Binding } from './native/ort-native.ts';
+import type { FusedAttentionSpec } from './native/attention-graph.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
 import { EngineError } from '../errors.ts';
 import { createSession, Tensor, type Device, type OrtSession, type OrtTensor } from './session.ts';
@@ -29,6 +30,8 @@ export interface GraphSession {
   readonly binder: Binder;
   /** Int4 matmuls run by gemma-serve's kernel instead of MatMulNBits (native/q4gemm.cc; 0 on the stock binding). */
   readonly int4Swapped: number;
+  /** Layers whose attention runs as one fused node (native/attnop.cc; 0 on the stock binding). */
+  readonly attentionFused: number;
   /** Runs the graph; the outputs by name, valid until the next run. */
   run(inputs: readonly HostInput[], outputs: readonly FloatOutput[]): Promise<Record<string, Float32Array>>;
   release(): Promise<void>;
@@ -41,6 +44,8 @@ export interface GraphSessionOptions {
   readonly binder?: Binder;
   /** CPU int4 matmuls on the native binder (default `auto`). */
   readonly int4Kernel?: Int4Kernel;
+  /** On the native binder's CPU sessions: each layer's attention as one fused node, where the graph allows. */
+  readonly fusedAttention?: FusedAttentionSpec;
 }
 
 export async function openGraphSession(modelPath: string, opts: GraphSessionOptions): Promise<GraphSession> {
@@ -64,6 +69,10 @@ class NativeGraphSession implements GraphSession {
 
   get int4Swapped(): number {
     return this.session.int4Swapped;
+  }
+
+  get attentionFused(): number {
+    return this.session.attentionFused;
   }
 
   async run(inputs: readonly HostInput[], outputs: readonly FloatOutput[]): Promise<Record<string, Float32Array>> {
@@ -90,6 +99,7 @@ class NativeGraphSession implements GraphSession {
 class StockGraphSession implements GraphSession {
   readonly binder = 'stock';
   readonly int4Swapped = 0;
+  readonly attentionFused = 0;
 
   /** `ort`: the onnxruntime-node session (bench/op-profile.ts times its run). */
   constructor(readonly ort: OrtSession) {}

@@ -13,6 +13,7 @@ import { KvCache } from './kv-cache.ts';
 import { copyHidden, isContiguous, logitOffsets, newHiddenRows, scatterLogits, stepGroups } from './step-groups.ts';
 import { blocksNeeded, slotPosition, type CacheLayout, type HiddenRows, type PlanRow, type Runner, type StepOutput, type StepPlan } from '../scheduler/runner-contract.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
+import { fusedAttentionSpec, type AttentionKernel } from './native/attention-graph.ts';
 import { openGraphSession, type Binder, type GraphSession, type HostInput } from './graph-session.ts';
 import type { Device } from './session.ts';
 import type { Gemma2Config } from '../checkpoint/config.ts';
@@ -34,6 +35,8 @@ export interface ModelRunnerOptions {
   readonly binder?: Binder;
   /** CPU int4 matmuls: gemma-serve's kernel where it is faster (`auto`, default), ONNX Runtime's (`ort`), or gemma-serve's always. */
   readonly int4Kernel?: Int4Kernel;
+  /** CPU attention on the native binder: one fused node a layer (`auto`, default) or the exported nodes (`ort`). */
+  readonly attentionKernel?: AttentionKernel;
   /** A layout that supports prefix caching (CacheLayout.prefixCaching: the ring one block longer); default false. */
   readonly prefixCaching?: boolean;
 }
@@ -71,10 +74,17 @@ export class ModelRunner implements Runner {
     return this.session.int4Swapped;
   }
 
+  /** Layers whose attention runs as one fused node (GraphSession.attentionFused). */
+  get attentionFused(): number {
+    return this.session.attentionFused;
+  }
+
   static async load(exportDir: string, opts: ModelRunnerOptions = {}): Promise<ModelRunner> {
     const { config, manifest } = readManifest(exportDir);
     const dtype = manifestKvDtype(manifest);
-    const session = await openGraphSession(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads, binder: opts.binder, int4Kernel: opts.int4Kernel });
+    const session = await openGraphSession(join(exportDir, MODEL_FILE), { device: opts.device ?? 'cpu', intraOpThreads: opts.intraOpThreads, binder: opts.binder, int4Kernel: opts.int4Kernel,
+      ...(opts.attentionKernel === 'ort' ? {} : { fusedAttention: fusedAttentionSpec(config) }),
+    });
     const blockSize = opts.blockSize ?? 16;
     const pc = opts.prefixCaching ?? false;
     const layout = opts.kvCacheTokens !== undefined

@@ -7,6 +7,7 @@
 import type { SamplingParams } from './sampling.ts';
 import type { Device } from './session.ts';
 import type { Int4Kernel } from './native/q4-graph.ts';
+import type { AttentionKernel } from './native/attention-graph.ts';
 import type { SchedulerStats } from '../scheduler/types.ts';
 import type { Constraint } from './grammar/constraint.ts';
 
@@ -41,6 +42,8 @@ export interface WorkerInit {
   readonly threads?: number;
   /** CPU int4 matmuls (ModelRunnerOptions.int4Kernel). */
   readonly int4Kernel?: Int4Kernel;
+  /** CPU attention (ModelRunnerOptions.attentionKernel). */
+  readonly attentionKernel?: AttentionKernel;
   /** Cache blocks of this many positions. */
   readonly blockSize?: number;
   /** Who samples: the sampler graph on the model's execution provider (default, where the native runner is built) or the JS sampler. */
@@ -113,7 +116,7 @@ export interface StepReport {
 
 export type FromWorker =
   /** Loaded; `maxSequenceTokens`: the longest sequence the KV cache can hold alone; `prefixCaching`: whether prompt prefixes are reused. */
-  | { readonly type: 'ready'; readonly maxSequenceTokens: number; readonly maxRunning: number; readonly int4Swapped: number; readonly hiddenSize: number | null; readonly prefixCaching: boolean }
+  | { readonly type: 'ready'; readonly maxSequenceTokens: number; readonly maxRunning: number; readonly int4Swapped: number; readonly attentionFused: number; readonly hiddenSize: number | null; readonly prefixCaching: boolean }
   /** The model could not be loaded. */
   | { readonly type: 'error'; readonly id: null; readonly message: string }
   /** The answer to 'compile': `error` is the refusal, absent when the constraint compiled. */

@@ -29,7 +29,7 @@ async function main(): Promise<void> {
   try {
     runner = init.script !== undefined
       ? ScriptedRunner.load(init.exportDir, init.script, init.kvCacheBytes, init.prefixCaching)
-      : await loadRunner(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes, blockSize: init.blockSize, maxNumSeqs: init.maxNumSeqs, intraOpThreads: init.threads, int4Kernel: init.int4Kernel, prefixCaching: init.prefixCaching });
+      : await loadRunner(init.exportDir, { device: init.device, kvCacheBytes: init.kvCacheBytes, blockSize: init.blockSize, maxNumSeqs: init.maxNumSeqs, intraOpThreads: init.threads, int4Kernel: init.int4Kernel, attentionKernel: init.attentionKernel, prefixCaching: init.prefixCaching });
   } catch (e) {
     send({ type: 'error', id: null, message: (e as Error).message });
     return;
@@ -72,7 +72,7 @@ async function main(): Promise<void> {
       loop.close();
     }
   });
-  send({ type: 'ready', maxSequenceTokens: loop.scheduler.cache.maxSequenceTokens(), maxRunning: maxNumSeqs, int4Swapped: runner.int4Swapped ?? 0, hiddenSize: runner.hiddenSize ?? null, prefixCaching: loop.scheduler.cache.prefixCaching });
+  send({ type: 'ready', maxSequenceTokens: loop.scheduler.cache.maxSequenceTokens(), maxRunning: maxNumSeqs, int4Swapped: runner.int4Swapped ?? 0, attentionFused: runner.attentionFused ?? 0, hiddenSize: runner.hiddenSize ?? null, prefixCaching: loop.scheduler.cache.prefixCaching });
   await loop.run();
   await runner.release();
   if (sampler !== null && !('error' in sampler)) sampler.release();

@@ -168,6 +168,8 @@ export interface Runner {
   readonly hiddenSize?: number;
   /** Int4 matmuls run by gemma-serve's kernel (0 or absent: none). */
   readonly int4Swapped?: number;
+  /** Layers whose attention runs as one fused node (0 or absent: none). */
+  readonly attentionFused?: number;
   /**
    * From now on, leave the logits in device memory (StepOutput.device, `logits` empty) when the
    * runner runs on `device` ('cpu' | 'cuda'); true when it will. Asked once, before the first step,

@@ -14,7 +14,9 @@ import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { EngineError } from '../../errors.ts';
 import { sessionCreateError, type Device } from '../session.ts';
-import { withQ4Kernel, type Int4Kernel } from './q4-graph.ts';
+import onnxProto from 'onnx-proto';
+import { swapAttention, type FusedAttentionSpec } from './attention-graph.ts';
+import { swapQ4Nodes, type Int4Kernel } from './q4-graph.ts';
 
 /** ONNX TensorProto element types the runner binds. */
 export const OnnxType = { FLOAT: 1, INT32: 6, INT64: 7, FLOAT16: 10 } as const;
@@ -50,9 +52,13 @@ interface Addon {
   release(s: object): void;
   /** The kernel MatMulQ4 runs here ('avx512vnni' | 'scalar'); `forceScalar` sets it first. */
   q4Kernel(forceScalar?: boolean): string;
+  /** The path PagedAttention takes here ('avx512' | 'scalar'); `forceScalar` sets it first. */
+  attentionKernel(forceScalar?: boolean): string;
   /** Bytes of packed weights the process's MatMulQ4 kernels hold (4.5 bits a weight with fp16-exact scales, else 5). */
   q4PackedBytes(): number;
 }
+
+const { onnx } = onnxProto;
 
 export const NATIVE_ADDON_PATH = join(import.meta.dirname, '..', '..', '..', 'build', 'gs_ort.node');
 
@@ -76,7 +82,7 @@ export function loadNativeOrt(): { addon: Addon } | { error: string } {
     try {
       const addon = createRequire(import.meta.url)(NATIVE_ADDON_PATH) as Partial<Addon>;
       // An addon built from older sources would read a buffer of another session as its own.
-      cached = typeof addon.hostOutputBytes === 'function' && typeof addon.free === 'function'
+      cached = typeof addon.hostOutputBytes === 'function' && typeof addon.free === 'function' && typeof addon.attentionKernel === 'function'
         ? { addon: addon as Addon }
         : { error: `the native runner at ${NATIVE_ADDON_PATH} was built from older sources: run 'node native/build.mjs --strict' to rebuild it` };
     } catch (e) {
@@ -93,6 +99,8 @@ export interface NativeSessionOptions {
   readonly intraOpThreads?: number;
   /** CPU int4 matmuls (q4-graph.ts); default `auto`. */
   readonly int4Kernel?: Int4Kernel;
+  /** On the CPU: each paged layer's attention as one fused node (attention-graph.ts) where the graph allows; absent: as exported. */
+  readonly fusedAttention?: FusedAttentionSpec;
 }
 
 export class NativeSession {
@@ -102,8 +110,9 @@ export class NativeSession {
 
   /**
    * @param int4Swapped MatMulNBits nodes this session runs with gemma-serve's int4 kernel.
+   * @param attentionFused layers whose attention this session runs as one PagedAttention node.
    */
-  private constructor(private readonly addon: Addon, private readonly handle: object, readonly device: Device, readonly int4Swapped: number) {
+  private constructor(private readonly addon: Addon, private readonly handle: object, readonly device: Device, readonly int4Swapped: number, readonly attentionFused: number) {
     this.inputNames = addon.inputNames(handle);
     this.outputNames = addon.outputNames(handle);
   }
@@ -113,20 +122,23 @@ export class NativeSession {
     if ('error' in loaded) throw new EngineError(loaded.error, 'native_runner_unavailable', 500);
     const kernel = opts.int4Kernel ?? 'auto';
     const swap = opts.device === 'cpu' && (kernel === 'gemma-serve' || (kernel === 'auto' && loaded.addon.q4Kernel() === 'avx512vnni'));
+    const fuse = opts.device === 'cpu' ? opts.fusedAttention : undefined;
     let handle: object;
     let swapped = 0;
+    let fused = 0;
     try {
       let model: string | [Uint8Array, string] = modelPath;
-      if (swap) {
-        const graph = withQ4Kernel(readFileSync(modelPath));
-        swapped = graph.swapped;
-        if (swapped > 0) model = [graph.bytes, dirname(resolve(modelPath))];
+      if (swap || fuse !== undefined) {
+        const proto = onnx.ModelProto.decode(readFileSync(modelPath));
+        if (swap) swapped = swapQ4Nodes(proto);
+        if (fuse !== undefined) fused = swapAttention(proto, fuse);
+        if (swapped + fused > 0) model = [onnx.ModelProto.encode(proto).finish(), dirname(resolve(modelPath))];
       }
       handle = loaded.addon.createSession(model, opts.device, opts.deviceId ?? 0, opts.intraOpThreads ?? 0);
     } catch (e) {
       throw sessionCreateError(opts.device, modelPath, e);
     }
-    return new NativeSession(loaded.addon, handle, opts.device, swapped);
+    return new NativeSession(loaded.addon, handle, opts.device, swapped, fused);
   }
 
   /** A zeroed (on CPU; uninitialized on CUDA) buffer of `bytes` in the session's device memory, freed with the session. */

@@ -42,6 +42,12 @@ function swappable(node: P.INodeProto, floatInitializers: ReadonlySet<string>): 
 /** The graph with its eligible MatMulNBits nodes run by MatMulQ4, and how many were swapped (0: `bytes` returned as is). */
 export function withQ4Kernel(bytes: Uint8Array): { readonly bytes: Uint8Array; readonly swapped: number } {
   const model = onnx.ModelProto.decode(bytes);
+  const swapped = swapQ4Nodes(model);
+  return swapped === 0 ? { bytes, swapped } : { bytes: onnx.ModelProto.encode(model).finish(), swapped };
+}
+
+/** Runs the eligible MatMulNBits nodes of `model` (decoded) by MatMulQ4, in place; how many. */
+export function swapQ4Nodes(model: P.IModelProto): number {
   const graph = model.graph!;
   const floatInitializers = new Set((graph.initializer ?? []).filter((t) => t.dataType === FLOAT).map((t) => t.name!));
   let swapped = 0;
@@ -52,9 +58,13 @@ export function withQ4Kernel(bytes: Uint8Array): { readonly bytes: Uint8Array; r
     node.input = node.input!.slice(0, 3);
     swapped++;
   }
-  if (swapped === 0) return { bytes, swapped };
+  if (swapped > 0) importDomain(model);
+  return swapped;
+}
+
+/** Declares gemma-serve's operator domain in `model`'s opset imports (once). */
+export function importDomain(model: P.IModelProto): void {
   if (!(model.opsetImport ?? []).some((o) => o.domain === Q4_DOMAIN)) {
     model.opsetImport = [...(model.opsetImport ?? []), { domain: Q4_DOMAIN, version: 1 }];
   }
-  return { bytes: onnx.ModelProto.encode(model).finish(), swapped };
 }
