@@ -2,7 +2,7 @@
  * The engine alone, no HTTP: prefill speed and decode step time, so engine regressions show
  * without the server in the way.
  *
- *   npm run bench:engine -- [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--attention-kernel auto|ort] [--sampler graph|js] [--json FILE]
+ *   npm run bench:engine -- [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--attention-kernel auto|ort] [--threads N] [--sampler graph|js] [--json FILE]
  *
  * MODEL_DIR: an export or a checkpoint (exported once into a temporary data dir); none: a tiny
  * random-weight model generated into a temporary dir. What each number includes:
@@ -43,6 +43,7 @@ const { values: opts, positionals } = parseArgs({
     json: { type: 'string' },
     'int4-kernel': { type: 'string', default: 'auto' },
     'attention-kernel': { type: 'string', default: 'auto' },
+    threads: { type: 'string', default: '0' },
     sampler: { type: 'string', default: 'graph' },
   },
 });
@@ -52,10 +53,11 @@ const steps = Number(opts.steps);
 const runs = Number(opts.runs);
 const int4Kernel = opts['int4-kernel'] as Int4Kernel;
 const attentionKernel = opts['attention-kernel'] as AttentionKernel;
+const threads = Number(opts.threads);
 const sampler = opts.sampler as SamplerKind;
 if (!(['graph', 'js'] as const).includes(sampler as never)) throw new Error('--sampler: graph or js');
-if (batches.some((b) => !Number.isInteger(b) || b < 1) || !(steps >= 1) || !(runs >= 1) || promptLens.some((n) => !Number.isInteger(n) || n < 1) || !INT4_KERNELS.includes(int4Kernel) || !ATTENTION_KERNELS.includes(attentionKernel)) {
-  throw new Error('usage: bench/engine.ts [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--attention-kernel auto|ort] [--sampler graph|js] [--json FILE]');
+if (batches.some((b) => !Number.isInteger(b) || b < 1) || !(steps >= 1) || !(runs >= 1) || promptLens.some((n) => !Number.isInteger(n) || n < 1) || !INT4_KERNELS.includes(int4Kernel) || !ATTENTION_KERNELS.includes(attentionKernel) || !Number.isInteger(threads) || threads < 0) {
+  throw new Error('usage: bench/engine.ts [MODEL_DIR] [--prompt 512[,N…]] [--batches 1,4,8,16|none] [--steps 16] [--runs 5] [--int4-kernel auto|ort|gemma-serve] [--attention-kernel auto|ort] [--threads N] [--sampler graph|js] [--json FILE]');
 }
 
 const tmp = mkdtempSync(join(tmpdir(), 'gs-bench-engine-'));
@@ -79,7 +81,7 @@ const bytesPerToken = KvCache.bytesPerToken(config);
 const kvCacheBytes = (Math.max(promptLen + 1, maxBatch * decodeLen) + 2 * 16 * (maxBatch + 1)) * bytesPerToken * 2;
 
 const tLoad = performance.now();
-const engine = await Engine.start({ modelDir: exportDir, kvCacheBytes, maxNumSeqs: maxBatch, maxWaiting: maxBatch, maxNumBatchedTokens: Math.max(promptLen, maxBatch * DECODE_PROMPT), int4Kernel, attentionKernel, sampler });
+const engine = await Engine.start({ modelDir: exportDir, kvCacheBytes, maxNumSeqs: maxBatch, maxWaiting: maxBatch, maxNumBatchedTokens: Math.max(promptLen, maxBatch * DECODE_PROMPT), int4Kernel, attentionKernel, threads, sampler });
 const loadS = (performance.now() - tLoad) / 1000;
 
 // Random prompts over the ordinary (non-special) ids.

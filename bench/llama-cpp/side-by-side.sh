@@ -31,7 +31,9 @@ for ((r = 1; r <= server_rounds; r++)); do
   gs bench --url http://127.0.0.1:8202 "${SB[@]}" --out "$out/llama-$r.json" 2> "$out/llama-$r.err"
   kill "$server"; wait "$server" 2> /dev/null; sleep 2
   echo "== round $r gemma-serve $(date +%T) load $(load)"
-  gs serve --model "$model" --port 8203 --max-num-seqs 8 > "$out/gs-$r.log" 2>&1 & server=$!
+  # node itself in the background (not the gs function: $! would be a subshell, and killing it
+  # would leave the server running into the next round)
+  node bin/gemma-serve.js serve --model "$model" --port 8203 --max-num-seqs 8 > "$out/gs-$r.log" 2>&1 & server=$!
   ready http://127.0.0.1:8203/ready
   gs bench --url http://127.0.0.1:8203 "${SB[@]}" --out "$out/gs-$r.json" 2> "$out/gs-$r.err"
   kill "$server"; wait "$server" 2> /dev/null; sleep 2

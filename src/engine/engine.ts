@@ -39,7 +39,7 @@ export interface EngineOptions {
   readonly maxNumSeqs?: number;
   /** Requests that may wait beyond maxNumSeqs (default 256); more are refused (QueueFullError). */
   readonly maxWaiting?: number;
-  /** ONNX Runtime intra-op threads (default: one per core). */
+  /** ONNX Runtime intra-op threads (default: one per physical core, session.ts intraOpThreads()). */
   readonly threads?: number;
   /** CPU int4 matmuls (default `auto`: gemma-serve's kernel where the CPU has AVX-512 VNNI). */
   readonly int4Kernel?: Int4Kernel;

@@ -38,7 +38,7 @@ export interface WorkerInit {
   readonly maxNumSeqs: number;
   /** Most tokens one step computes (default DEFAULT_MAX_NUM_BATCHED_TOKENS). */
   readonly maxNumBatchedTokens?: number;
-  /** ONNX Runtime intra-op threads (0 or absent: one per core). */
+  /** ONNX Runtime intra-op threads (0 or absent: one per physical core, session.ts intraOpThreads()). */
   readonly threads?: number;
   /** CPU int4 matmuls (ModelRunnerOptions.int4Kernel). */
   readonly int4Kernel?: Int4Kernel;

@@ -13,7 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { EngineError } from '../../errors.ts';
-import { sessionCreateError, type Device } from '../session.ts';
+import { intraOpThreads, sessionCreateError, type Device } from '../session.ts';
 import onnxProto from 'onnx-proto';
 import { swapAttention, type FusedAttentionSpec } from './attention-graph.ts';
 import { swapQ4Nodes, type Int4Kernel } from './q4-graph.ts';
@@ -95,7 +95,7 @@ export function loadNativeOrt(): { addon: Addon } | { error: string } {
 export interface NativeSessionOptions {
   readonly device: Device;
   readonly deviceId?: number;
-  /** Threads for one operator; 0 lets ORT choose. */
+  /** Threads for one operator; 0 or absent: one per physical core (session.ts intraOpThreads()). */
   readonly intraOpThreads?: number;
   /** CPU int4 matmuls (q4-graph.ts); default `auto`. */
   readonly int4Kernel?: Int4Kernel;
@@ -134,7 +134,7 @@ export class NativeSession {
         if (fuse !== undefined) fused = swapAttention(proto, fuse);
         if (swapped + fused > 0) model = [onnx.ModelProto.encode(proto).finish(), dirname(resolve(modelPath))];
       }
-      handle = loaded.addon.createSession(model, opts.device, opts.deviceId ?? 0, opts.intraOpThreads ?? 0);
+      handle = loaded.addon.createSession(model, opts.device, opts.deviceId ?? 0, intraOpThreads(opts.intraOpThreads));
     } catch (e) {
       throw sessionCreateError(opts.device, modelPath, e);
     }
