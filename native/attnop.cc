@@ -184,6 +184,31 @@ void Rotate(const float* x, const float* cos, const float* sin, int64_t D, float
 
 inline bool Visible(int64_t i, int64_t j, int64_t window) { return j >= 0 && j <= i && (window == 0 || i - j < window); }
 
+// Calls fn(key, value, position) for each key of row b's kv head whose position `accept` takes:
+// the cached slots (through the block table), then the step's new tokens (padding skipped).
+template <typename Accept, typename Fn>
+void ForEachKey(Work* w, int64_t b, int64_t kv, Accept accept, Fn fn) {
+  const int64_t D = w->D, S = w->S, nkv = w->kernel->nkv;
+  const int64_t* slots = w->slots + b * w->C;
+  const int64_t* table = w->table + b * w->M;
+  for (int64_t c = 0; c < w->C; c++) {
+    if (!accept(slots[c])) continue;
+    const int64_t block = table[c / w->bs];
+    if (block < 0 || block >= w->NB) {
+      w->bad_block.store(true, std::memory_order_relaxed);
+      continue;
+    }
+    const int64_t at = ((kv * w->NB + block) * w->bs + c % w->bs) * D;
+    fn(w->kpool + at, w->vpool + at, slots[c]);
+  }
+  const float* qpos = w->qpos + b * S;
+  for (int64_t t = 0; t < S; t++) {
+    if (qpos[t] < 0 || !accept(static_cast<int64_t>(qpos[t]))) continue;
+    const int64_t at = ((b * S + t) * nkv + kv) * D;
+    fn(w->kr + at, w->v + at, static_cast<int64_t>(qpos[t]));
+  }
+}
+
 #ifdef GSA_X86
 // scores[r][l] = q_r · key_l for rows [0, R) and the 16 keys (zero past n) transposed in kt [D][16].
 // (GCC keeps the fixed-size accumulator arrays in registers only when their loops are unrolled.)
@@ -249,10 +274,8 @@ GSA_AVX512 void ValueRows(const float* p, int64_t ld, const float* const* values
 // then p·v in 4-row tiles, as a GEMM would; each row's mask applied to its scores in between.
 GSA_AVX512 void AttendTiled(Work* w, int64_t b, int64_t kv, int64_t s0, int64_t s1) {
   const Kernel& k = *w->kernel;
-  const int64_t D = w->D, S = w->S, nq = k.nq, nkv = k.nkv, grp = w->grp;
+  const int64_t D = w->D, S = w->S, nq = k.nq, grp = w->grp;
   const int64_t R = (s1 - s0) * grp;
-  const int64_t* slots = w->slots + b * w->C;
-  const int64_t* table = w->table + b * w->M;
   const float* qpos = w->qpos + b * S;
   // Keys any row of the chunk can see: from the chunk's first position's window to its last position.
   int64_t lo = INT64_MAX, hi = -1;
@@ -268,25 +291,11 @@ GSA_AVX512 void AttendTiled(Work* w, int64_t b, int64_t kv, int64_t s0, int64_t 
   values.clear();
   kpos.clear();
   const auto candidate = [&](int64_t j) { return j >= 0 && j <= hi && (k.window == 0 || lo - j < k.window); };
-  for (int64_t c = 0; c < w->C; c++) {
-    if (!candidate(slots[c])) continue;
-    const int64_t block = table[c / w->bs];
-    if (block < 0 || block >= w->NB) {
-      w->bad_block.store(true, std::memory_order_relaxed);
-      continue;
-    }
-    const int64_t at = ((kv * w->NB + block) * w->bs + c % w->bs) * D;
-    keys.push_back(w->kpool + at);
-    values.push_back(w->vpool + at);
-    kpos.push_back(slots[c]);
-  }
-  for (int64_t t = 0; t < S; t++) {
-    if (qpos[t] < 0 || !candidate(static_cast<int64_t>(qpos[t]))) continue;
-    const int64_t at = ((b * S + t) * nkv + kv) * D;
-    keys.push_back(w->kr + at);
-    values.push_back(w->v + at);
-    kpos.push_back(static_cast<int64_t>(qpos[t]));
-  }
+  ForEachKey(w, b, kv, candidate, [&](const float* key, const float* value, int64_t j) {
+    keys.push_back(key);
+    values.push_back(value);
+    kpos.push_back(j);
+  });
   const int64_t n = static_cast<int64_t>(keys.size());
   const int64_t ld = (n + 15) / 16 * 16;
   q.resize(static_cast<size_t>(R * D));
@@ -372,8 +381,6 @@ void AttendItem(void* p, size_t item) {
     values.resize(width);
   }
   if (qrow.size() < static_cast<size_t>(D)) qrow.resize(static_cast<size_t>(D));
-  const int64_t* slots = w->slots + b * w->C;
-  const int64_t* table = w->table + b * w->M;
   const float* qpos = w->qpos + b * S;
   for (int64_t s = s0; s < s1; s++) {
     const int64_t i = static_cast<int64_t>(qpos[s]);
@@ -386,23 +393,10 @@ void AttendItem(void* p, size_t item) {
       if (qpos[s] < 0) continue;
       Rotate(w->q + ((b * S + s) * nq + h) * D, cos, sin, D, k.scale, qrow.data());
       int64_t n = 0;
-      for (int64_t c = 0; c < w->C; c++) {
-        if (!Visible(i, slots[c], k.window)) continue;
-        const int64_t block = table[c / w->bs];
-        if (block < 0 || block >= w->NB) {
-          w->bad_block.store(true, std::memory_order_relaxed);
-          continue;
-        }
-        const int64_t at = ((kv * w->NB + block) * w->bs + c % w->bs) * D;
-        scores[n] = w->vec.Dot(qrow.data(), w->kpool + at);
-        values[n++] = w->vpool + at;
-      }
-      for (int64_t t = 0; t < S; t++) {
-        if (qpos[t] < 0 || !Visible(i, static_cast<int64_t>(qpos[t]), k.window)) continue;
-        const int64_t at = ((b * S + t) * nkv + kv) * D;
-        scores[n] = w->vec.Dot(qrow.data(), w->kr + at);
-        values[n++] = w->v + at;
-      }
+      ForEachKey(w, b, kv, [&](int64_t j) { return Visible(i, j, k.window); }, [&](const float* key, const float* value, int64_t) {
+        scores[n] = w->vec.Dot(qrow.data(), key);
+        values[n++] = value;
+      });
       if (n == 0) continue;
       if (k.softcap > 0.f) w->vec.Softcap(scores.data(), n, k.softcap);
       const float max = *std::max_element(scores.data(), scores.data() + n);
