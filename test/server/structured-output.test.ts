@@ -130,18 +130,22 @@ t.test('200 varied JSON schemas at temperature 1: every output that stops valida
 
 t.test('json_object always parses to an object, streamed or not, chat and completions', async (t) => {
   const results = await batched(Array.from({ length: 16 }, (_, i) => i), 16, (i) => {
-    const body = { response_format: { type: 'json_object' }, stream: i % 2 === 0, seed: i, temperature: 1, max_tokens: 200 };
+    const body = { response_format: { type: 'json_object' }, stream: i % 2 === 0, seed: i, temperature: 1, max_tokens: 400 };
     return i < 12 ? chat(body) : complete(body);
   });
   let stopped = 0;
   for (const res of results) {
     t.equal(res.status, 200);
-    if (res.reason !== 'stop') continue;
+    // A random model's object may nest until max_tokens: then it is cut, but still an object's start.
+    if (res.reason !== 'stop') { t.equal(res.reason, 'length'); t.match(res.text, /^\s*\{/, 'a cut object starts as one'); continue; }
     stopped++;
     const v = JSON.parse(res.text) as unknown;
     t.ok(typeof v === 'object' && v !== null && !Array.isArray(v), `an object: ${res.text}`);
   }
-  t.ok(stopped >= 12, `${stopped}/16 stopped`);
+  // Which outputs stop varies with the batches their steps ran in (16 requests at once, so the
+  // numerics of each step vary a little). At 200 tokens 12/16 stopped, exactly the threshold;
+  // at 400 tokens 14/16. Half is enough for the check above to see objects.
+  t.ok(stopped >= 8, `${stopped}/16 stopped`);
 });
 
 t.test('choice and regex outputs match, through structured_outputs and guided_*', async (t) => {
