@@ -18,8 +18,13 @@
 //     a TypedArray (host memory), [bufferId, byteOffset] (a buffer of this session), or
 //     [bufferId, byteOffset, ownerSession] (another session's buffer on the same device: one
 //     session's output bound in place as the next session's input, e.g. the logits a sampler reads)
+//   prepare(session, inputs, outputs) -> handle: bindings of the session's own buffers, made
+//     once; run(session, inputs, outputs, handle) binds them beside its own (KV caches, step
+//     after step). A run refuses them once one of their buffers was freed.
 //   hostOutputBytes() -> bytes all runs have written into host-memory outputs so far (on CUDA:
 //     what crossed from the device to the host; tests assert what a step brings back)
+//   runNanos() -> nanoseconds all runs have spent inside ONNX Runtime (RunWithBinding and the
+//     output synchronization): the rest of a run call is the binding's own host work (benches)
 //   release(session)
 //   q4Kernel([forceScalar]) -> "avx512vnni" | "scalar": the kernel of ai.gemma_serve.MatMulQ4,
 //     the int4 matmul CPU sessions register (q4op.cc, q4gemm.cc)
@@ -29,9 +34,11 @@
 #include <node_api.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -47,6 +54,7 @@ const OrtApi* g_ort = nullptr;
 OrtEnv* g_env = nullptr;  // one per process, shared by every worker thread that loads the addon
 std::mutex g_init_mutex;
 std::atomic<uint64_t> g_host_output_bytes{0};
+std::atomic<uint64_t> g_run_nanos{0};
 
 struct Buffer {
   void* ptr;
@@ -339,6 +347,14 @@ napi_value Free(napi_env env, napi_callback_info info) {
   });
 }
 
+napi_value RunNanos(napi_env env, napi_callback_info) {
+  return Guard(env, [&] {
+    napi_value out;
+    CheckNapi(env, napi_create_double(env, static_cast<double>(g_run_nanos.load()), &out), "nanos");
+    return out;
+  });
+}
+
 napi_value HostOutputBytes(napi_env env, napi_callback_info) {
   return Guard(env, [&] {
     napi_value out;
@@ -347,9 +363,16 @@ napi_value HostOutputBytes(napi_env env, napi_callback_info) {
   });
 }
 
+// A buffer a value was made over: which one, and its memory then (a freed buffer's is null).
+struct BufferUse {
+  size_t id;
+  void* ptr;
+};
+
 // One [name, type, dims, data] spec → an OrtValue over the caller's memory (never copied).
-// `*host_bytes`: its bytes when they are host memory (a typed array), else 0.
-OrtValue* MakeValue(napi_env env, Session* s, napi_value spec, std::string* name, size_t* host_bytes) {
+// `*host_bytes`: its bytes when they are host memory (a typed array), else 0. `*use`, when given:
+// the session's own buffer the value is over (a spec of any other memory is refused then).
+OrtValue* MakeValue(napi_env env, Session* s, napi_value spec, std::string* name, size_t* host_bytes, BufferUse* use = nullptr) {
   *name = GetString(env, Element(env, spec, 0));
   const int type = static_cast<int>(GetInt(env, Element(env, spec, 1)));
   napi_value dims_v = Element(env, spec, 2);
@@ -375,6 +398,7 @@ OrtValue* MakeValue(napi_env env, Session* s, napi_value spec, std::string* name
     CheckNapi(env, napi_get_typedarray_info(env, data, &t, &length, &ptr, &ab, &offset), "typed array");
     have = length * TypedArrayElementBytes(t);
     *host_bytes = need;
+    if (use != nullptr) throw Failure{*name + ": only the session's own buffers can be prepared"};
   } else {
     const int64_t id = GetInt(env, Element(env, data, 0));
     const int64_t offset = GetInt(env, Element(env, data, 1));
@@ -383,6 +407,7 @@ OrtValue* MakeValue(napi_env env, Session* s, napi_value spec, std::string* name
     // that run returns, so the data is complete when this session reads it.
     const Session* owner = s;
     if (Length(env, data) > 2) {
+      if (use != nullptr) throw Failure{*name + ": only the session's own buffers can be prepared"};
       owner = GetSession(env, Element(env, data, 2));
       if (owner->cuda != s->cuda || owner->device_id != s->device_id) throw Failure{*name + ": the buffer is on another device"};
     }
@@ -392,6 +417,7 @@ OrtValue* MakeValue(napi_env env, Session* s, napi_value spec, std::string* name
     if (offset < 0 || static_cast<size_t>(offset) > b.bytes) throw Failure{*name + ": offset outside the buffer"};
     ptr = static_cast<char*>(b.ptr) + offset;
     have = b.bytes - static_cast<size_t>(offset);
+    if (use != nullptr) *use = {static_cast<size_t>(id), b.ptr};
     where = owner->device_info;
     *host_bytes = 0;
   }
@@ -404,10 +430,74 @@ OrtValue* MakeValue(napi_env env, Session* s, napi_value spec, std::string* name
   return value;
 }
 
-napi_value Run(napi_env env, napi_callback_info info) {
+// Each spec of the inputs list then the outputs list (lists[0], lists[1]) made into a value (f
+// owns it then): f(io, name, value, host_bytes, use). `prepared`: only the session's own buffers.
+template <typename F>
+void ForEachValue(napi_env env, Session* s, const napi_value* lists, bool prepared, F&& f) {
+  for (int io = 0; io < 2; io++) {
+    const uint32_t n = Length(env, lists[io]);
+    for (uint32_t i = 0; i < n; i++) {
+      std::string name;
+      size_t host_bytes = 0;
+      BufferUse use{};
+      OrtValue* v = MakeValue(env, s, Element(env, lists[io], i), &name, &host_bytes, prepared ? &use : nullptr);
+      f(io, name, v, host_bytes, use);
+    }
+  }
+}
+
+// Bindings made once and bound run after run (prepare): values over the session's own buffers
+// (KV caches), so a run parses and creates only the bindings that change.
+struct Prepared {
+  const Session* session;
+  std::vector<std::pair<std::string, OrtValue*>> values[2];  // inputs, outputs
+  std::vector<BufferUse> buffers;
+
+  ~Prepared() {
+    for (auto& side : values) {
+      for (auto& nv : side) g_ort->ReleaseValue(nv.second);
+    }
+  }
+};
+
+// prepare(session, inputs, outputs) -> handle: specs as run's, of the session's own buffers only.
+napi_value Prepare(napi_env env, napi_callback_info info) {
   return Guard(env, [&] {
     auto argv = Args(env, info, 3);
     Session* s = GetSession(env, argv[0]);
+    auto p = std::make_unique<Prepared>();
+    p->session = s;
+    ForEachValue(env, s, &argv[1], true, [&](int io, std::string& name, OrtValue* v, size_t, const BufferUse& use) {
+      p->values[io].emplace_back(std::move(name), v);
+      p->buffers.push_back(use);
+    });
+    napi_value out;
+    CheckNapi(env, napi_create_external(env, p.get(), [](napi_env, void* data, void*) { delete static_cast<Prepared*>(data); }, nullptr, &out), "prepared handle");
+    p.release();
+    return out;
+  });
+}
+
+// run(session, inputs, outputs[, prepared])
+napi_value Run(napi_env env, napi_callback_info info) {
+  return Guard(env, [&] {
+    size_t argc = 4;
+    napi_value argv[4];
+    CheckNapi(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr), "arguments");
+    if (argc < 3) throw Failure{"expected 3 arguments"};
+    Session* s = GetSession(env, argv[0]);
+    const Prepared* prepared = nullptr;
+    napi_valuetype t4 = napi_undefined;
+    if (argc > 3) CheckNapi(env, napi_typeof(env, argv[3], &t4), "prepared");
+    if (t4 != napi_undefined) {
+      void* p = nullptr;
+      CheckNapi(env, napi_get_value_external(env, argv[3], &p), "prepared handle");
+      prepared = static_cast<const Prepared*>(p);
+      if (prepared->session != s) throw Failure{"prepared bindings of another session"};
+      for (const BufferUse& u : prepared->buffers) {
+        if (u.id >= s->buffers.size() || s->buffers[u.id].ptr != u.ptr) throw Failure{"a prepared binding's buffer " + std::to_string(u.id) + " was freed"};
+      }
+    }
     std::vector<OrtValue*> values;
     size_t host_out = 0;
     auto release = [&] {
@@ -415,21 +505,24 @@ napi_value Run(napi_env env, napi_callback_info info) {
       g_ort->ClearBoundOutputs(s->binding);
       for (OrtValue* v : values) g_ort->ReleaseValue(v);
     };
+    auto bind = [&](int io, const std::string& name, OrtValue* v) {
+      Check(io == 0 ? g_ort->BindInput(s->binding, name.c_str(), v) : g_ort->BindOutput(s->binding, name.c_str(), v));
+    };
     try {
-      for (int io = 0; io < 2; io++) {
-        napi_value specs = argv[1 + io];
-        const uint32_t n = Length(env, specs);
-        for (uint32_t i = 0; i < n; i++) {
-          std::string name;
-          size_t host_bytes = 0;
-          OrtValue* v = MakeValue(env, s, Element(env, specs, i), &name, &host_bytes);
-          values.push_back(v);
-          if (io == 1) host_out += host_bytes;
-          Check(io == 0 ? g_ort->BindInput(s->binding, name.c_str(), v) : g_ort->BindOutput(s->binding, name.c_str(), v));
+      ForEachValue(env, s, &argv[1], false, [&](int io, std::string& name, OrtValue* v, size_t host_bytes, const BufferUse&) {
+        values.push_back(v);
+        if (io == 1) host_out += host_bytes;
+        bind(io, name, v);
+      });
+      if (prepared != nullptr) {
+        for (int io = 0; io < 2; io++) {
+          for (const auto& nv : prepared->values[io]) bind(io, nv.first, nv.second);
         }
       }
+      const auto t0 = std::chrono::steady_clock::now();
       Check(g_ort->RunWithBinding(s->session, s->run_options, s->binding));
       Check(g_ort->SynchronizeBoundOutputs(s->binding));
+      g_run_nanos += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
       g_host_output_bytes += host_out;
     } catch (...) {
       release();
@@ -513,7 +606,9 @@ napi_value Init(napi_env env, napi_value exports) {
       {"allocate", nullptr, Allocate, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"free", nullptr, Free, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"hostOutputBytes", nullptr, HostOutputBytes, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"runNanos", nullptr, RunNanos, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"run", nullptr, Run, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"prepare", nullptr, Prepare, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"q4Kernel", nullptr, Q4Kernel, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionKernel", nullptr, AttentionKernel, nullptr, nullptr, nullptr, napi_default, nullptr},

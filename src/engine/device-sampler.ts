@@ -31,6 +31,7 @@ import type { Generation } from './generation.ts';
 import type { Device } from './session.ts';
 import type { SampledToken } from './step-sampling.ts';
 import type { SamplerKind } from './types.ts';
+import { reusable } from './reusable.ts';
 
 /** `graph`: this sampler; `js`: sampling.ts row by row (the reference, and the path where the native runner is not built). */
 export const SAMPLER_KINDS: readonly SamplerKind[] = ['graph', 'js'];
@@ -64,8 +65,39 @@ export interface DeviceSamplerOptions {
   readonly inPlace?: boolean;
 }
 
+/** SamplerFeatures as bits (a graph's key: no string built per step). */
+const F = { gather: 1, penalties: 2, bias: 4, mask: 8, candidates: 16, logprobs: 32, greedy: 64, draw: 128, temperature: 256 } as const;
+
+function samplerFeatures(bits: number): SamplerFeatures {
+  const on = (k: keyof typeof F): boolean => (bits & F[k]) !== 0;
+  return { gather: on('gather'), penalties: on('penalties'), bias: on('bias'), mask: on('mask'), candidates: on('candidates'), logprobs: on('logprobs'), greedy: on('greedy'), draw: on('draw'), temperature: on('temperature') };
+}
+
+/** Per-row flags of a step. */
+const ROW_FILTERED = 1, ROW_TOO_WIDE = 2, ROW_STOP_MASKED = 4;
+
 export class DeviceSampler {
-  private readonly sessions = new Map<string, NativeSession>();
+  private readonly sessions = new Map<number | string, NativeSession>();
+  /** A step's per-row arrays, reused (bound with the step's shapes: longer arrays are fine). */
+  private readonly buffers = {
+    uniforms: reusable((n) => new Float64Array(n)),
+    flags: reusable((n) => new Uint8Array(n)),
+    rows: reusable((n) => new BigInt64Array(n)),
+    invTemperature: reusable((n) => new Float32Array(n)),
+    greedy: reusable((n) => new Int32Array(n)),
+    uniformBits: reusable((n) => new BigInt64Array(n)),
+    k: new BigInt64Array(1),
+    filtered: reusable((n) => new Int32Array(n)),
+    topK: reusable((n) => new BigInt64Array(n)),
+    topKActive: reusable((n) => new Int32Array(n)),
+    topP: reusable((n) => new Float32Array(n)),
+    minP: reusable((n) => new Float32Array(n)),
+    token: reusable((n) => new BigInt64Array(n)),
+    logprob: reusable((n) => new Float32Array(n)),
+    kept: reusable((n) => new BigInt64Array(n)),
+    topIds: reusable((n) => new BigInt64Array(n)),
+    topLogprobs: reusable((n) => new Float32Array(n)),
+  };
   private readonly dir: string;
   /** Milliseconds the last `sample` spent in ONNX Runtime's run (the rest of it is host time). */
   lastRunMs = 0;
@@ -97,50 +129,71 @@ export class DeviceSampler {
     const R = rows.length;
     const device = logits instanceof Float32Array ? null : logits;
     const N = device === null ? (logits as Float32Array).length / V : device.numRows;
-    const at = (s: SampleRow): number => (device === null ? s.row : device.rowIndex[s.row]!);
-    const uniforms = new Float64Array(R);
-    let needsPenalties = false, needsBias = false, needsMask = false, needsLogprobs = false;
+    const b = this.buffers;
+    const uniforms = b.uniforms(R);
+    const flags = b.flags(R);
+    // One pass over the rows: what each needs (flags) and what the batch needs (features).
+    let features = 0;
     let P = 1, Nb = 1, K = 1;
-    const filteredRow = new Uint8Array(R);
-    const tooWide = new Uint8Array(R);
-    const stopMasked = rows.map((s) => s.numOutput < s.g.req.minTokens && s.g.req.stopIds.some((id) => id >= 0 && id < V));
-    rows.forEach((s, i) => {
+    for (let i = 0; i < R; i++) {
+      const s = rows[i]!;
       const req = s.g.req;
       const p = req.sampling;
+      let f = 0;
+      if ((device === null ? s.row : device.rowIndex[s.row]!) !== i) features |= F.gather;
       if (p.temperature > 0) {
+        features |= F.draw;
+        if (p.temperature !== 1) features |= F.temperature;
         uniforms[i] = s.g.rand();
         const topK = activeTopK(s, V);
         if (topK > 0 || p.topP < 1 || p.minP > 0) {
-          filteredRow[i] = 1;
-          if (topK > MAX_CANDIDATES) tooWide[i] = 1;
-          else K = Math.max(K, topK > 0 ? topK : Math.min(V, this.opts.candidates ?? MAX_CANDIDATES));
+          f |= ROW_FILTERED;
+          if (topK > MAX_CANDIDATES) f |= ROW_TOO_WIDE;
+          else { K = Math.max(K, topK > 0 ? topK : Math.min(V, this.opts.candidates ?? MAX_CANDIDATES)); features |= F.candidates; }
         }
+      } else {
+        features |= F.greedy;
       }
-      if (usesPenalties(s)) { needsPenalties = true; P = Math.max(P, s.g.history.seen.size); }
-      if (p.logitBias.length > 0) { needsBias = true; Nb = Math.max(Nb, p.logitBias.length); }
+      if (usesPenalties(s)) { features |= F.penalties; P = Math.max(P, s.g.history.seen.size); }
+      if (p.logitBias.length > 0) { features |= F.bias; Nb = Math.max(Nb, p.logitBias.length); }
       // Stop ids before min_tokens are cleared from the row's bitmask (sampling.ts sets them to
       // -inf first: penalties and bias leave -inf as it is, so the result is the same).
-      if (s.allowed !== null || stopMasked[i] === true) needsMask = true;
+      if (s.numOutput < req.minTokens && req.stopIds.some((id) => id >= 0 && id < V)) f |= ROW_STOP_MASKED;
+      if (s.allowed !== null || (f & ROW_STOP_MASKED) !== 0) features |= F.mask;
       if (req.logprobs !== null) {
-        needsLogprobs = true;
-        if (req.logprobs > 0) K = Math.max(K, Math.min(V, req.logprobs));
+        features |= F.logprobs;
+        if (req.logprobs > 0) { K = Math.max(K, Math.min(V, req.logprobs)); features |= F.candidates; }
       }
-    });
-    const needsCandidates = filteredRow.some((f, i) => f === 1 && tooWide[i] === 0) || rows.some((s) => (s.g.req.logprobs ?? 0) > 0);
-    const gather = !(R === N && rows.every((s, i) => at(s) === i));
-    const greedy = rows.some((s) => s.g.req.sampling.temperature <= 0);
-    const draw = rows.some((s) => s.g.req.sampling.temperature > 0);
-    const temperature = rows.some((s) => s.g.req.sampling.temperature > 0 && s.g.req.sampling.temperature !== 1);
-    const features: SamplerFeatures = { gather, penalties: needsPenalties, bias: needsBias, mask: needsMask, candidates: needsCandidates, logprobs: needsLogprobs, greedy, draw, temperature };
+      flags[i] = f;
+    }
+    if (R !== N) features |= F.gather;
+    const has = (bit: number): boolean => (features & bit) !== 0;
+    const draw = has(F.draw);
 
     const inputs: Binding[] = [{ name: IO.logits, type: OnnxType.FLOAT, dims: [N, V], data: device === null ? logits as Float32Array : deviceRef(device) }];
     const add = (name: string, type: Binding['type'], dims: number[], data: Binding['data']): void => { inputs.push({ name, type, dims, data }); };
-    if (gather) add(IO.rows, OnnxType.INT64, [R], BigInt64Array.from(rows, (s) => BigInt(at(s))));
-    if (temperature) add(IO.invTemperature, OnnxType.FLOAT, [R], Float32Array.from(rows, (s) => (s.g.req.sampling.temperature > 0 ? 1 / s.g.req.sampling.temperature : 1)));
-    if (greedy && draw) add(IO.greedy, OnnxType.INT32, [R], Int32Array.from(rows, (s) => (s.g.req.sampling.temperature > 0 ? 0 : 1)));
-    if (draw) add(IO.uniform, OnnxType.INT64, [R], BigInt64Array.from(uniforms, (u) => BigInt(Math.floor(u * 4294967296))));
-    if (needsPenalties) penaltyInputs(rows, V, P, add);
-    if (needsBias) {
+    if (has(F.gather)) {
+      const at = b.rows(R);
+      for (let i = 0; i < R; i++) at[i] = BigInt(device === null ? rows[i]!.row : device.rowIndex[rows[i]!.row]!);
+      add(IO.rows, OnnxType.INT64, [R], at);
+    }
+    if (has(F.temperature)) {
+      const inv = b.invTemperature(R);
+      for (let i = 0; i < R; i++) { const t = rows[i]!.g.req.sampling.temperature; inv[i] = t > 0 ? 1 / t : 1; }
+      add(IO.invTemperature, OnnxType.FLOAT, [R], inv);
+    }
+    if (has(F.greedy) && draw) {
+      const greedy = b.greedy(R);
+      for (let i = 0; i < R; i++) greedy[i] = rows[i]!.g.req.sampling.temperature > 0 ? 0 : 1;
+      add(IO.greedy, OnnxType.INT32, [R], greedy);
+    }
+    if (draw) {
+      const bits = b.uniformBits(R);
+      for (let i = 0; i < R; i++) bits[i] = BigInt(Math.floor(uniforms[i]! * 4294967296));
+      add(IO.uniform, OnnxType.INT64, [R], bits);
+    }
+    if (has(F.penalties)) penaltyInputs(rows, V, P, add);
+    if (has(F.bias)) {
       const ids = new BigInt64Array(R * Nb);
       const values = new Float32Array(R * Nb); // padding: id 0, bias 0
       rows.forEach((s, i) => s.g.req.sampling.logitBias.forEach(([id, bias], j) => {
@@ -151,7 +204,7 @@ export class DeviceSampler {
       add(IO.biasIds, OnnxType.INT64, [R, Nb], ids);
       add(IO.biasValues, OnnxType.FLOAT, [R, Nb], values);
     }
-    if (needsMask) {
+    if (has(F.mask)) {
       const W = Math.ceil(V / 32);
       const words = new Int32Array(R * W).fill(-1);
       rows.forEach((s, i) => {
@@ -160,30 +213,42 @@ export class DeviceSampler {
           words.fill(0, i * W, (i + 1) * W);
           words.set(s.allowed.subarray(0, W), i * W);
         }
-        if (stopMasked[i] === true) for (const id of s.g.req.stopIds) if (id >= 0 && id < V) words[i * W + (id >> 5)]! &= ~(1 << (id & 31));
+        if ((flags[i]! & ROW_STOP_MASKED) !== 0) for (const id of s.g.req.stopIds) if (id >= 0 && id < V) words[i * W + (id >> 5)]! &= ~(1 << (id & 31));
       });
       add(IO.allowed, OnnxType.INT32, [R, W], words);
     }
-    if (needsCandidates) {
-      add(IO.k, OnnxType.INT64, [1], BigInt64Array.of(BigInt(K)));
+    if (has(F.candidates)) {
+      b.k[0] = BigInt(K);
+      add(IO.k, OnnxType.INT64, [1], b.k);
     }
-    if (needsCandidates && draw) {
-      add(IO.filtered, OnnxType.INT32, [R], Int32Array.from(rows, (_, i) => (filteredRow[i] === 1 && tooWide[i] === 0 ? 1 : 0)));
-      add(IO.topK, OnnxType.INT64, [R], BigInt64Array.from(rows, (s) => { const k = activeTopK(s, V); return BigInt(k > 0 && k <= K ? k : K); }));
-      add(IO.topKActive, OnnxType.INT32, [R], Int32Array.from(rows, (s) => (activeTopK(s, V) > 0 ? 1 : 0)));
-      add(IO.topP, OnnxType.FLOAT, [R], Float32Array.from(rows, (s) => s.g.req.sampling.topP));
-      add(IO.minP, OnnxType.FLOAT, [R], Float32Array.from(rows, (s) => s.g.req.sampling.minP));
+    if (has(F.candidates) && draw) {
+      const filtered = b.filtered(R), topK = b.topK(R), topKActive = b.topKActive(R), topP = b.topP(R), minP = b.minP(R);
+      for (let i = 0; i < R; i++) {
+        const s = rows[i]!;
+        const k = activeTopK(s, V);
+        filtered[i] = (flags[i]! & (ROW_FILTERED | ROW_TOO_WIDE)) === ROW_FILTERED ? 1 : 0;
+        topK[i] = BigInt(k > 0 && k <= K ? k : K);
+        topKActive[i] = k > 0 ? 1 : 0;
+        topP[i] = s.g.req.sampling.topP;
+        minP[i] = s.g.req.sampling.minP;
+      }
+      add(IO.filtered, OnnxType.INT32, [R], filtered);
+      add(IO.topK, OnnxType.INT64, [R], topK);
+      add(IO.topKActive, OnnxType.INT32, [R], topKActive);
+      add(IO.topP, OnnxType.FLOAT, [R], topP);
+      add(IO.minP, OnnxType.FLOAT, [R], minP);
     }
 
-    const token = new BigInt64Array(R);
+    const token = b.token(R);
     const outputs: Binding[] = [{ name: IO.token, type: OnnxType.INT64, dims: [R], data: token }];
-    const logprob = new Float32Array(needsLogprobs ? R : 0);
-    const kept = new BigInt64Array(needsCandidates && draw ? R : 0);
-    const topIds = new BigInt64Array(needsCandidates && needsLogprobs ? R * K : 0);
-    const topLogprobs = new Float32Array(topIds.length);
-    if (needsLogprobs) outputs.push({ name: IO.logprob, type: OnnxType.FLOAT, dims: [R], data: logprob });
-    if (kept.length > 0) outputs.push({ name: IO.kept, type: OnnxType.INT64, dims: [R], data: kept });
-    if (topIds.length > 0) {
+    const logprob = b.logprob(R);
+    const kept = b.kept(R);
+    const withTop = has(F.candidates) && has(F.logprobs);
+    const topIds = withTop ? b.topIds(R * K) : null;
+    const topLogprobs = withTop ? b.topLogprobs(R * K) : null;
+    if (has(F.logprobs)) outputs.push({ name: IO.logprob, type: OnnxType.FLOAT, dims: [R], data: logprob });
+    if (has(F.candidates) && draw) outputs.push({ name: IO.kept, type: OnnxType.INT64, dims: [R], data: kept });
+    if (topIds !== null && topLogprobs !== null) {
       outputs.push({ name: IO.topIds, type: OnnxType.INT64, dims: [R, K], data: topIds });
       outputs.push({ name: IO.topLogprobs, type: OnnxType.FLOAT, dims: [R, K], data: topLogprobs });
     }
@@ -192,17 +257,21 @@ export class DeviceSampler {
     session.run(inputs, outputs);
     this.lastRunMs = performance.now() - t0;
 
-    return rows.map((s, i): RowResult => {
+    const results = new Array<RowResult>(R);
+    for (let i = 0; i < R; i++) {
+      const s = rows[i]!;
       // Without top-k, all K candidates kept means the nucleus may reach past them.
-      const candidatesCut = filteredRow[i] === 1 && (tooWide[i] === 1 || (Number(kept[i]) >= K && K < V && activeTopK(s, V) === 0));
-      if (candidatesCut) return { fallback: uniforms[i]! };
+      const f = flags[i]!;
+      const candidatesCut = (f & ROW_FILTERED) !== 0 && ((f & ROW_TOO_WIDE) !== 0 || (Number(kept[i]) >= K && K < V && activeTopK(s, V) === 0));
+      if (candidatesCut) { results[i] = { fallback: uniforms[i]! }; continue; }
       const tokenId = Number(token[i]);
       s.g.history.add(tokenId);
       const n = s.g.req.logprobs;
-      if (n === null || s.g.stop.has(tokenId)) return { tokenId };
-      const top = Array.from({ length: n }, (_, j) => ({ id: Number(topIds[i * K + j]), logprob: topLogprobs[i * K + j]! }));
-      return { tokenId, logprobs: { logprob: logprob[i]!, top } };
-    });
+      if (n === null || s.g.stop.has(tokenId)) { results[i] = { tokenId }; continue; }
+      const top = Array.from({ length: n }, (_, j) => ({ id: Number(topIds![i * K + j]), logprob: topLogprobs![i * K + j]! }));
+      results[i] = { tokenId, logprobs: { logprob: logprob[i]!, top } };
+    }
+    return results;
   }
 
   /**
@@ -213,19 +282,19 @@ export class DeviceSampler {
     const out = new Float32Array(count * V);
     if (count === 0) return out;
     const rows = BigInt64Array.from(logits.rowIndex.subarray(first, first + count), (r) => BigInt(r));
-    this.graph(`${V}+reader`, () => buildRowReaderGraph(V)).run(
+    this.graph(`reader ${V}`, () => buildRowReaderGraph(V)).run(
       [{ name: IO.logits, type: OnnxType.FLOAT, dims: [logits.numRows, V], data: deviceRef(logits) }, { name: IO.rows, type: OnnxType.INT64, dims: [count], data: rows }],
       [{ name: IO.rowLogits, type: OnnxType.FLOAT, dims: [count, V], data: out }]);
     return out;
   }
 
-  private session(V: number, f: SamplerFeatures): NativeSession {
-    const key = [V, ...Object.entries(f).filter(([, on]) => on).map(([k]) => k)].join('+');
-    return this.graph(key, () => buildSamplerGraph(V, f));
+  /** The graph of `features` (F bits) for vocabulary V. */
+  private session(V: number, features: number): NativeSession {
+    return this.graph(V * 512 + features, () => buildSamplerGraph(V, samplerFeatures(features)));
   }
 
   /** The session of graph `key`, built by `build` on first use. */
-  private graph(key: string, build: () => Uint8Array): NativeSession {
+  private graph(key: number | string, build: () => Uint8Array): NativeSession {
     let s = this.sessions.get(key);
     if (s === undefined) {
       const path = join(this.dir, `sampler-${key}.onnx`);

@@ -27,10 +27,14 @@ import { KvCache } from './kv-cache.ts';
 import { defaultKvCacheBytes, type ModelRunnerOptions } from './model-runner.ts';
 import { copyHidden, isContiguous, logitOffsets, newHiddenRows, scatterLogits, stepGroups } from './step-groups.ts';
 import { blocksNeeded, type CacheLayout, type DeviceLogits, type HiddenRows, type PlanRow, type Runner, type StepOutput, type StepPlan } from '../scheduler/runner-contract.ts';
-import { NativeSession, OnnxType, type Binding, type DeviceRef } from './native/ort-native.ts';
+import { NativeSession, OnnxType, type Binding, type DeviceRef, type PreparedBindings } from './native/ort-native.ts';
+import { reusable } from './reusable.ts';
 import type { Gemma2Config } from '../checkpoint/config.ts';
 import { EngineError } from '../errors.ts';
 import { join } from 'node:path';
+
+/** Slot ranges whose KV bindings a SlotRunner keeps prepared (a steady decode uses one). */
+const PREPARED_KEPT = 16;
 
 export class SlotRunner implements Runner {
   /** Sequences that can run at once (one slot each): the worker caps --max-num-seqs at this. */
@@ -52,6 +56,19 @@ export class SlotRunner implements Runner {
   private rowIndex = new Int32Array(0);
   /** The `hidden` output of a pass with an embedding row, reused. */
   private passHidden = new Float32Array(0);
+  /** A run's small inputs, reused from step to step (bound with their shapes: longer arrays are fine). */
+  private readonly ids = reusable((n) => new BigInt64Array(n));
+  private readonly positions = reusable((n) => new BigInt64Array(n));
+  private readonly seqlens = reusable((n) => new Int32Array(n));
+  private readonly logitRows = reusable((n) => new BigInt64Array(n));
+  private readonly slots = reusable((n) => new Int32Array(n));
+  private readonly totalLength = new Int32Array(1);
+  /**
+   * The KV caches' bindings of a run over `B` slots from `firstSlot` (key firstSlot * 2^16 + B),
+   * made once (NativeSession.prepare): a decode step over the same slots binds them at no cost.
+   * At most PREPARED_KEPT, the oldest dropped.
+   */
+  private readonly preparedKv = new Map<number, PreparedBindings>();
   /** The model's hidden size where the export has the `hidden` output (embeddings); else undefined. */
   readonly hiddenSize: number | undefined;
 
@@ -184,18 +201,25 @@ export class SlotRunner implements Runner {
     const ids = BigInt64Array.from(r.tokenIds, (t) => BigInt(t));
     const positions = BigInt64Array.from({ length: n }, (_, s) => BigInt(p + s));
     const logitRows = r.logits === 'all' ? BigInt64Array.from({ length: n }, (_, s) => BigInt(s)) : BigInt64Array.of(BigInt(n - 1));
-    const passHidden = this.run(this.slotOf.get(r.seqId)!, 1, n, ids, positions, logitRows, Int32Array.of(p + n - 1), out, hidden !== undefined && r.hidden !== undefined);
+    const passHidden = this.run(this.slotOf.get(r.seqId)!, 1, n, logitRows.length, ids, positions, logitRows, Int32Array.of(p + n - 1), out, hidden !== undefined && r.hidden !== undefined);
     if (passHidden !== null) copyHidden(r, i, passHidden, 0, hidden!);
   }
 
   /** Single-token rows (plan rows `planIndex`): one run over the slot range they span. */
   private runDecode(rows: readonly PlanRow[], planIndex: readonly number[], out: Float32Array | DeviceRef, hidden: HiddenRows | undefined): void {
-    const slots = rows.map((r) => this.slotOf.get(r.seqId)!);
-    const lo = Math.min(...slots);
-    const B = Math.max(...slots) - lo + 1;
-    const ids = new BigInt64Array(B).fill(BigInt(this.config.padTokenId));
-    const positions = new BigInt64Array(B);
-    const seqlens = new Int32Array(B);
+    const R = rows.length;
+    const slots = this.slots(R);
+    let lo = Infinity, hi = -1;
+    for (let i = 0; i < R; i++) {
+      const slot = this.slotOf.get(rows[i]!.seqId)!;
+      slots[i] = slot;
+      if (slot < lo) lo = slot;
+      if (slot > hi) hi = slot;
+    }
+    const B = hi - lo + 1;
+    const ids = this.ids(B).fill(BigInt(this.config.padTokenId), 0, B);
+    const positions = this.positions(B);
+    const seqlens = this.seqlens(B);
     for (let b = 0; b < B; b++) {
       // A slot not in this step: a throw-away token at its own next position (never read before it is
       // overwritten). A running sequence never holds more than L - 1 positions (prompt + max_tokens <= L,
@@ -204,42 +228,66 @@ export class SlotRunner implements Runner {
       positions[b] = BigInt(p);
       seqlens[b] = p;
     }
-    rows.forEach((r, i) => {
+    let wantsHidden = false;
+    const logitRows = this.logitRows(R);
+    for (let i = 0; i < R; i++) {
+      const r = rows[i]!;
       const b = slots[i]! - lo;
       ids[b] = BigInt(r.tokenIds[0]!);
       positions[b] = BigInt(r.start);
       seqlens[b] = r.start;
-    });
-    const logitRows = BigInt64Array.from(slots, (s) => BigInt(s - lo));
-    const passHidden = this.run(lo, B, 1, ids, positions, logitRows, seqlens, out, hidden !== undefined && rows.some((r) => r.hidden !== undefined));
+      logitRows[i] = BigInt(b);
+      if (r.hidden !== undefined) wantsHidden = hidden !== undefined;
+    }
+    const passHidden = this.run(lo, B, 1, R, ids, positions, logitRows, seqlens, out, wantsHidden);
     if (passHidden !== null) rows.forEach((r, i) => copyHidden(r, planIndex[i]!, passHidden, slots[i]! - lo, hidden!));
   }
 
-  /** One run; with `wantsHidden`, the `hidden` output of its B * S positions (valid until the next run), else null. */
-  private run(firstSlot: number, B: number, S: number, ids: BigInt64Array, positions: BigInt64Array, logitRows: BigInt64Array, seqlens: Int32Array, out: Float32Array | DeviceRef, wantsHidden = false): Float32Array | null {
-    const total = Math.max(...seqlens) + 1;
+  /**
+   * One run over B slots from `firstSlot`, S tokens each, `numLogits` logits rows; the arrays may
+   * be longer than that. With `wantsHidden`, the `hidden` output of its B * S positions (valid
+   * until the next run), else null.
+   */
+  private run(firstSlot: number, B: number, S: number, numLogits: number, ids: BigInt64Array, positions: BigInt64Array, logitRows: BigInt64Array, seqlens: Int32Array, out: Float32Array | DeviceRef, wantsHidden = false): Float32Array | null {
+    let longest = 0;
+    for (let b = 0; b < B; b++) if (seqlens[b]! > longest) longest = seqlens[b]!;
+    this.totalLength[0] = longest + 1;
     const inputs: Binding[] = [
       { name: io.INPUT_IDS, type: OnnxType.INT64, dims: [B, S], data: ids },
       { name: io.POSITIONS, type: OnnxType.INT64, dims: [B, S], data: positions },
-      { name: io.LOGIT_ROWS, type: OnnxType.INT64, dims: [logitRows.length], data: logitRows },
+      { name: io.LOGIT_ROWS, type: OnnxType.INT64, dims: [numLogits], data: logitRows },
       { name: io.SEQLENS_K, type: OnnxType.INT32, dims: [B], data: seqlens },
-      { name: io.TOTAL_SEQUENCE_LENGTH, type: OnnxType.INT32, dims: [1], data: Int32Array.of(total) },
+      { name: io.TOTAL_SEQUENCE_LENGTH, type: OnnxType.INT32, dims: [1], data: this.totalLength },
     ];
-    const outputs: Binding[] = [{ name: io.LOGITS, type: OnnxType.FLOAT, dims: [logitRows.length, this.config.vocabSize], data: out }];
+    const outputs: Binding[] = [{ name: io.LOGITS, type: OnnxType.FLOAT, dims: [numLogits, this.config.vocabSize], data: out }];
     const H = this.config.hiddenSize;
     if (wantsHidden && this.passHidden.length < B * S * H) this.passHidden = new Float32Array(B * S * H);
     const passHidden = wantsHidden ? this.passHidden.subarray(0, B * S * H) : null;
     if (passHidden !== null) outputs.push({ name: io.HIDDEN, type: OnnxType.FLOAT, dims: [B * S, H], data: passHidden });
-    const dims = [B, this.config.numKvHeads, this.slotLength, this.config.headDim];
-    const byteOffset = firstSlot * this.slotBytes;
-    this.kv.forEach(({ key, value }, l) => {
-      inputs.push({ name: io.pastKey(l), type: this.cacheType, dims, data: { buffer: key, byteOffset } });
-      inputs.push({ name: io.pastValue(l), type: this.cacheType, dims, data: { buffer: value, byteOffset } });
-      outputs.push({ name: io.presentKey(l), type: this.cacheType, dims, data: { buffer: key, byteOffset } });
-      outputs.push({ name: io.presentValue(l), type: this.cacheType, dims, data: { buffer: value, byteOffset } });
-    });
-    this.session.run(inputs, outputs);
+    this.session.run(inputs, outputs, this.kvBindings(firstSlot, B));
     return passHidden;
+  }
+
+  /** Every layer's past and present K and V over B slots from `firstSlot` (one memory), prepared once. */
+  private kvBindings(firstSlot: number, B: number): PreparedBindings {
+    const key = firstSlot * 65536 + B;
+    let prepared = this.preparedKv.get(key);
+    if (prepared === undefined) {
+      const dims = [B, this.config.numKvHeads, this.slotLength, this.config.headDim];
+      const byteOffset = firstSlot * this.slotBytes;
+      const inputs: Binding[] = [];
+      const outputs: Binding[] = [];
+      this.kv.forEach(({ key: k, value: v }, l) => {
+        inputs.push({ name: io.pastKey(l), type: this.cacheType, dims, data: { buffer: k, byteOffset } });
+        inputs.push({ name: io.pastValue(l), type: this.cacheType, dims, data: { buffer: v, byteOffset } });
+        outputs.push({ name: io.presentKey(l), type: this.cacheType, dims, data: { buffer: k, byteOffset } });
+        outputs.push({ name: io.presentValue(l), type: this.cacheType, dims, data: { buffer: v, byteOffset } });
+      });
+      prepared = this.session.prepare(inputs, outputs);
+      if (this.preparedKv.size >= PREPARED_KEPT) this.preparedKv.delete(this.preparedKv.keys().next().value!);
+      this.preparedKv.set(key, prepared);
+    }
+    return prepared;
   }
 
   private takeSlot(seqId: number): void {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { DType, GraphBuilder } from '../../src/engine/onnx-builder.ts';
-import { loadNativeOrt, NativeSession, OnnxType } from '../../src/engine/native/ort-native.ts';
+import { loadNativeOrt, NativeSession, OnnxType, ortRunMs } from '../../src/engine/native/ort-native.ts';
 import { EngineError } from '../../src/errors.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'gs-native-'));
@@ -64,6 +64,34 @@ t.test('a buffer bound as input and output accumulates in place; outputs go to t
     [{ name: 'y', type: OnnxType.FLOAT, dims: [n], data: big.subarray(n, 2 * n) }, { name: 'next_state', type: OnnxType.FLOAT, dims: [n], data: new Float32Array(n) }],
   );
   t.same([...big], [...new Array(n).fill(-1), ...xs, ...new Array(n).fill(-1)]);
+});
+
+t.test('prepared bindings: made once, bound run after run beside the per-run ones; refused once their buffer is freed', async (t) => {
+  const s = NativeSession.create(modelPath, { device: 'cpu', intraOpThreads: 1 });
+  const other = NativeSession.create(modelPath, { device: 'cpu', intraOpThreads: 1 });
+  t.teardown(() => { s.release(); other.release(); });
+  const n = 4;
+  const buf = s.allocate(2 * n * 4);
+  const ref = { buffer: buf, byteOffset: n * 4 };
+  const prepared = s.prepare([{ name: 'state', type: OnnxType.FLOAT, dims: [n], data: ref }], [{ name: 'next_state', type: OnnxType.FLOAT, dims: [n], data: ref }]);
+  const xs = Float32Array.of(1, 2, 3, 4);
+  const y = new Float32Array(n);
+  const ort0 = ortRunMs();
+  for (let k = 1; k <= 3; k++) {
+    s.run([{ name: 'x', type: OnnxType.FLOAT, dims: [n], data: xs }], [{ name: 'y', type: OnnxType.FLOAT, dims: [n], data: y }], prepared);
+    t.same([...y], [...xs].map((v) => k * v), `run ${k}: the prepared state carried over`);
+  }
+  t.ok(ortRunMs() > ort0, 'the time inside ONNX Runtime is counted (ortRunMs)');
+  // The same buffer bound per run sees what the prepared runs wrote.
+  s.run([{ name: 'x', type: OnnxType.FLOAT, dims: [n], data: new Float32Array(n) }, { name: 'state', type: OnnxType.FLOAT, dims: [n], data: ref }],
+    [{ name: 'y', type: OnnxType.FLOAT, dims: [n], data: y }, { name: 'next_state', type: OnnxType.FLOAT, dims: [n], data: new Float32Array(n) }]);
+  t.same([...y], [3, 6, 9, 12]);
+  const bind = (data: Float32Array | { buffer: number; byteOffset: number }) => [{ name: 'state', type: OnnxType.FLOAT, dims: [n], data }];
+  t.throws(() => s.prepare(bind(new Float32Array(n)), []), { message: /only the session's own buffers can be prepared/ });
+  t.throws(() => s.prepare(bind({ buffer: 7, byteOffset: 0 }), []), { message: /unknown buffer 7/ });
+  t.throws(() => other.run([{ name: 'x', type: OnnxType.FLOAT, dims: [n], data: xs }], [{ name: 'y', type: OnnxType.FLOAT, dims: [n], data: y }], prepared), { message: /prepared bindings of another session/ });
+  s.free(buf);
+  t.throws(() => s.run([{ name: 'x', type: OnnxType.FLOAT, dims: [n], data: xs }], [{ name: 'y', type: OnnxType.FLOAT, dims: [n], data: y }], prepared), { message: /buffer 0 was freed/ });
 });
 
 t.test('misuse is a clear error, not a crash', async (t) => {

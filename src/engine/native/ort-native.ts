@@ -48,7 +48,9 @@ interface Addon {
   allocate(s: object, bytes: number): number;
   free(s: object, buffer: number): void;
   hostOutputBytes(): number;
-  run(s: object, inputs: Spec[], outputs: Spec[]): void;
+  runNanos(): number;
+  run(s: object, inputs: Spec[], outputs: Spec[], prepared?: object): void;
+  prepare(s: object, inputs: Spec[], outputs: Spec[]): object;
   release(s: object): void;
   /** The kernel MatMulQ4 runs here ('avx512vnni' | 'scalar'); `forceScalar` sets it first. */
   q4Kernel(forceScalar?: boolean): string;
@@ -73,6 +75,16 @@ export function hostOutputBytes(): number {
   return 'error' in loaded ? 0 : loaded.addon.hostOutputBytes();
 }
 
+/**
+ * Milliseconds every native run in this process has spent inside ONNX Runtime so far (its run and
+ * the outputs' synchronization; not the binding's own work on the call's arguments); 0 where the
+ * addon is not loaded. Benches subtract it from a step's wall time to get the host's share.
+ */
+export function ortRunMs(): number {
+  const loaded = loadNativeOrt();
+  return 'error' in loaded ? 0 : loaded.addon.runNanos() / 1e6;
+}
+
 /** The addon, or why it cannot be used here (not built, or failed to load). */
 export function loadNativeOrt(): { addon: Addon } | { error: string } {
   if (cached) return cached;
@@ -82,7 +94,7 @@ export function loadNativeOrt(): { addon: Addon } | { error: string } {
     try {
       const addon = createRequire(import.meta.url)(NATIVE_ADDON_PATH) as Partial<Addon>;
       // An addon built from older sources would read a buffer of another session as its own.
-      cached = typeof addon.hostOutputBytes === 'function' && typeof addon.free === 'function' && typeof addon.attentionKernel === 'function'
+      cached = typeof addon.hostOutputBytes === 'function' && typeof addon.free === 'function' && typeof addon.prepare === 'function'
         ? { addon: addon as Addon }
         : { error: `the native runner at ${NATIVE_ADDON_PATH} was built from older sources: run 'node native/build.mjs --strict' to rebuild it` };
     } catch (e) {
@@ -101,6 +113,12 @@ export interface NativeSessionOptions {
   readonly int4Kernel?: Int4Kernel;
   /** On the CPU: each paged layer's attention as one fused node (attention-graph.ts) where the graph allows; absent: as exported. */
   readonly fusedAttention?: FusedAttentionSpec;
+}
+
+/** Bindings made once by `NativeSession.prepare`, bound by its `run`s. */
+export interface PreparedBindings {
+  readonly session: NativeSession;
+  readonly handle: object;
 }
 
 export class NativeSession {
@@ -151,10 +169,25 @@ export class NativeSession {
     this.addon.free(this.handle, buffer);
   }
 
-  /** Runs the graph synchronously: inputs read from, outputs written into the bound memory. */
-  run(inputs: readonly Binding[], outputs: readonly Binding[]): void {
+  /**
+   * Runs the graph synchronously: inputs read from, outputs written into the bound memory;
+   * `prepared` (made by this session's `prepare`) binds its tensors beside them.
+   */
+  run(inputs: readonly Binding[], outputs: readonly Binding[], prepared?: PreparedBindings): void {
     if (this.released) throw new EngineError('the session was released');
-    this.addon.run(this.handle, inputs.map(NativeSession.spec), outputs.map(NativeSession.spec));
+    if (prepared !== undefined && prepared.session !== this) throw new EngineError('prepared bindings of another session');
+    this.addon.run(this.handle, inputs.map(NativeSession.spec), outputs.map(NativeSession.spec), prepared?.handle);
+  }
+
+  /**
+   * Bindings of this session's own buffers (DeviceRef without owner), checked and made into
+   * tensors once, for `run` to bind run after run: what stays the same from step to step (a
+   * layer's KV cache over the same slots) costs the binding nothing per run. A run refuses them
+   * once one of their buffers was freed. Freed with the object (garbage collected).
+   */
+  prepare(inputs: readonly Binding[], outputs: readonly Binding[]): PreparedBindings {
+    if (this.released) throw new EngineError('the session was released');
+    return { session: this, handle: this.addon.prepare(this.handle, inputs.map(NativeSession.spec), outputs.map(NativeSession.spec)) };
   }
 
   release(): void {
