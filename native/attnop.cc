@@ -7,7 +7,7 @@
 // M blocks in a row's view, C = M * bs slots):
 //   0 q [B, S, nq, D]     1 k [B, S, nkv, D]     2 v [B, S, nkv, D]   (q and k before rotary)
 //   3 cos [B, S, 1, D]    4 sin [B, S, 1, D]     5 positions float [B, S] (-1: padding)
-//   6 key pool, 7 value pool: float [nkv, NB, bs, D]
+//   6 key pool, 7 value pool: float or float16 (both the same) [nkv, NB, bs, D]
 //   8 block table int64 [B, M]                   9 slot positions int64 [B, C] (-1: empty)
 // Attributes: num_heads, num_kv_heads, scale (float: query_pre_attn_scalar^-0.5), softcap
 // (float, 0: none), window (int, 0: none).
@@ -15,7 +15,9 @@
 //
 // What it computes is the graph's: a key at position j is visible from a query at i iff j >= 0,
 // j <= i and, with a window W, i - j < W; scores q·k * scale, soft-capped (cap * tanh(s / cap));
-// softmax over the visible keys (cached slots, then the new tokens); head h reads kv head
+// softmax over the visible keys (cached slots, then the new tokens); float16 pool entries are
+// widened exactly to float as they are read (the new tokens' keys stay float, as in the graph,
+// which casts the gathered cache to float); head h reads kv head
 // h / (nq / nkv). A query with no visible key (a padding row) gets zeros (the graph's masked
 // softmax gave a finite average there; those rows are discarded either way).
 #include "attnop.h"
@@ -26,6 +28,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_op.h"
@@ -40,6 +43,30 @@ namespace {
 
 const OrtApi* g_api = nullptr;
 std::atomic<bool> g_force_scalar{false};
+
+// IEEE half bits to float, exactly (subnormals, infinities and NaNs included).
+inline float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  uint32_t bits = sign;
+  if (exp == 31) {
+    bits |= 0x7f800000u | (mant << 13);
+  } else if (exp != 0) {
+    bits |= ((exp + 112) << 23) | (mant << 13);
+  } else if (mant != 0) {  // subnormal: mant * 2^-24, normalized
+    uint32_t m = mant, e = 0;
+    while ((m & 0x400u) == 0) {
+      m <<= 1;
+      e++;
+    }
+    bits |= ((113 - e) << 23) | ((m & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline float ToFloat(float x) { return x; }
+inline float ToFloat(uint16_t x) { return HalfToFloat(x); }
 
 #define RETURN_IF(expr)                          \
   do {                                           \
@@ -65,29 +92,37 @@ struct Kernel {
 
 // ---- vector pieces: an AVX-512 version where the CPU has it and D is a multiple of 16, else plain C++.
 
-float DotScalar(const float* a, const float* b, int64_t n) {
+template <typename T>
+float DotScalar(const float* a, const T* b, int64_t n) {
   float s = 0.f;
-  for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+  for (int64_t i = 0; i < n; i++) s += a[i] * ToFloat(b[i]);
   return s;
 }
-void AxpyScalar(float a, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+template <typename T>
+void AxpyScalar(float a, const T* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += a * ToFloat(x[i]);
 }
 
 #ifdef GSA_X86
-GSA_AVX512 float Dot16(const float* a, const float* b, int64_t n) {
+// 16 floats from p: float as they are, float16 widened (vcvtph2ps, exact).
+GSA_AVX512 inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
+GSA_AVX512 inline __m512 Load16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+
+template <typename T>
+GSA_AVX512 float Dot16(const float* a, const T* b, int64_t n) {
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), Load16(b + i), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), Load16(b + i + 16), s1);
   }
-  if (i < n) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+  if (i < n) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), Load16(b + i), s0);
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
-GSA_AVX512 void Axpy16(float a, const float* x, float* y, int64_t n) {
+template <typename T>
+GSA_AVX512 void Axpy16(float a, const T* x, float* y, int64_t n) {
   const __m512 va = _mm512_set1_ps(a);
-  for (int64_t i = 0; i < n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  for (int64_t i = 0; i < n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, Load16(x + i), _mm512_loadu_ps(y + i)));
 }
 // e^x for x <= 0 (softmax after the max is taken out): 2^n * p(r), |r| <= ln2 / 2, degree-6
 // Taylor polynomial (relative error below 2e-7); below -87 it is 0.
@@ -135,13 +170,15 @@ GSA_AVX512 float ExpSumAvx512(float* s, int64_t n, float max) {
 struct Vec {
   bool avx512;
   int64_t d;
-  float Dot(const float* a, const float* b) const {
+  template <typename T>
+  float Dot(const float* a, const T* b) const {
 #ifdef GSA_X86
     if (avx512) return Dot16(a, b, d);
 #endif
     return DotScalar(a, b, d);
   }
-  void Axpy(float a, const float* x, float* y) const {
+  template <typename T>
+  void Axpy(float a, const T* x, float* y) const {
 #ifdef GSA_X86
     if (avx512) return Axpy16(a, x, y, d);
 #endif
@@ -168,7 +205,9 @@ struct Vec {
 struct Work {
   const Kernel* kernel;
   Vec vec;
-  const float *q, *v, *cos, *sin, *qpos, *kpool, *vpool;
+  const float *q, *v, *cos, *sin, *qpos;
+  const void *kpool, *vpool;
+  bool half;  // the pools hold float16
   const int64_t *table, *slots;
   float *ctx, *kr;
   int64_t B, S, D, M, C, NB, bs, grp, chunk, chunks;
@@ -185,10 +224,13 @@ void Rotate(const float* x, const float* cos, const float* sin, int64_t D, float
 inline bool Visible(int64_t i, int64_t j, int64_t window) { return j >= 0 && j <= i && (window == 0 || i - j < window); }
 
 // Calls fn(key, value, position) for each key of row b's kv head whose position `accept` takes:
-// the cached slots (through the block table), then the step's new tokens (padding skipped).
-template <typename Accept, typename Fn>
-void ForEachKey(Work* w, int64_t b, int64_t kv, Accept accept, Fn fn) {
+// the cached slots (through the block table; `const T*` into the pools, T the pools' element
+// type), then the step's new tokens (`const float*`; padding skipped).
+template <typename T, typename Accept, typename Fn>
+void ForEachKeyOf(Work* w, int64_t b, int64_t kv, Accept accept, Fn fn) {
   const int64_t D = w->D, S = w->S, nkv = w->kernel->nkv;
+  const T* kpool = static_cast<const T*>(w->kpool);
+  const T* vpool = static_cast<const T*>(w->vpool);
   const int64_t* slots = w->slots + b * w->C;
   const int64_t* table = w->table + b * w->M;
   for (int64_t c = 0; c < w->C; c++) {
@@ -199,15 +241,28 @@ void ForEachKey(Work* w, int64_t b, int64_t kv, Accept accept, Fn fn) {
       continue;
     }
     const int64_t at = ((kv * w->NB + block) * w->bs + c % w->bs) * D;
-    fn(w->kpool + at, w->vpool + at, slots[c]);
+    fn(kpool + at, vpool + at, slots[c]);
   }
   const float* qpos = w->qpos + b * S;
   for (int64_t t = 0; t < S; t++) {
     if (qpos[t] < 0 || !accept(static_cast<int64_t>(qpos[t]))) continue;
     const int64_t at = ((b * S + t) * nkv + kv) * D;
-    fn(w->kr + at, w->v + at, static_cast<int64_t>(qpos[t]));
+    fn(static_cast<const float*>(w->kr + at), w->v + at, static_cast<int64_t>(qpos[t]));
   }
 }
+
+template <typename Accept, typename Fn>
+void ForEachKey(Work* w, int64_t b, int64_t kv, Accept accept, Fn fn) {
+  if (w->half) {
+    ForEachKeyOf<uint16_t>(w, b, kv, accept, fn);
+  } else {
+    ForEachKeyOf<float>(w, b, kv, accept, fn);
+  }
+}
+
+// Whether a key pointer ForEachKey passed is into float16 pools.
+template <typename P>
+constexpr bool IsHalf() { return std::is_same_v<std::remove_cv_t<std::remove_pointer_t<P>>, uint16_t>; }
 
 #ifdef GSA_X86
 // scores[r][l] = q_r · key_l for rows [0, R) and the 16 keys (zero past n) transposed in kt [D][16].
@@ -233,19 +288,14 @@ GSA_AVX512 void ScoreTile(const float* q, int64_t R, int64_t D, const float* kt,
   }
 }
 
-// out_i[d0, d0 + 16 NZ) = sum over keys c of p[i][c] * values[c][d0 ...] for ROWS rows.
-template <int ROWS, int NZ>
-GSA_AVX512 void ValueTile(const float* p, int64_t ld, const float* const* values, int64_t n, int64_t d0, float* const* out) {
-  __m512 acc[ROWS][NZ];
-#pragma GCC unroll 4
-  for (int i = 0; i < ROWS; i++) {
-#pragma GCC unroll 4
-    for (int z = 0; z < NZ; z++) acc[i][z] = _mm512_setzero_ps();
-  }
-  for (int64_t c = 0; c < n; c++) {
+// acc[i] += sum over keys c in [c0, c1) of p[i][c] * values[c][d0, d0 + 16 NZ), values of type T.
+template <int ROWS, int NZ, typename T>
+GSA_AVX512 inline __attribute__((always_inline)) void ValueSpan(__m512 (&acc)[ROWS][NZ], const float* p, int64_t ld, const void* const* values, int64_t c0, int64_t c1, int64_t d0) {
+  for (int64_t c = c0; c < c1; c++) {
+    const T* row = static_cast<const T*>(values[c]) + d0;
     __m512 v[NZ];
 #pragma GCC unroll 4
-    for (int z = 0; z < NZ; z++) v[z] = _mm512_loadu_ps(values[c] + d0 + 16 * z);
+    for (int z = 0; z < NZ; z++) v[z] = Load16(row + 16 * z);
 #pragma GCC unroll 4
     for (int i = 0; i < ROWS; i++) {
       const __m512 pc = _mm512_set1_ps(p[i * ld + c]);
@@ -253,6 +303,20 @@ GSA_AVX512 void ValueTile(const float* p, int64_t ld, const float* const* values
       for (int z = 0; z < NZ; z++) acc[i][z] = _mm512_fmadd_ps(pc, v[z], acc[i][z]);
     }
   }
+}
+
+// out_i[d0, d0 + 16 NZ) = sum over keys c of p[i][c] * values[c][d0 ...] for ROWS rows; values
+// [0, nhalf) are float16 (pool entries), the rest float.
+template <int ROWS, int NZ>
+GSA_AVX512 void ValueTile(const float* p, int64_t ld, const void* const* values, int64_t nhalf, int64_t n, int64_t d0, float* const* out) {
+  __m512 acc[ROWS][NZ];
+#pragma GCC unroll 4
+  for (int i = 0; i < ROWS; i++) {
+#pragma GCC unroll 4
+    for (int z = 0; z < NZ; z++) acc[i][z] = _mm512_setzero_ps();
+  }
+  ValueSpan<ROWS, NZ, uint16_t>(acc, p, ld, values, 0, nhalf, d0);
+  ValueSpan<ROWS, NZ, float>(acc, p, ld, values, nhalf, n, d0);
 #pragma GCC unroll 4
   for (int i = 0; i < ROWS; i++) {
 #pragma GCC unroll 4
@@ -262,12 +326,12 @@ GSA_AVX512 void ValueTile(const float* p, int64_t ld, const float* const* values
 
 // ValueTile over the whole head dim (a multiple of 16) for ROWS rows.
 template <int ROWS>
-GSA_AVX512 void ValueRows(const float* p, int64_t ld, const float* const* values, int64_t n, int64_t D, float* const* out) {
+GSA_AVX512 void ValueRows(const float* p, int64_t ld, const void* const* values, int64_t nhalf, int64_t n, int64_t D, float* const* out) {
   int64_t d0 = 0;
-  for (; d0 + 64 <= D; d0 += 64) ValueTile<ROWS, 4>(p, ld, values, n, d0, out);
-  if (D - d0 == 48) ValueTile<ROWS, 3>(p, ld, values, n, d0, out);
-  if (D - d0 == 32) ValueTile<ROWS, 2>(p, ld, values, n, d0, out);
-  if (D - d0 == 16) ValueTile<ROWS, 1>(p, ld, values, n, d0, out);
+  for (; d0 + 64 <= D; d0 += 64) ValueTile<ROWS, 4>(p, ld, values, nhalf, n, d0, out);
+  if (D - d0 == 48) ValueTile<ROWS, 3>(p, ld, values, nhalf, n, d0, out);
+  if (D - d0 == 32) ValueTile<ROWS, 2>(p, ld, values, nhalf, n, d0, out);
+  if (D - d0 == 16) ValueTile<ROWS, 1>(p, ld, values, nhalf, n, d0, out);
 }
 
 // The chunk's rows all at once (a prefill): keys scored in tiles of 16 against 8 rows at a time,
@@ -284,19 +348,22 @@ GSA_AVX512 void AttendTiled(Work* w, int64_t b, int64_t kv, int64_t s0, int64_t 
     lo = std::min(lo, static_cast<int64_t>(qpos[s]));
     hi = std::max(hi, static_cast<int64_t>(qpos[s]));
   }
-  thread_local std::vector<const float*> keys, values;
+  thread_local std::vector<const void*> keys, values;
   thread_local std::vector<int64_t> kpos;
-  thread_local std::vector<float> q, kt, scores;
+  thread_local std::vector<float> q, kt, scores, wide;
   keys.clear();
   values.clear();
   kpos.clear();
+  int64_t nhalf = 0;  // keys [0, nhalf) are float16 pool entries (they come first)
   const auto candidate = [&](int64_t j) { return j >= 0 && j <= hi && (k.window == 0 || lo - j < k.window); };
-  ForEachKey(w, b, kv, candidate, [&](const float* key, const float* value, int64_t j) {
+  ForEachKey(w, b, kv, candidate, [&](const auto* key, const auto* value, int64_t j) {
+    if constexpr (IsHalf<decltype(key)>()) nhalf++;
     keys.push_back(key);
     values.push_back(value);
     kpos.push_back(j);
   });
   const int64_t n = static_cast<int64_t>(keys.size());
+  wide.resize(static_cast<size_t>(D));
   const int64_t ld = (n + 15) / 16 * 16;
   q.resize(static_cast<size_t>(R * D));
   kt.resize(static_cast<size_t>(D * 16) + 16);
@@ -314,7 +381,15 @@ GSA_AVX512 void AttendTiled(Work* w, int64_t b, int64_t kv, int64_t s0, int64_t 
   for (int64_t t0 = 0; t0 < n; t0 += 16) {
     const int64_t m = std::min<int64_t>(16, n - t0);
     for (int64_t l = 0; l < 16; l++) {
-      for (int64_t d = 0; d < D; d++) kt16[d * 16 + l] = l < m ? keys[static_cast<size_t>(t0 + l)][d] : 0.f;
+      const float* key = nullptr;
+      if (l < m && t0 + l < nhalf) {
+        const auto* h = static_cast<const uint16_t*>(keys[static_cast<size_t>(t0 + l)]);
+        for (int64_t d = 0; d < D; d += 16) _mm512_storeu_ps(wide.data() + d, Load16(h + d));
+        key = wide.data();
+      } else if (l < m) {
+        key = static_cast<const float*>(keys[static_cast<size_t>(t0 + l)]);
+      }
+      for (int64_t d = 0; d < D; d++) kt16[d * 16 + l] = key != nullptr ? key[d] : 0.f;
     }
     ScoreTile(q.data(), R, D, kt16, scores.data() + t0, ld);
   }
@@ -352,10 +427,10 @@ GSA_AVX512 void AttendTiled(Work* w, int64_t b, int64_t kv, int64_t s0, int64_t 
     }
     const float* p = scores.data() + r * ld;
     switch (rows) {
-      case 4: ValueRows<4>(p, ld, values.data(), n, D, outs); break;
-      case 3: ValueRows<3>(p, ld, values.data(), n, D, outs); break;
-      case 2: ValueRows<2>(p, ld, values.data(), n, D, outs); break;
-      default: ValueRows<1>(p, ld, values.data(), n, D, outs); break;
+      case 4: ValueRows<4>(p, ld, values.data(), nhalf, n, D, outs); break;
+      case 3: ValueRows<3>(p, ld, values.data(), nhalf, n, D, outs); break;
+      case 2: ValueRows<2>(p, ld, values.data(), nhalf, n, D, outs); break;
+      default: ValueRows<1>(p, ld, values.data(), nhalf, n, D, outs); break;
     }
   }
 }
@@ -374,7 +449,7 @@ void AttendItem(void* p, size_t item) {
   if (w->vec.avx512 && (s1 - s0) * w->grp >= 8) return AttendTiled(w, b, kv, s0, s1);
 #endif
   thread_local std::vector<float> scores, qrow;
-  thread_local std::vector<const float*> values;
+  thread_local std::vector<const void*> values;
   const size_t width = static_cast<size_t>(w->C + S);
   if (scores.size() < width) {
     scores.resize(width);
@@ -392,8 +467,9 @@ void AttendItem(void* p, size_t item) {
       std::memset(out, 0, sizeof(float) * static_cast<size_t>(D));
       if (qpos[s] < 0) continue;
       Rotate(w->q + ((b * S + s) * nq + h) * D, cos, sin, D, k.scale, qrow.data());
-      int64_t n = 0;
-      ForEachKey(w, b, kv, [&](int64_t j) { return Visible(i, j, k.window); }, [&](const float* key, const float* value, int64_t) {
+      int64_t n = 0, nhalf = 0;  // values [0, nhalf) are float16 pool entries (they come first)
+      ForEachKey(w, b, kv, [&](int64_t j) { return Visible(i, j, k.window); }, [&](const auto* key, const auto* value, int64_t) {
+        if constexpr (IsHalf<decltype(key)>()) nhalf++;
         scores[n] = w->vec.Dot(qrow.data(), key);
         values[n++] = value;
       });
@@ -401,7 +477,8 @@ void AttendItem(void* p, size_t item) {
       if (k.softcap > 0.f) w->vec.Softcap(scores.data(), n, k.softcap);
       const float max = *std::max_element(scores.data(), scores.data() + n);
       const float inv = 1.f / w->vec.ExpSum(scores.data(), n, max);
-      for (int64_t c = 0; c < n; c++) w->vec.Axpy(scores[c] * inv, values[c], out);
+      for (int64_t c = 0; c < nhalf; c++) w->vec.Axpy(scores[c] * inv, static_cast<const uint16_t*>(values[c]), out);
+      for (int64_t c = nhalf; c < n; c++) w->vec.Axpy(scores[c] * inv, static_cast<const float*>(values[c]), out);
     }
   }
 }
@@ -417,6 +494,14 @@ OrtStatusPtr Dims(const OrtValue* v, std::vector<int64_t>* dims) {
   return st;
 }
 
+OrtStatusPtr ElementType(const OrtValue* v, ONNXTensorElementDataType* type) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  RETURN_IF(g_api->GetTensorTypeAndShape(v, &info));
+  OrtStatusPtr st = g_api->GetTensorElementType(info, type);
+  g_api->ReleaseTensorTypeAndShapeInfo(info);
+  return st;
+}
+
 OrtStatusPtr Compute(const Kernel& kernel, OrtKernelContext* ctx) {
   constexpr size_t kInputs = 10;
   const OrtValue* in[kInputs] = {};
@@ -426,6 +511,12 @@ OrtStatusPtr Compute(const Kernel& kernel, OrtKernelContext* ctx) {
     RETURN_IF(g_api->KernelContext_GetInput(ctx, i, &in[i]));
     RETURN_IF(Dims(in[i], &dims[i]));
     RETURN_IF(g_api->GetTensorData(in[i], &data[i]));
+  }
+  ONNXTensorElementDataType pool_type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED, value_pool_type = pool_type;
+  RETURN_IF(ElementType(in[6], &pool_type));
+  RETURN_IF(ElementType(in[7], &value_pool_type));
+  if (pool_type != value_pool_type || (pool_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && pool_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16)) {
+    return Error("PagedAttention: the key and value pools must both be float or both float16");
   }
   const auto& qd = dims[0];
   const auto& pool = dims[6];
@@ -458,8 +549,9 @@ OrtStatusPtr Compute(const Kernel& kernel, OrtKernelContext* ctx) {
   w.cos = static_cast<const float*>(data[3]);
   w.sin = static_cast<const float*>(data[4]);
   w.qpos = static_cast<const float*>(data[5]);
-  w.kpool = static_cast<const float*>(data[6]);
-  w.vpool = static_cast<const float*>(data[7]);
+  w.kpool = data[6];
+  w.vpool = data[7];
+  w.half = pool_type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
   w.table = static_cast<const int64_t*>(data[8]);
   w.slots = static_cast<const int64_t*>(data[9]);
   w.ctx = static_cast<float*>(ctx_data);
@@ -514,7 +606,9 @@ OrtStatusPtr ORT_API_CALL CreateKernelV2(const OrtCustomOp*, const OrtApi* api, 
 OrtStatusPtr ORT_API_CALL ComputeV2(void* kernel, OrtKernelContext* ctx) { return Compute(*static_cast<const Kernel*>(kernel), ctx); }
 void ORT_API_CALL Destroy(void* kernel) { delete static_cast<Kernel*>(kernel); }
 const char* ORT_API_CALL Name(const OrtCustomOp*) { return "PagedAttention"; }
+// The pools (6, 7): float or float16, checked at run time (undefined: any type here).
 ONNXTensorElementDataType ORT_API_CALL InputType(const OrtCustomOp*, size_t i) {
+  if (i == 6 || i == 7) return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
   return i >= 8 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 }
 size_t ORT_API_CALL InputCount(const OrtCustomOp*) { return 10; }

@@ -15,12 +15,13 @@ import { importDomain, Q4_DOMAIN } from './q4-graph.ts';
 
 export const ATTENTION_OP = 'PagedAttention';
 const FLOAT = 1;
+const FLOAT16 = 10;
 const ATTR_FLOAT = 1;
 const ATTR_INT = 2;
 
 /**
  * Which attention a CPU session of the native runner runs: `auto` (gemma-serve's fused op where
- * the export allows it: the paged layout with a float32 cache) or `ort` (the exported nodes).
+ * the export allows it: the paged layout, with a float32 or float16 cache) or `ort` (the exported nodes).
  */
 export type AttentionKernel = 'auto' | 'ort';
 export const ATTENTION_KERNELS: readonly AttentionKernel[] = ['auto', 'ort'];
@@ -56,7 +57,8 @@ const QPOS = out('/model/step/qpos');
 
 /**
  * Swaps each layer's attention for one PagedAttention node, in `model` (decoded), where every
- * layer has the paged layout's nodes and a float32 cache; returns how many layers were swapped
+ * layer has the paged layout's nodes and a float32 or float16 cache (the op widens float16 pool
+ * entries as it reads them, as the graph's Cast of the gathered cache does); returns how many layers were swapped
  * (0: the model is left as it was). The nodes only the old attention used are removed.
  */
 export function swapAttention(model: P.IModelProto, spec: FusedAttentionSpec): number {
@@ -75,7 +77,8 @@ export function swapAttention(model: P.IModelProto, spec: FusedAttentionSpec): n
     const newKey = producer.get(out(`${p}/k_rope/Add`));
     const heads = ['q', 'k', 'v'].map((w) => out(`${p}/${w}_reshape`));
     if (kind === undefined || context === undefined || newKey === undefined || !heads.every((h) => producer.has(h))) return 0;
-    if (inputType.get(io.cacheKey(l)) !== FLOAT || inputType.get(io.cacheValue(l)) !== FLOAT) return 0;
+    const pool = inputType.get(io.cacheKey(l));
+    if ((pool !== FLOAT && pool !== FLOAT16) || inputType.get(io.cacheValue(l)) !== pool) return 0;
     fused.push({
       replaces: [context, newKey],
       node: {
