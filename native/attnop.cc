@@ -483,21 +483,15 @@ void AttendItem(void* p, size_t item) {
   }
 }
 
-OrtStatusPtr Dims(const OrtValue* v, std::vector<int64_t>* dims) {
+// A tensor's shape and element type.
+OrtStatusPtr Describe(const OrtValue* v, std::vector<int64_t>* dims, ONNXTensorElementDataType* type) {
   OrtTensorTypeAndShapeInfo* info = nullptr;
   RETURN_IF(g_api->GetTensorTypeAndShape(v, &info));
   size_t rank = 0;
   OrtStatusPtr st = g_api->GetDimensionsCount(info, &rank);
   dims->assign(rank, 0);
   if (st == nullptr) st = g_api->GetDimensions(info, dims->data(), rank);
-  g_api->ReleaseTensorTypeAndShapeInfo(info);
-  return st;
-}
-
-OrtStatusPtr ElementType(const OrtValue* v, ONNXTensorElementDataType* type) {
-  OrtTensorTypeAndShapeInfo* info = nullptr;
-  RETURN_IF(g_api->GetTensorTypeAndShape(v, &info));
-  OrtStatusPtr st = g_api->GetTensorElementType(info, type);
+  if (st == nullptr) st = g_api->GetTensorElementType(info, type);
   g_api->ReleaseTensorTypeAndShapeInfo(info);
   return st;
 }
@@ -506,16 +500,15 @@ OrtStatusPtr Compute(const Kernel& kernel, OrtKernelContext* ctx) {
   constexpr size_t kInputs = 10;
   const OrtValue* in[kInputs] = {};
   std::vector<int64_t> dims[kInputs];
+  ONNXTensorElementDataType types[kInputs] = {};
   const void* data[kInputs] = {};
   for (size_t i = 0; i < kInputs; i++) {
     RETURN_IF(g_api->KernelContext_GetInput(ctx, i, &in[i]));
-    RETURN_IF(Dims(in[i], &dims[i]));
+    RETURN_IF(Describe(in[i], &dims[i], &types[i]));
     RETURN_IF(g_api->GetTensorData(in[i], &data[i]));
   }
-  ONNXTensorElementDataType pool_type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED, value_pool_type = pool_type;
-  RETURN_IF(ElementType(in[6], &pool_type));
-  RETURN_IF(ElementType(in[7], &value_pool_type));
-  if (pool_type != value_pool_type || (pool_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && pool_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16)) {
+  const ONNXTensorElementDataType pool_type = types[6];
+  if (pool_type != types[7] || (pool_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && pool_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16)) {
     return Error("PagedAttention: the key and value pools must both be float or both float16");
   }
   const auto& qd = dims[0];

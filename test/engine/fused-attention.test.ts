@@ -15,18 +15,13 @@ import { makeRandomCheckpoint } from '../../src/checkpoint/make-random.ts';
 import { exportCheckpoint } from '../../src/engine/export/export.ts';
 import { ModelRunner } from '../../src/engine/model-runner.ts';
 import { Stepper } from '../../src/engine/stepper.ts';
-import { loadNativeOrt } from '../../src/engine/native/ort-native.ts';
 import { ATTENTION_OP, fusedAttentionSpec, swapAttention } from '../../src/engine/native/attention-graph.ts';
 import { parseGemma2Config } from '../../src/checkpoint/config.ts';
 import { f16ToF32, f32ToF16 } from '../../src/f16.ts';
+import { requireNativeAddon } from './native-addon.ts';
 
 const { onnx } = onnxProto;
-const native = loadNativeOrt();
-if ('error' in native) {
-  t.fail(`the native runner must be built for these tests: ${native.error}`);
-  process.exit(1);
-}
-const addon = native.addon;
+const addon = requireNativeAddon();
 const fast = addon.attentionKernel(false);
 t.comment(`this CPU's PagedAttention path: ${fast}`);
 

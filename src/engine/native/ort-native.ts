@@ -40,7 +40,8 @@ export interface Binding {
 }
 
 type Spec = [string, number, readonly number[], HostData | [number, number] | [number, number, object]];
-interface Addon {
+/** The addon's functions (native/gs_ort.cc). */
+export interface Addon {
   version(): string;
   createSession(model: string | [Uint8Array, string], device: Device, deviceId: number, intraOpThreads: number): object;
   inputNames(s: object): string[];

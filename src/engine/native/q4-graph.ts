@@ -7,10 +7,7 @@
  * sizes above 1 (prefill most of all: `bench/q4-kernel.ts`), so the CPU session loads the export's
  * graph with those nodes swapped, in memory; the graph file and its weights stay as exported.
  */
-import onnxProto from 'onnx-proto';
 import type { onnx as P } from 'onnx-proto';
-
-const { onnx } = onnxProto;
 
 export const Q4_DOMAIN = 'ai.gemma_serve';
 export const Q4_OP = 'MatMulQ4';
@@ -37,13 +34,6 @@ function swappable(node: P.INodeProto, floatInitializers: ReadonlySet<string>): 
   if (inputs.length < 3 || inputs.slice(3).some((x) => x !== '') || !floatInitializers.has(inputs[2]!)) return false;
   return intAttr(node, 'bits') === 4 && intAttr(node, 'block_size') === 32 && (intAttr(node, 'accuracy_level') ?? 0) === 4
     && intAttr(node, 'K') !== undefined && intAttr(node, 'N') !== undefined;
-}
-
-/** The graph with its eligible MatMulNBits nodes run by MatMulQ4, and how many were swapped (0: `bytes` returned as is). */
-export function withQ4Kernel(bytes: Uint8Array): { readonly bytes: Uint8Array; readonly swapped: number } {
-  const model = onnx.ModelProto.decode(bytes);
-  const swapped = swapQ4Nodes(model);
-  return swapped === 0 ? { bytes, swapped } : { bytes: onnx.ModelProto.encode(model).finish(), swapped };
 }
 
 /** Runs the eligible MatMulNBits nodes of `model` (decoded) by MatMulQ4, in place; how many. */
