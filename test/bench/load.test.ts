@@ -11,6 +11,8 @@ import { benchCommand, parseBenchArgs } from '../../src/cli/bench/cli.ts';
 import { fitCalibration, parseRange, promptOfTokens, seededRandom } from '../../src/cli/bench/prompts.ts';
 import type { BenchReport, LevelReport } from '../../src/cli/bench/run.ts';
 import { percentile } from '../../src/cli/bench/stats.ts';
+import { WorkloadSource } from '../../src/cli/bench/workloads.ts';
+import type { RequestResult } from '../../src/cli/bench/client.ts';
 import { main } from '../../src/cli.ts';
 import { startTinyServer } from '../server/tiny-server.ts';
 
@@ -135,7 +137,10 @@ t.test('against the tiny server', async (tt) => {
 
   tt.test('multi-turn workload: conversations resend their history', async (t2) => {
     const out = join(dir, 'turns.json');
-    const r = await bench(['--url', server.baseURL, '--workload', 'multi-turn', '--turns', '3', '--concurrency', '2', '--requests', '6',
+    // One client: its 6 requests are exactly two conversations of 3 turns. With two clients the
+    // count depends on timing (one that runs ahead finishes its conversation and starts a third
+    // while the other is still on its second turn): the scripted test below covers that case.
+    const r = await bench(['--url', server.baseURL, '--workload', 'multi-turn', '--turns', '3', '--concurrency', '1', '--requests', '6',
       '--prompt-tokens', '12', '--max-tokens', '8', '--ignore-eos', '--warmup', '0', '--out', out]);
     t2.equal(r.code, 0, r.stderr);
     const report = JSON.parse(readFileSync(out, 'utf8')) as BenchReport;
@@ -163,6 +168,39 @@ t.test('against the tiny server', async (tt) => {
     checkLevel(t2, l!);
     t2.ok(l!.output_tokens >= 12 && l!.output_tokens <= 30, 'sampled output lengths within 2..5 each');
   });
+});
+
+t.test('multi-turn source: a client that runs ahead starts a new conversation; only finished ones are counted', (tt) => {
+  const source = new WorkloadSource({ kind: 'multi-turn', turns: 3 }, { promptTokens: { min: 4, max: 4 }, maxTokens: { min: 2, max: 2 } },
+    { source: 'estimate', tokensPerWord: 1, overheadTokens: 0 }, seededRandom(3), '');
+  const t0 = performance.now(); // the source stamps a conversation's start with performance.now()
+  const result = (text: string, atMs: number): RequestResult => ({
+    error: null, startMs: t0 + atMs, ttftMs: 1, e2eMs: 10, gapsMs: [], outputTokens: 2, promptTokens: null, cachedTokens: null, usage: true, text,
+  });
+  const a1 = source.next();
+  const b1 = source.next(); // client 2 holds conversation B
+  tt.same([a1.history.length, b1.history.length], [0, 0], 'two new conversations');
+  a1.settle(result('a1', 0));
+  const a2 = source.next();
+  tt.equal(a2.history.length, 2, 'client 1 goes on with A (its first turn and reply resent)');
+  tt.same(a2.history.map((m) => m.content), [a1.prompt, 'a1']);
+  a2.settle(result('a2', 20));
+  const a3 = source.next();
+  tt.equal(a3.history.length, 4);
+  a3.settle(result('a3', 40));
+  tt.equal(source.conversationsMs.length, 1, 'A finished its 3 turns');
+  // First send (stamped just after t0) to the end of the third turn (t0 + 40 + 10).
+  tt.ok(source.conversationsMs[0]! > 45 && source.conversationsMs[0]! <= 50, `its wall time spans its turns (${source.conversationsMs[0]} ms)`);
+  const c1 = source.next();
+  tt.equal(c1.history.length, 0, 'B is still in flight: client 1 starts conversation C');
+  b1.settle(result('b1', 0));
+  const b2 = source.next();
+  tt.same(b2.history.map((m) => m.content), [b1.prompt, 'b1'], 'B goes on with its own history');
+  b2.settle({ ...result('', 30), error: 'HTTP 500' });
+  tt.equal(source.next().history.length, 0, 'a failed turn ends its conversation (B is not resumed)');
+  c1.settle(result('c1', 60));
+  tt.equal(source.conversationsMs.length, 1, 'unfinished conversations are not counted');
+  tt.end();
 });
 
 t.test('a port nobody listens on', async (tt) => {
