@@ -76,6 +76,8 @@ export async function serve(argv: string[]): Promise<number> {
   const prefixCaching = !(values['no-prefix-caching'] ?? booleanEnv('no-prefix-caching', env['GEMMA_SERVE_NO_PREFIX_CACHING']));
   const statsInterval = secondsFlag('stats-interval', values['stats-interval'] ?? env['GEMMA_SERVE_STATS_INTERVAL']) ?? DEFAULT_STATS_INTERVAL_SECONDS;
   const shutdownTimeout = secondsFlag('shutdown-timeout', values['shutdown-timeout'] ?? env['GEMMA_SERVE_SHUTDOWN_TIMEOUT']) ?? DEFAULT_SHUTDOWN_TIMEOUT_SECONDS;
+  // Tests only (EngineOptions.minStepMs): no flag, and a note in the log when set.
+  const minStepMs = testMinStepMs(env['GEMMA_SERVE_TEST_MIN_STEP_MS']);
   const threads = integerFlag('threads', values.threads ?? env['GEMMA_SERVE_THREADS'], 0);
   if (threads !== undefined && threads > availableParallelism()) {
     throw new ConfigError(`serve: --threads ${threads} exceeds this machine's ${availableParallelism()} cores (oversubscribing slows every step)`, 'threads');
@@ -104,12 +106,13 @@ export async function serve(argv: string[]): Promise<number> {
   const onSignal = (signal: string): void => { stopLoading.abort(); stopSignal?.(signal); };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const loading = Engine.start({ signal: stopLoading.signal, modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, attentionKernel, sampler, modelId: servedModelName, modelAliases, specialTokensInContent, chatTemplate, prefixCaching });
+  const loading = Engine.start({ signal: stopLoading.signal, modelDir, device, kvCacheBytes, kvDtype, dataDir, maxNumSeqs, maxWaiting, maxNumBatchedTokens, threads, int4Kernel, attentionKernel, sampler, modelId: servedModelName, modelAliases, specialTokensInContent, chatTemplate, prefixCaching, minStepMs });
   loading.catch(() => undefined); // handled below; the state also records the failure
   const state = new EngineState(loading);
   const metrics = new Metrics({ state, names: metricsNames });
   const app = buildApp({ engine: state, logger, apiKeys, corsOrigins, bodyLimitBytes, metrics, logPrompts });
   if (logPrompts) logger.warn('--log-prompts: request log lines carry prompt and completion text');
+  if (minStepMs !== undefined) logger.warn({ minStepMs }, 'GEMMA_SERVE_TEST_MIN_STEP_MS: every step is padded to this many milliseconds (a testing aid: it slows the server)');
   if (apiKeys.length > 0) logger.info({ keys: apiKeys.length }, 'API key authentication is on');
   else if (host === '127.0.0.1' || host === 'localhost' || host === '::1') logger.info('API key authentication is off (no keys configured)');
   else logger.warn({ host }, 'API key authentication is off (no keys configured) and the server listens beyond localhost');
@@ -250,6 +253,12 @@ function booleanEnv(flag: string, text: string | undefined): boolean {
 }
 
 /** A duration in seconds (>= 0, fractions allowed) given as a flag or environment variable; undefined when not given. */
+function testMinStepMs(text: string | undefined): number | undefined {
+  if (text === undefined || text === '') return undefined;
+  if (!/^\d+(\.\d+)?$/.test(text.trim())) throw new ConfigError(`serve: GEMMA_SERVE_TEST_MIN_STEP_MS must be a number of milliseconds >= 0, got ${JSON.stringify(text)}`);
+  return Number(text);
+}
+
 function secondsFlag(flag: string, text: string | undefined): number | undefined {
   if (text === undefined || text === '') return undefined;
   const n = Number(text);

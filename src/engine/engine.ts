@@ -53,6 +53,12 @@ export interface EngineOptions {
   readonly kvDtype?: KvDtype;
   /** Replace the model by a ScriptedRunner emitting these token ids (tests, benchmarks). */
   readonly script?: readonly number[];
+  /**
+   * Tests: every step that computes takes at least this long (the worker waits out the rest), so
+   * a generation lasts a known time on any machine (one cancelled "mid-generation" is still
+   * running however fast the host). Not a serving option: no CLI flag sets it.
+   */
+  readonly minStepMs?: number;
   /** Worker threads that template and tokenize prompts off the event loop (default 1). */
   readonly textWorkers?: number;
   /**
@@ -225,7 +231,7 @@ export class Engine {
 
     const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
     const maxWaiting = opts.maxWaiting ?? DEFAULT_MAX_WAITING;
-    const init: WorkerInit = { exportDir, stopIds, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, attentionKernel: opts.attentionKernel, prefixCaching: opts.prefixCaching ?? true, sampler: opts.sampler, ...(opts.script ? { script: [...opts.script] } : {}) };
+    const init: WorkerInit = { exportDir, stopIds, device: opts.device ?? 'cpu', kvCacheBytes: opts.kvCacheBytes, maxNumSeqs, maxNumBatchedTokens: opts.maxNumBatchedTokens, threads: opts.threads, int4Kernel: opts.int4Kernel, attentionKernel: opts.attentionKernel, prefixCaching: opts.prefixCaching ?? true, sampler: opts.sampler, ...(opts.script ? { script: [...opts.script] } : {}), ...(opts.minStepMs !== undefined ? { minStepMs: opts.minStepMs } : {}) };
     // Compiled (dist/, what the package runs) the worker is the plain worker.js beside this
     // module. From source (.ts under tsx: tests, development) worker-boot.mjs registers tsx in
     // the thread first, so it runs the same under tsx's CLI or tap's loader; execArgv is not

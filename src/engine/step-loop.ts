@@ -43,6 +43,8 @@ export class StepLoop {
     private readonly weightsOf: SoftmaxWeights,
     /** The sampler graph (device-sampler.ts), or null: every row through the JS sampler. */
     private readonly sampler: DeviceSampler | null = null,
+    /** EngineOptions.minStepMs (tests): a step that computes lasts at least this long. */
+    private readonly minStepMs = 0,
   ) {
     this.scheduler = new Scheduler(new KvCacheManager(runner.layout), config);
     if (sampler?.inPlace === true) runner.keepLogitsOnDevice?.(sampler.device);
@@ -96,7 +98,10 @@ export class StepLoop {
       }
       // Counters as planned (lastStep is this step), taken before the step ends sequences.
       const stats = this.scheduler.stats();
+      const stepStart = performance.now();
       if (step.rows.length > 0) await this.runStep(step);
+      const pad = step.rows.length > 0 ? this.minStepMs - (performance.now() - stepStart) : 0;
+      if (pad > 0) await new Promise<void>((res) => setTimeout(res, pad));
       this.send(this.outbox.take(stats, step.rows.length > 0, this.forwardSeconds));
       // Take in submits and aborts between steps even when the runner never yields (the scripted one).
       if (step.rows.length > 0 || step.unservable.length === 0) await new Promise<void>((res) => setImmediate(res));

@@ -50,6 +50,8 @@ export interface WorkerInit {
   readonly sampler?: SamplerKind;
   /** Run a ScriptedRunner emitting these tokens instead of the ONNX model (tests, benchmarks). */
   readonly script?: readonly number[];
+  /** EngineOptions.minStepMs. */
+  readonly minStepMs?: number;
   /** Reuse cached prompt prefixes where the runner supports it (kv-cache-manager.ts); default false. */
   readonly prefixCaching?: boolean;
 }

@@ -43,7 +43,7 @@ async function main(): Promise<void> {
   // intra-op pool would spin on the cores the model's pool runs on, and on the shared 2-core host
   // one thread sampled no slower than two (BENCHMARKS.md, sampling on the execution provider).
   const sampler = init.sampler === 'js' ? null : DeviceSampler.create({ device: init.device, intraOpThreads: init.device === 'cpu' ? 1 : init.threads });
-  const loop = new StepLoop(runner, { maxNumSeqs, maxNumBatchedTokens }, send, nativeSoftmaxWeights() ?? jsSoftmaxWeights, sampler !== null && !('error' in sampler) ? sampler : null);
+  const loop = new StepLoop(runner, { maxNumSeqs, maxNumBatchedTokens }, send, nativeSoftmaxWeights() ?? jsSoftmaxWeights, sampler !== null && !('error' in sampler) ? sampler : null, init.minStepMs ?? 0);
   const grammars = new WorkerGrammars(init.exportDir, init.stopIds);
   /** Constrained submits still compiling; true once an abort for one has arrived. */
   const compiling = new Map<number, boolean>();

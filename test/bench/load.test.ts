@@ -177,7 +177,9 @@ t.test('multi-turn source: a client that runs ahead starts a new conversation; o
   const result = (text: string, atMs: number): RequestResult => ({
     error: null, startMs: t0 + atMs, ttftMs: 1, e2eMs: 10, gapsMs: [], outputTokens: 2, promptTokens: null, cachedTokens: null, usage: true, text,
   });
-  const a1 = source.next();
+  const before = performance.now() - t0;
+  const a1 = source.next(); // A's start is stamped in here
+  const after = performance.now() - t0;
   const b1 = source.next(); // client 2 holds conversation B
   tt.same([a1.history.length, b1.history.length], [0, 0], 'two new conversations');
   a1.settle(result('a1', 0));
@@ -189,8 +191,9 @@ t.test('multi-turn source: a client that runs ahead starts a new conversation; o
   tt.equal(a3.history.length, 4);
   a3.settle(result('a3', 40));
   tt.equal(source.conversationsMs.length, 1, 'A finished its 3 turns');
-  // First send (stamped just after t0) to the end of the third turn (t0 + 40 + 10).
-  tt.ok(source.conversationsMs[0]! > 45 && source.conversationsMs[0]! <= 50, `its wall time spans its turns (${source.conversationsMs[0]} ms)`);
+  // First send (stamped inside the first next()) to the end of the third turn (t0 + 40 + 10).
+  const wall = source.conversationsMs[0]!;
+  tt.ok(wall >= 50 - after && wall <= 50 - before, `its wall time spans its turns (${wall} ms)`);
   const c1 = source.next();
   tt.equal(c1.history.length, 0, 'B is still in flight: client 1 starts conversation C');
   b1.settle(result('b1', 0));

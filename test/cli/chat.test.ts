@@ -19,7 +19,8 @@ import { buildApp } from '../../src/server/app.ts';
 import { startTinyServer } from '../server/tiny-server.ts';
 
 const BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/gemma-serve.js');
-const server = await startTinyServer('chat');
+// Each step lasts at least 5 ms: a reply interrupted at its first piece is still being generated on any machine.
+const server = await startTinyServer('chat', { minStepMs: 5 });
 const MAX_TOKENS = 5;
 
 /** The reply a non-streaming request with these messages gets from `server` at temperature 0. */

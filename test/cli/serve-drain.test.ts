@@ -19,7 +19,8 @@ t.test('SIGTERM drains: ready 503, short stream completes, long one gets server_
   const made = spawnSync(process.execPath, [BIN, 'make-random', '--shape', 'tiny', '--seed', '1', '--dtype', 'f32', '--out', ckpt, '--set', 'max_position_embeddings=4096'], { encoding: 'utf8' });
   t.equal(made.status, 0, made.stderr);
   const child = spawn(process.execPath, [BIN, 'serve', '--model', ckpt, '--port', '0', '--shutdown-timeout', '1.5', '--stats-interval', '0.2'],
-    { env: { ...process.env, GEMMA_SERVE_DATA_DIR: join(root, 'data') }, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Steps of at least 2 ms: the 3,500-token stream outlasts the 1.5 s timeout on any machine (7 s or more), the 60-token one does not (0.12 s).
+    { env: { ...process.env, GEMMA_SERVE_DATA_DIR: join(root, 'data'), GEMMA_SERVE_TEST_MIN_STEP_MS: '2' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stdout.on('data', (d: Buffer) => { log += d.toString(); });
   let stderr = '';
@@ -80,6 +81,7 @@ t.test('SIGTERM drains: ready 503, short stream completes, long one gets server_
   t.ok(lines.some((x) => x.msg === 'engine stats' && typeof x.generationThroughput === 'number'), 'engine stats lines');
   t.match(lines.find((x) => typeof x.msg === 'string' && x.msg.startsWith('drained')), { cut: 1 });
   t.notMatch(log, 'a secret prompt', 'no prompt text in the log');
+  t.ok(lines.some((x) => x.msg === 'GEMMA_SERVE_TEST_MIN_STEP_MS: every step is padded to this many milliseconds (a testing aid: it slows the server)' && x.minStepMs === 2), 'the testing aid is announced');
 });
 
 t.test('serve: bad observability flags exit 1 naming them', async (t) => {
@@ -93,4 +95,7 @@ t.test('serve: bad observability flags exit 1 naming them', async (t) => {
   const env = spawnSync(process.execPath, [BIN, 'serve', '--model', root], { encoding: 'utf8', env: { ...process.env, GEMMA_SERVE_LOG_PROMPTS: 'maybe' } });
   t.equal(env.status, 1);
   t.match(env.stderr, /GEMMA_SERVE_LOG_PROMPTS must be true or false/);
+  const pad = spawnSync(process.execPath, [BIN, 'serve', '--model', root], { encoding: 'utf8', env: { ...process.env, GEMMA_SERVE_TEST_MIN_STEP_MS: '-1' } });
+  t.equal(pad.status, 1);
+  t.match(pad.stderr, /GEMMA_SERVE_TEST_MIN_STEP_MS must be a number of milliseconds >= 0/);
 });

@@ -95,7 +95,8 @@ t.test('concurrent greedy requests give exactly their solo ids', async (t) => {
 
 for (const kind of ['scripted', 'ONNX'] as const) {
   t.test(`${kind}: a request submitted while another decodes joins it and finishes first`, async (t) => {
-    const engine = await start({ modelDir: ckpt, maxNumSeqs: 4, ...(kind === 'scripted' ? { script: [5, 6, 7] } : {}) });
+    // Steps of at least 5 ms: the long request's 200 steps take a second or more on any machine.
+    const engine = await start({ modelDir: ckpt, maxNumSeqs: 4, minStepMs: 5, ...(kind === 'scripted' ? { script: [5, 6, 7] } : {}) });
     const order: string[] = [];
     let late: Promise<unknown> | undefined;
     const long = generate(engine, { promptIds: prompt(1, 8), maxTokens: 200, temperature: 0 }, () => {
@@ -106,6 +107,20 @@ for (const kind of ['scripted', 'ONNX'] as const) {
     await checkSettled(t, engine);
   });
 }
+
+t.test('minStepMs (tests): each step that computes lasts at least that long; the tokens are unchanged', async (t) => {
+  const req = { promptIds: prompt(3, 8), maxTokens: 5, temperature: 0 };
+  const plain = await generate(await start({ modelDir: ckpt }), req);
+  const paced = await start({ modelDir: ckpt, minStepMs: 40 });
+  const t0 = performance.now();
+  const got = await generate(paced, req);
+  const ms = performance.now() - t0;
+  t.same(got, plain, 'the same tokens');
+  // Five tokens take five steps (the prefill makes the first), each reported after its padding
+  // (libuv's timers count whole milliseconds: up to one early each).
+  t.ok(ms >= 5 * 40 - 10, `5 tokens in ${ms.toFixed(0)} ms`);
+  await checkSettled(t, paced);
+});
 
 t.test('preempted sequences are recomputed and give their unpreempted ids', async (t) => {
   const maxTokens = 40;

@@ -149,7 +149,8 @@ t.test('503 with Retry-After while the model loads, after a failed load, and whi
 });
 
 t.test('429 with Retry-After when running and waiting slots are full', async (t) => {
-  const small = await Engine.start({ modelDir: engine.exportDir, maxNumSeqs: 1, maxWaiting: 0, kvCacheBytes: 8 * 2 ** 20 });
+  // Steps of at least 5 ms: the 200-token stream holds the one slot for a second or more on any machine.
+  const small = await Engine.start({ modelDir: engine.exportDir, maxNumSeqs: 1, maxWaiting: 0, kvCacheBytes: 8 * 2 ** 20, minStepMs: 5 });
   t.teardown(() => small.close());
   const c = await serveState(t, new EngineState(small));
   const stream = await c.chat.completions.create({ model: small.modelId, messages, max_tokens: 200, temperature: 0, stream: true, ignore_eos: true } as never) as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>;

@@ -15,7 +15,8 @@ import { EngineState } from '../../src/server/engine-state.ts';
 const dir = mkdtempSync(join(tmpdir(), 'gs-drain-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 makeRandomCheckpoint({ shape: 'tiny', seed: 0, dtype: 'f32', out: join(dir, 'ckpt'), set: { max_position_embeddings: '2048' } });
-const engine = await Engine.start({ modelDir: join(dir, 'ckpt'), dataDir: join(dir, 'data'), kvCacheBytes: 32 * 2 ** 20 });
+// Each step lasts at least 1 ms: an 1,800-token generation outlasts a 200 ms grace on any machine.
+const engine = await Engine.start({ modelDir: join(dir, 'ckpt'), dataDir: join(dir, 'data'), kvCacheBytes: 32 * 2 ** 20, minStepMs: 1 });
 t.teardown(() => engine.close());
 const model = engine.modelId;
 

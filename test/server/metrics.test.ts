@@ -9,7 +9,8 @@ import { EngineState } from '../../src/server/engine-state.ts';
 import { buckets125 } from '../../src/server/metrics.ts';
 import { startTinyServer } from './tiny-server.ts';
 
-const { client, model, baseURL, engine } = await startTinyServer('metrics');
+// Each step lasts at least 5 ms: the stream cancelled after 4 chunks is still running on any machine.
+const { client, model, baseURL, engine } = await startTinyServer('metrics', { minStepMs: 5 });
 
 type Series = { name: string; labels: Record<string, string>; value: number };
 
@@ -88,7 +89,9 @@ t.test('known traffic: counters and histogram counts equal the usage of the requ
   // The prompts share their chat template's start: prompt tokens counted are the computed ones.
   const cachedSum = usages.reduce((a, u) => a + u.prompt_tokens_details!.cached_tokens!, 0);
   const genSum = usages.reduce((a, u) => a + u.completion_tokens, 0);
-  const all = await settled((a) => value(a, `${P}http_requests_total`, { route: 'unmatched', method: 'GET', status: '404' }) === 1);
+  // The worker's idle stats (running, cache usage) follow the last response: wait for them too.
+  const all = await settled((a) => value(a, `${P}http_requests_total`, { route: 'unmatched', method: 'GET', status: '404' }) === 1
+    && value(a, `${P}num_requests_running`, M) === 0 && value(a, `${P}kv_cache_usage_perc`, M) === 0);
   t.equal(value(all, `${P}prompt_tokens_total`, M), promptSum - cachedSum, 'prompt tokens = sum of usage.prompt_tokens less the cached ones');
   t.equal(value(all, `${P}prefix_cache_queries_total`, M), promptSum, 'prefix cache queries: every prompt token');
   t.equal(value(all, `${P}prefix_cache_hits_total`, M), cachedSum, 'prefix cache hits: the cached tokens of the usage');

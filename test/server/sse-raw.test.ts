@@ -6,7 +6,10 @@ import t, { type Test } from 'tap';
 import { fetch, type Response } from 'undici';
 import { startTinyServer } from './tiny-server.ts';
 
-const { engine, baseURL, model } = await startTinyServer('sse-raw');
+// Each step lasts at least 5 ms: a 200-token generation takes a second or more on any machine, so
+// one disconnected or failed after its first events is still running when that happens, and a
+// stream's events cannot all be produced before its first read.
+const { engine, baseURL, model } = await startTinyServer('sse-raw', { minStepMs: 5 });
 const messages = [{ role: 'user', content: 'Hello there' }];
 
 interface Choice { index: number; delta?: { role?: string; content?: string }; text?: string; finish_reason: string | null }

@@ -26,6 +26,8 @@ export interface TinyServerOptions {
   readonly modelAliases?: readonly string[];
   /** API keys the app requires (none: open). */
   readonly apiKeys?: readonly string[];
+  /** EngineOptions.minStepMs: each step lasts at least this long (a generation cut "mid-way" is still running on any machine). */
+  readonly minStepMs?: number;
 }
 
 /** A tiny random model with a 256-token context (or `maxPositions`), served on 127.0.0.1. */
@@ -34,7 +36,7 @@ export async function startTinyServer(name: string, opts: TinyServerOptions = {}
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const checkpointDir = join(dir, 'ckpt');
   makeRandomCheckpoint({ shape: 'tiny', seed: 0, dtype: 'f32', out: checkpointDir, set: { max_position_embeddings: String(opts.maxPositions ?? 256) } });
-  const engine = await Engine.start({ modelDir: checkpointDir, dataDir: join(dir, 'data'), kvCacheBytes: Math.max(8, (opts.maxPositions ?? 256) / 32) * 2 ** 20, modelAliases: opts.modelAliases });
+  const engine = await Engine.start({ modelDir: checkpointDir, dataDir: join(dir, 'data'), kvCacheBytes: Math.max(8, (opts.maxPositions ?? 256) / 32) * 2 ** 20, modelAliases: opts.modelAliases, minStepMs: opts.minStepMs });
   const app = buildApp({ engine, apiKeys: opts.apiKeys });
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(async () => { await app.close(); await engine.close(); });

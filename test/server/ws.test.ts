@@ -7,7 +7,9 @@ import WebSocket from 'ws';
 import { buildApp } from '../../src/server/app.ts';
 import { startTinyServer } from './tiny-server.ts';
 
-const { engine, baseURL, model } = await startTinyServer('ws');
+// Each step lasts at least 5 ms: a 200-token generation takes a second or more on any machine, so
+// one cancelled, cut or failed after its first chunk is still running when that happens.
+const { engine, baseURL, model } = await startTinyServer('ws', { minStepMs: 5 });
 const messages = [{ role: 'user', content: 'Hello there' }];
 const wsURL = (base: string): string => `${base.replace(/^http/, 'ws')}/v1/chat/completions/ws`;
 
