@@ -17,6 +17,7 @@ import { registerErrorHandler } from './error-handler.ts';
 import { chatCompletionsRoute } from './routes/chat-completions.ts';
 import { chatWebSocketRoute } from './routes/chat-ws.ts';
 import { completionsRoute } from './routes/completions.ts';
+import { responsesRoute } from './routes/responses.ts';
 import { registerRequestLog, requestId } from './logging.ts';
 import { Metrics, type MetricsNames } from './metrics.ts';
 import { healthRoute } from './routes/health.ts';
@@ -106,6 +107,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     modelsRoute(api, state);
     chatCompletionsRoute(api, state);
     completionsRoute(api, state);
+    responsesRoute(api, state);
     tokenizeRoutes(api, state);
     chatWebSocketRoute(api, state, jsonParser);
     ollamaGenerationRoutes(api, state);

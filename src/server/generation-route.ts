@@ -15,7 +15,7 @@ import { chunksUntilShutdown, untilShutdown } from './drain.ts';
 import type { EngineState } from './engine-state.ts';
 import { ErrorResponse } from './schemas/common.ts';
 import { sendNdjson } from './ollama/ndjson.ts';
-import { sendSse } from './sse.ts';
+import { sendSse, sendSseEvents } from './sse.ts';
 
 export interface GenerationSchemas<B extends TSchema, R extends TSchema, C extends TSchema> {
   readonly body: B;
@@ -25,8 +25,8 @@ export interface GenerationSchemas<B extends TSchema, R extends TSchema, C exten
   readonly chunk: C;
   readonly summary: string;
   readonly tag: string;
-  /** How a stream is framed: OpenAI's server-sent events (default) or Ollama's NDJSON. */
-  readonly framing?: 'sse' | 'ndjson';
+  /** How a stream is framed: OpenAI's server-sent events of chunks (default), of typed events (the Responses API), or Ollama's NDJSON. */
+  readonly framing?: 'sse' | 'sse-events' | 'ndjson';
   /** The error body's schema (default OpenAI's). */
   readonly error?: TSchema;
 }
@@ -51,6 +51,9 @@ export function postGeneration<B extends TSchema, R extends TSchema, C extends T
       200: ndjson ? {
         description: 'The response (stream false), or newline-delimited JSON objects, the last with done: true (stream true or absent).',
         content: { 'application/json': { schema: schemas.response }, 'application/x-ndjson': { schema: schemas.chunk } },
+      } : schemas.framing === 'sse-events' ? {
+        description: 'The response (stream false), or server-sent events `event: <type>` / `data: <event>` ending with response.completed or response.incomplete (stream true).',
+        content: { 'application/json': { schema: schemas.response }, 'text/event-stream': { schema: schemas.chunk } },
       } : {
         description: 'The completion (stream false), or server-sent events `data: <chunk>` ending with `data: [DONE]` (stream true).',
         content: { 'application/json': { schema: schemas.response }, 'text/event-stream': { schema: schemas.chunk } },
@@ -68,6 +71,8 @@ export function postGeneration<B extends TSchema, R extends TSchema, C extends T
     const started = await endpoint.start(engine, request.body as Static<B>, controller.signal, request.trace);
     const stop = (): void => controller.abort();
     if (!started.req.stream) return untilShutdown(endpoint.collect(engine, started), state.shutdown, stop);
-    await (ndjson ? sendNdjson : sendSse)(reply, chunksUntilShutdown(endpoint.chunks(engine, started), state.shutdown, stop), request.log);
+    const chunks = chunksUntilShutdown(endpoint.chunks(engine, started), state.shutdown, stop);
+    if (schemas.framing === 'sse-events') await sendSseEvents(reply, chunks as AsyncIterable<{ type: string; sequence_number: number }>, request.log);
+    else await (ndjson ? sendNdjson : sendSse)(reply, chunks, request.log);
   });
 }

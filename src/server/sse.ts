@@ -24,6 +24,27 @@ export async function sendSse(reply: FastifyReply, chunks: AsyncIterable<object>
   });
 }
 
+/**
+ * Server-sent events the way the Responses API sends them: `event: <type>` and `data: <event>`
+ * per event (each has its type and sequence_number), no `[DONE]`; a failure after the headers
+ * is an `error` event numbered after the last one sent.
+ */
+export async function sendSseEvents(reply: FastifyReply, events: AsyncIterable<{ readonly type: string; readonly sequence_number: number }>, log: FastifyBaseLogger): Promise<void> {
+  let next = 0;
+  await sendStream(reply, SSE_HEADERS, events, log, {
+    chunk: (c) => {
+      const e = c as { type: string; sequence_number: number };
+      next = e.sequence_number + 1;
+      return `event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
+    },
+    error: (e) => {
+      const { message, param, code } = publicErrorBody(e).error;
+      return `event: error\ndata: ${JSON.stringify({ type: 'error', code, message, param, sequence_number: next })}\n\n`;
+    },
+    end: '',
+  });
+}
+
 /** How a streamed body frames its chunks, a failure after the headers, and its end. */
 export interface StreamFraming {
   chunk(c: object): string;
