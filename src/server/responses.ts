@@ -25,20 +25,23 @@ export interface StartedResponse {
   readonly shell: ResponseObject;
 }
 
+const hex = (): string => randomUUID().replace(/-/g, '');
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
 const UNSUPPORTED: UnsupportedFields = new Map(Object.entries({
   truncation: (v) => v === 'disabled',
-  include: (v) => Array.isArray(v) && v.length === 0,
+  // Encrypted reasoning (what stateless clients such as Codex ask for) is harmless: no reasoning items are made.
+  include: (v) => Array.isArray(v) && v.every((x) => x === 'reasoning.encrypted_content'),
   previous_response_id: () => false,
   conversation: () => false,
   background: (v) => v === false,
-  reasoning: () => false,
+  // OpenAI refuses reasoning settings for models that do not reason; an empty object asks nothing.
+  reasoning: (v) => isObject(v) && Object.values(v).every((x) => x === null || x === undefined),
   top_logprobs: (v) => v === 0,
   max_tool_calls: () => false,
   prompt: () => false,
 }));
 
-const hex = (): string => randomUUID().replace(/-/g, '');
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 type ChatMessageBody = ChatCompletionBody['messages'][number];
 type ToolCallBody = NonNullable<ChatMessageBody['tool_calls']>[number];

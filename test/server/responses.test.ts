@@ -2,14 +2,15 @@
 // with the official openai client: text (the same tokens as the chat endpoint for the same
 // conversation), instructions, streamed events (in OpenAI's order, reassembled by the SDK's
 // stream helper into the same response), structured output (`responses.parse` with a zod
-// format), a tool loop (function_call items resent with their function_call_output), and
-// refusals that name the Responses parameter.
+// format), a tool loop (function_call items resent with their function_call_output), LangChain's
+// ChatOpenAI on the Responses API, and refusals that name the Responses parameter.
 import t, { type Test } from 'tap';
 import { Ajv } from 'ajv';
 import { z } from 'zod';
 import OpenAI from 'openai';
 import { zodTextFormat } from 'openai/helpers/zod';
 import type { FunctionTool, ResponseInputItem, ResponseStreamEvent } from 'openai/resources/responses/responses';
+import { ChatOpenAI } from '@langchain/openai';
 import { startTinyServer } from './tiny-server.ts';
 
 // The tool instructions take ~400 tokens of the tiny character-level tokenizer.
@@ -151,6 +152,21 @@ t.test('a tool loop: function_call items, then the call and its output resent', 
   t.same(final.output.map((o) => (o.type === 'function_call' ? [o.name, o.arguments] : o.type)), calls.map((c) => [(c as { name: string }).name, (c as { arguments: string }).arguments]));
 });
 
+t.test("LangChain's ChatOpenAI with useResponsesApi: invoke, stream, structured output", async (t) => {
+  const llm = new ChatOpenAI({ model, apiKey: 'none', configuration: { baseURL: `${baseURL}/v1` }, useResponsesApi: true, temperature: 0, maxTokens: 12, maxRetries: 0 });
+  const chat = await chatAnswer([{ role: 'user', content: 'Hello there' }], { max_tokens: 12 });
+  const m = await llm.invoke('Hello there');
+  t.equal(m.text, chat.choices[0]!.message.content, 'invoke: the chat endpoint\'s text');
+  t.equal(m.usage_metadata?.input_tokens, chat.usage!.prompt_tokens);
+  let streamed = '';
+  for await (const piece of await llm.stream('Hello there')) streamed += piece.text;
+  t.equal(streamed, m.text, 'stream: the same text');
+  const structured = new ChatOpenAI({ model, apiKey: 'none', configuration: { baseURL: `${baseURL}/v1` }, useResponsesApi: true, temperature: 0, maxTokens: 200, maxRetries: 0 })
+    .withStructuredOutput(z.object({ answer: z.enum(['yes', 'no']) }), { name: 'answer', method: 'jsonSchema' });
+  const o = await structured.invoke('Is it raining?');
+  t.ok(o.answer === 'yes' || o.answer === 'no', `withStructuredOutput: ${JSON.stringify(o)}`);
+});
+
 t.test('refusals name the Responses parameter', async (t) => {
   const cases: [string, object, number, string, string | null][] = [
     ['stored state', { previous_response_id: 'resp_1' }, 400, 'previous_response_id', 'unsupported_parameter'],
@@ -173,6 +189,11 @@ t.test('refusals name the Responses parameter', async (t) => {
     if (code !== null) t.equal(r.error.code, code, `${label}: code ${code}`);
     t.equal(r.error.type, 'invalid_request_error');
   }
+  for (const harmless of [{ include: ['reasoning.encrypted_content'] }, { reasoning: { effort: null } }, { store: true, truncation: 'disabled', background: false }]) {
+    const r = await fetch(`${baseURL}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model, input: 'Hi', max_output_tokens: 2, ...harmless }) });
+    t.equal(r.status, 200, `accepted: ${JSON.stringify(harmless)}`);
+  }
+  t.equal((await refusal(t, { include: ['message.output_text.logprobs'] })).error.param, 'include', 'logprobs asked through include: refused');
   const wrong = await refusal(t, { model: 'no-such-model' });
   t.equal(wrong.status, 404);
   t.equal(wrong.error.code, 'model_not_found');
