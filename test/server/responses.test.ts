@@ -198,3 +198,51 @@ t.test('refusals name the Responses parameter', async (t) => {
   t.equal(wrong.status, 404);
   t.equal(wrong.error.code, 'model_not_found');
 });
+
+t.test('a stream cut by a failure after the headers ends with an error event; a client that leaves stops its generation', async (t) => {
+  // Steps of at least 5 ms: a 200-token response is still running when the test acts, on any machine.
+  const paced = await startTinyServer('responses-paced', { minStepMs: 5 });
+  const post = (signal?: AbortSignal) => fetch(`${paced.baseURL}/v1/responses`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, signal,
+    body: JSON.stringify({ model: paced.model, input: 'Tell me a story', max_output_tokens: 200, temperature: 0, ignore_eos: true, stream: true }),
+  });
+  /** Reads until `until` holds for the text so far (or the end); the text. */
+  const read = async (body: ReadableStream<Uint8Array>, until: (text: string) => boolean): Promise<string> => {
+    const reader = body.getReader();
+    let text = '';
+    while (!until(text)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += Buffer.from(value).toString('utf8');
+    }
+    return text;
+  };
+
+  const controller = new AbortController();
+  const left = await post(controller.signal);
+  await read(left.body!, (text) => text.includes('response.output_text.delta'));
+  t.ok(paced.engine.inFlight > 0, 'generating');
+  controller.abort();
+  const t0 = performance.now();
+  while (paced.engine.inFlight > 0 && performance.now() - t0 < 1000) await new Promise((r) => setTimeout(r, 10));
+  t.equal(paced.engine.inFlight, 0, `the generation stopped ${(performance.now() - t0).toFixed(0)} ms after the client left (200 tokens take 1 s or more)`);
+
+  const cut = await post();
+  let closing: Promise<void> | null = null;
+  const text = await read(cut.body!, (so) => {
+    if (closing === null && so.includes('response.output_text.delta')) closing = paced.engine.close();
+    return false; // to the end
+  });
+  await closing;
+  const events = text.split('\n\n').filter((e) => e !== '').map((e) => {
+    const [typeLine, dataLine] = e.split('\n');
+    return { type: typeLine!.replace(/^event: /, ''), data: JSON.parse(dataLine!.replace(/^data: /, '')) as { type: string; sequence_number: number; code?: string; message?: string } };
+  });
+  const last = events.at(-1)!;
+  t.equal(last.type, 'error', 'the last event is an error');
+  t.equal(last.data.code, 'engine_closed');
+  t.same(Object.keys(last.data).sort(), ['code', 'message', 'param', 'sequence_number', 'type']);
+  t.same(events.map((e) => e.data.sequence_number), events.map((_, i) => i), 'numbered on from the events before it');
+  t.ok(events.every((e) => e.type === e.data.type), 'each event line names its data\'s type');
+  t.notOk(events.some((e) => e.type === 'response.completed' || e.type === 'response.incomplete'), 'no completion before the error');
+});
