@@ -134,7 +134,8 @@ export type TokenEvent =
   /** The scheduler first admitted the sequence, at `at` (this thread's performance.now()), `cachedTokens` of its prompt from the prefix cache; before its first token. */
   | { readonly type: 'scheduled'; readonly at: number; readonly cachedTokens: number }
   /** `text` is what the detokenizer still held back at the end (usually ''). */
-  | { readonly type: 'finish'; readonly reason: FinishReason; readonly usage: Usage; readonly text: string };
+  /** `stop`: the stop string that ended it (reason 'stop'), else null (an end token, the length, an abort). */
+  | { readonly type: 'finish'; readonly reason: FinishReason; readonly usage: Usage; readonly text: string; readonly stop: string | null };
 
 /** An embedding (Engine.embed): [hiddenSize] pooled, L2-normalised; the input's token count. */
 export interface Embedding {
@@ -407,7 +408,7 @@ export class Engine {
               if (matched) {
                 // A stop string: finish here; the finally block aborts the sequence in the worker.
                 yield {
-                  type: 'finish', reason: 'stop', text: '',
+                  type: 'finish', reason: 'stop', text: '', stop: stop.matchedStop,
                   usage: usage(promptIds.length, received, cachedTokens),
                 };
                 return;
@@ -416,7 +417,7 @@ export class Engine {
               done = true;
               const { text, matched } = stop.finish(detok.flush());
               yield {
-                type: 'finish', reason: matched ? 'stop' : m.reason, text,
+                type: 'finish', reason: matched ? 'stop' : m.reason, text, stop: matched ? stop.matchedStop : null,
                 usage: usage(m.promptTokens, m.completionTokens, cachedTokens),
               };
               return;

@@ -5,6 +5,8 @@
 export class StopMatcher {
   private held = '';
   private done = false;
+  /** The stop string that matched (the earliest in the text), once one has. */
+  matchedStop: string | null = null;
 
   constructor(private readonly stops: readonly string[]) {}
 
@@ -17,7 +19,7 @@ export class StopMatcher {
     for (const s of this.stops) {
       if (s === '') continue;
       const i = buf.indexOf(s);
-      if (i >= 0 && (at < 0 || i < at)) at = i;
+      if (i >= 0 && (at < 0 || i < at)) { at = i; this.matchedStop = s; }
     }
     if (at >= 0) {
       this.done = true;

@@ -58,7 +58,7 @@ async function exported(names: MetricsNames): Promise<Series[]> {
   tracker.event({ type: 'scheduled', at: performance.now(), cachedTokens: 0 });
   tracker.event({ type: 'token', tokenId: 1, text: 'a' });
   tracker.event({ type: 'token', tokenId: 2, text: 'b' });
-  tracker.event({ type: 'finish', reason: 'stop', usage: { prompt_tokens: 4, completion_tokens: 2, total_tokens: 6, prompt_tokens_details: { cached_tokens: 0 } }, text: '' });
+  tracker.event({ type: 'finish', reason: 'stop', usage: { prompt_tokens: 4, completion_tokens: 2, total_tokens: 6, prompt_tokens_details: { cached_tokens: 0 } }, text: '', stop: null });
   metrics.http('/v1/chat/completions', 'POST', 200, 0.2);
   const series = parseExposition(await metrics.render());
   metrics.detach();

@@ -16,12 +16,21 @@ t.test('stop string: output is the prefix before it, finish_reason stop', async 
   const r = await client.chat.completions.create({ model, messages, max_tokens: 24, temperature: 0, stop: [stop, '\u0000never'] });
   t.equal(r.choices[0]!.message.content, prefix);
   t.equal(r.choices[0]!.finish_reason, 'stop');
+  const stopReason = (c: object): unknown => (c as { stop_reason?: unknown }).stop_reason;
+  t.equal(stopReason(r.choices[0]!), stop, "vLLM's stop_reason: the stop string that matched");
+  t.equal(stopReason(first.choices[0]!), null, 'stop_reason null when no stop string ended it');
   const stream = await client.chat.completions.create({ model, messages, max_tokens: 24, temperature: 0, stop, stream: true });
   let streamed = '';
   let reason: string | null = null;
-  for await (const c of stream) { streamed += c.choices[0]?.delta.content ?? ''; reason = c.choices[0]?.finish_reason ?? reason; }
+  let streamedStop: unknown;
+  for await (const c of stream) {
+    streamed += c.choices[0]?.delta.content ?? '';
+    reason = c.choices[0]?.finish_reason ?? reason;
+    if (c.choices[0]?.finish_reason != null) streamedStop = stopReason(c.choices[0]);
+  }
   t.equal(streamed, prefix);
   t.equal(reason, 'stop');
+  t.equal(streamedStop, stop, 'the finish chunk carries stop_reason');
 });
 
 t.test('bad sampling parameters are 400s naming them', async (t) => {

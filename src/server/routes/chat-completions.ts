@@ -80,9 +80,9 @@ export async function* chatChunks(engine: Engine, chat: StartedChat): AsyncGener
   const { req, base } = chat;
   type Choice = ChatCompletionChunk['choices'][number];
   type Delta = Choice['delta'];
-  const chunk = (index: number, delta: Delta, finishReason: Choice['finish_reason'], logprobs: ChatLogprobEntry[] | null = null): ChatCompletionChunk => ({
+  const chunk = (index: number, delta: Delta, finishReason: Choice['finish_reason'], logprobs: ChatLogprobEntry[] | null = null, stopReason?: string | null): ChatCompletionChunk => ({
     ...base, object: 'chat.completion.chunk',
-    choices: [{ index, delta, logprobs: logprobs === null ? null : { content: logprobs, refusal: null }, finish_reason: finishReason }],
+    choices: [{ index, delta, logprobs: logprobs === null ? null : { content: logprobs, refusal: null }, finish_reason: finishReason, ...(stopReason !== undefined ? { stop_reason: stopReason } : {}) }],
     ...(req.includeUsage ? { usage: null } : {}),
   });
   // With tools offered, each choice's text goes through a ToolCallParser: calls become
@@ -115,7 +115,7 @@ export async function* chatChunks(engine: Engine, chat: StartedChat): AsyncGener
       for (const d of textDeltas(index, ev.text)) yield chunk(index, d, null);
       if (parsers !== null) for (const d of deltas(index, parsers[index]!.end())) yield chunk(index, d, null);
       const called = parsers !== null && parsers[index]!.numCalls > 0;
-      yield chunk(index, {}, called && ev.reason === 'stop' ? 'tool_calls' : ev.reason);
+      yield chunk(index, {}, called && ev.reason === 'stop' ? 'tool_calls' : ev.reason, null, ev.stop);
       usage.add(prompt, ev.usage);
     }
   }
@@ -128,6 +128,7 @@ export async function collectChat(engine: Engine, chat: StartedChat): Promise<Ch
   const content: string[] = Array.from({ length: req.n }, () => '');
   const lps: ChatLogprobEntry[][] = Array.from({ length: req.n }, () => []);
   const finish: ChatCompletion['choices'][number]['finish_reason'][] = Array.from({ length: req.n }, () => 'stop');
+  const stops: (string | null)[] = Array.from({ length: req.n }, () => null);
   const usage = new UsageCounter();
   for await (const { index, prompt, event: ev } of chat.choices) {
     if (ev.type === 'token') {
@@ -136,6 +137,7 @@ export async function collectChat(engine: Engine, chat: StartedChat): Promise<Ch
     } else if (ev.type === 'finish') {
       content[index] += ev.text;
       finish[index] = ev.reason;
+      stops[index] = ev.stop;
       usage.add(prompt, ev.usage);
     }
   }
@@ -151,7 +153,7 @@ export async function collectChat(engine: Engine, chat: StartedChat): Promise<Ch
           if (reason === 'stop') reason = 'tool_calls';
         }
       }
-      return { index, message, logprobs: req.logprobs === null ? null : { content: lps[index]!, refusal: null }, finish_reason: reason };
+      return { index, message, logprobs: req.logprobs === null ? null : { content: lps[index]!, refusal: null }, finish_reason: reason, stop_reason: stops[index]! };
     }),
     usage: usage.usage,
   };

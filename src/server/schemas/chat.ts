@@ -71,6 +71,7 @@ export const ChatCompletion = Type.Object({
     }),
     logprobs: ChoiceLogprobs,
     finish_reason: FinishReason,
+    stop_reason: Nullable(Type.String({ description: "vLLM's stop_reason: the stop string that ended the choice; null for an end token, the length or tool calls." })),
   })),
   usage: Usage,
 });
@@ -93,6 +94,7 @@ export const ChatCompletionChunk = Type.Object({
     }),
     logprobs: ChoiceLogprobs,
     finish_reason: Nullable(FinishReason),
+    stop_reason: Type.Optional(Nullable(Type.String({ description: "vLLM's stop_reason, on the finish chunk: the stop string that ended the choice, else null." }))),
   }), { description: 'One choice per chunk; empty in the last chunk when stream_options.include_usage is set.' }),
   usage: Type.Optional(Nullable(Usage)),
 }, { description: 'One server-sent event (data: <chunk>) of a streamed chat completion; the stream ends with data: [DONE].' });
