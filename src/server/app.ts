@@ -18,6 +18,8 @@ import { chatCompletionsRoute } from './routes/chat-completions.ts';
 import { chatWebSocketRoute } from './routes/chat-ws.ts';
 import { completionsRoute } from './routes/completions.ts';
 import { responsesRoute } from './routes/responses.ts';
+import { anthropicRoutes } from './routes/anthropic.ts';
+import { registerAnthropicErrors } from './anthropic/errors.ts';
 import { registerRequestLog, requestId } from './logging.ts';
 import { Metrics, type MetricsNames } from './metrics.ts';
 import { healthRoute } from './routes/health.ts';
@@ -82,6 +84,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   registerRequestLog(app, { metrics, logPrompts: opts.logPrompts ?? false });
   registerErrorHandler(app, bodyLimit);
   registerOllamaErrors(app);
+  registerAnthropicErrors(app);
   registerRawRefusals(app);
   // Request JSON: large bodies are parsed in a thread of their own (json-body.ts).
   const jsonParser = new JsonParser(opts.jsonThreadMinBytes);
@@ -108,6 +111,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     chatCompletionsRoute(api, state);
     completionsRoute(api, state);
     responsesRoute(api, state);
+    anthropicRoutes(api, state);
     tokenizeRoutes(api, state);
     chatWebSocketRoute(api, state, jsonParser);
     ollamaGenerationRoutes(api, state);

@@ -8,10 +8,12 @@
  * as vLLM serves them: counts only, no request content), GET /openapi.json (the API's
  * description, no data) and GET / (Ollama's "Ollama is running", which its clients probe)
  * needs a key once keys are configured; Ollama's /api/* routes do (its clients send Bearer keys).
+ * Under /v1/messages the key may come as `x-api-key`, as Anthropic's clients send it.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { errorBody } from './error-body.ts';
+import { isAnthropicUrl } from './anthropic/errors.ts';
 
 const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
 
@@ -42,6 +44,10 @@ export function subprotocolKey(header: string | string[] | undefined): string | 
   return hit === undefined ? undefined : hit.slice(WS_KEY_PROTOCOL_PREFIX.length);
 }
 
+function apiKeyHeader(v: string | string[] | undefined): string | undefined {
+  return typeof v === 'string' ? v.trim() : undefined;
+}
+
 const OPEN_PATHS = new Set(['/', '/health', '/ready', '/metrics', '/openapi.json']);
 
 export function registerAuth(app: FastifyInstance, apiKeys: readonly string[]): void {
@@ -51,7 +57,10 @@ export function registerAuth(app: FastifyInstance, apiKeys: readonly string[]): 
     const path = request.url.split('?', 1)[0];
     if (OPEN_PATHS.has(path ?? '')) return;
     const upgrade = request.headers.upgrade?.toLowerCase() === 'websocket';
-    const token = bearerToken(request.headers.authorization) ?? (upgrade ? subprotocolKey(request.headers['sec-websocket-protocol']) : undefined);
+    const token = bearerToken(request.headers.authorization)
+      ?? (upgrade ? subprotocolKey(request.headers['sec-websocket-protocol']) : undefined)
+      // Anthropic's clients send their key as x-api-key.
+      ?? (isAnthropicUrl(path ?? '') ? apiKeyHeader(request.headers['x-api-key']) : undefined);
     if (token === undefined || token === '') {
       return reply.status(401).send(errorBody(
         "Missing API key. Provide it in an Authorization header as 'Bearer YOUR_KEY'.",

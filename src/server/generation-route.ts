@@ -15,7 +15,7 @@ import { chunksUntilShutdown, untilShutdown } from './drain.ts';
 import type { EngineState } from './engine-state.ts';
 import { ErrorResponse } from './schemas/common.ts';
 import { sendNdjson } from './ollama/ndjson.ts';
-import { sendSse, sendSseEvents } from './sse.ts';
+import { responsesErrorEvent, sendSse, sendSseEvents } from './sse.ts';
 
 export interface GenerationSchemas<B extends TSchema, R extends TSchema, C extends TSchema> {
   readonly body: B;
@@ -29,6 +29,8 @@ export interface GenerationSchemas<B extends TSchema, R extends TSchema, C exten
   readonly framing?: 'sse' | 'sse-events' | 'ndjson';
   /** The error body's schema (default OpenAI's). */
   readonly error?: TSchema;
+  /** sse-events: the data of the `error` event a failure after the headers sends (default the Responses API's). */
+  readonly errorEvent?: (e: unknown, sequence: number) => object;
 }
 
 export interface GenerationEndpoint<B, R, C, T extends { readonly req: { readonly stream: boolean } }> {
@@ -52,7 +54,7 @@ export function postGeneration<B extends TSchema, R extends TSchema, C extends T
         description: 'The response (stream false), or newline-delimited JSON objects, the last with done: true (stream true or absent).',
         content: { 'application/json': { schema: schemas.response }, 'application/x-ndjson': { schema: schemas.chunk } },
       } : schemas.framing === 'sse-events' ? {
-        description: 'The response (stream false), or server-sent events `event: <type>` / `data: <event>` ending with response.completed or response.incomplete (stream true).',
+        description: 'The response (stream false), or server-sent events `event: <type>` / `data: <event>` (stream true; the event schema says how they end).',
         content: { 'application/json': { schema: schemas.response }, 'text/event-stream': { schema: schemas.chunk } },
       } : {
         description: 'The completion (stream false), or server-sent events `data: <chunk>` ending with `data: [DONE]` (stream true).',
@@ -72,7 +74,7 @@ export function postGeneration<B extends TSchema, R extends TSchema, C extends T
     const stop = (): void => controller.abort();
     if (!started.req.stream) return untilShutdown(endpoint.collect(engine, started), state.shutdown, stop);
     const chunks = chunksUntilShutdown(endpoint.chunks(engine, started), state.shutdown, stop);
-    if (schemas.framing === 'sse-events') await sendSseEvents(reply, chunks as AsyncIterable<{ type: string; sequence_number: number }>, request.log);
+    if (schemas.framing === 'sse-events') await sendSseEvents(reply, chunks, request.log, schemas.errorEvent ?? responsesErrorEvent);
     else await (ndjson ? sendNdjson : sendSse)(reply, chunks, request.log);
   });
 }

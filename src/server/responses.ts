@@ -10,8 +10,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Engine } from '../engine/engine.ts';
-import { GemmaServeError, InvalidRequestError } from '../errors.ts';
+import { InvalidRequestError } from '../errors.ts';
 import type { ChoiceObserver } from './choices.ts';
+import { renamedError } from './renamed-error.ts';
 import { rejectUnsupported, type UnsupportedFields } from './request-fields.ts';
 import { chatChunks, collectChat, startChat, type StartedChat } from './routes/chat-completions.ts';
 import type { ChatCompletionBody, ChatCompletionChunk } from './schemas/chat.ts';
@@ -69,7 +70,7 @@ export async function startResponse(engine: Engine, body: ResponsesBody, signal:
   try {
     chat = await startChat(engine, chatBody, signal, observer);
   } catch (e) {
-    throw renamed(e, sources);
+    throw renamedError(e, (param) => responsesParam(param, sources));
   }
   const shell: ResponseObject = {
     id: `resp_${hex()}`, object: 'response', created_at: chat.base.created, status: 'in_progress', background: false, error: null,
@@ -171,16 +172,8 @@ function responseFormat(format: unknown): Pick<ChatCompletionBody, 'response_for
   throw new InvalidRequestError('text.format.type: must be text, json_object or json_schema', 'text.format.type');
 }
 
-/** Chat's parameter names in an error from the chat path, as this request named them. */
-function renamed(e: unknown, sources: readonly string[]): unknown {
-  if (!(e instanceof GemmaServeError) || e.param === null) return e;
-  const param = responsesParam(e.param, sources);
-  if (param === e.param) return e;
-  const message = e.message.startsWith(`${e.param}:`) ? `${param}${e.message.slice(e.param.length)}` : e.message;
-  return new GemmaServeError(message, e.code, e.status, e.type, param, { cause: e });
-}
-
-export function responsesParam(param: string, sources: readonly string[]): string {
+/** A chat parameter's name as this request named it (`sources`: where each chat message came from). */
+function responsesParam(param: string, sources: readonly string[]): string {
   const message = /^messages\[(\d+)\](.*)$/.exec(param);
   if (message !== null) {
     const source = sources[Number(message[1])] ?? 'input';

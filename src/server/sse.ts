@@ -25,24 +25,28 @@ export async function sendSse(reply: FastifyReply, chunks: AsyncIterable<object>
 }
 
 /**
- * Server-sent events the way the Responses API sends them: `event: <type>` and `data: <event>`
- * per event (each has its type and sequence_number), no `[DONE]`; a failure after the headers
- * is an `error` event numbered after the last one sent.
+ * Server-sent events of typed events, as the Responses API and Anthropic's Messages API send
+ * them: `event: <type>` and `data: <event>` per event, no `[DONE]`; a failure after the headers
+ * is an `error` event, `errorEvent`'s data (`sequence`: the number after the last event's
+ * sequence_number, where events have one).
  */
-export async function sendSseEvents(reply: FastifyReply, events: AsyncIterable<{ readonly type: string; readonly sequence_number: number }>, log: FastifyBaseLogger): Promise<void> {
+export async function sendSseEvents(reply: FastifyReply, events: AsyncIterable<object>, log: FastifyBaseLogger, errorEvent: (e: unknown, sequence: number) => object): Promise<void> {
   let next = 0;
   await sendStream(reply, SSE_HEADERS, events, log, {
     chunk: (c) => {
-      const e = c as { type: string; sequence_number: number };
-      next = e.sequence_number + 1;
+      const e = c as { type: string; sequence_number?: number };
+      if (e.sequence_number !== undefined) next = e.sequence_number + 1;
       return `event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
     },
-    error: (e) => {
-      const { message, param, code } = publicErrorBody(e).error;
-      return `event: error\ndata: ${JSON.stringify({ type: 'error', code, message, param, sequence_number: next })}\n\n`;
-    },
+    error: (e) => `event: error\ndata: ${JSON.stringify(errorEvent(e, next))}\n\n`,
     end: '',
   });
+}
+
+/** The Responses API's error event: `{type: "error", code, message, param, sequence_number}`. */
+export function responsesErrorEvent(e: unknown, sequence: number): object {
+  const { message, param, code } = publicErrorBody(e).error;
+  return { type: 'error', code, message, param, sequence_number: sequence };
 }
 
 /** How a streamed body frames its chunks, a failure after the headers, and its end. */

@@ -20,6 +20,8 @@ import { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, type ChatCo
 export interface StartedChat {
   readonly req: ChatRequest;
   readonly choices: AsyncIterable<ChoiceEvent>;
+  /** The prompt's length in tokens (the chat template and tool instructions included). */
+  readonly promptTokens: number;
   /** Fields every response object repeats. */
   readonly base: { readonly id: string; readonly created: number; readonly model: string; readonly system_fingerprint: string };
 }
@@ -40,7 +42,7 @@ export async function startChat(engine: Engine, body: ChatCompletionBody, signal
   if (req.constraint !== null) await engine.checkConstraint(req.constraint);
   const choices = startChoices(engine, [promptIds], req, { logprobs: req.logprobs, constraint: req.constraint }, signal, observer);
   const base = { id: `chatcmpl-${randomUUID().replace(/-/g, '')}`, created: Math.floor(Date.now() / 1000), model: req.model, system_fingerprint: systemFingerprint(engine) };
-  return { req, choices, base };
+  return { req, choices, base, promptTokens: promptIds.length };
 }
 
 /**
