@@ -232,32 +232,33 @@ export async function* responseEvents(engine: Engine, started: StartedResponse):
   yield event('response.created', { response: started.shell });
   yield event('response.in_progress', { response: started.shell });
   const output: ResponseItem[] = [];
-  let open: { item: ResponseItem; text: string } | null = null;
+  /** The item being streamed (the last of output) and its text or arguments so far. */
+  const current: { item: ResponseItem | null; text: string } = { item: null, text: '' };
   let finish: Finish = 'stop';
   let usage: Parameters<typeof finished>[3] = null;
 
   function* openItem(item: ResponseItem): Generator<ResponseStreamEvent> {
     yield* closeItem('completed');
-    open = { item, text: '' };
+    current.item = item;
+    current.text = '';
     output.push(item);
     const output_index = output.length - 1;
     yield event('response.output_item.added', { output_index, item: { ...item, ...(item.type === 'message' ? { content: [] } : {}) } });
     if (item.type === 'message') yield event('response.content_part.added', { item_id: item.id, output_index, content_index: 0, part: outputText('') });
   }
   function* closeItem(status: 'completed' | 'incomplete'): Generator<ResponseStreamEvent> {
-    const o = open as { item: ResponseItem; text: string } | null;
-    if (o === null) return;
-    open = null;
-    const output_index = output.indexOf(o.item);
-    const item: ResponseItem = o.item.type === 'message'
-      ? { ...o.item, status, content: [outputText(o.text)] }
-      : { ...o.item, status: 'completed', arguments: o.text };
+    const open = current.item;
+    if (open === null) return;
+    current.item = null;
+    const { text } = current;
+    const output_index = output.length - 1;
+    const item: ResponseItem = open.type === 'message' ? { ...open, status, content: [outputText(text)] } : { ...open, status: 'completed', arguments: text };
     output[output_index] = item;
     if (item.type === 'message') {
-      yield event('response.output_text.done', { item_id: item.id, output_index, content_index: 0, text: o.text, logprobs: [] });
-      yield event('response.content_part.done', { item_id: item.id, output_index, content_index: 0, part: outputText(o.text) });
+      yield event('response.output_text.done', { item_id: item.id, output_index, content_index: 0, text, logprobs: [] });
+      yield event('response.content_part.done', { item_id: item.id, output_index, content_index: 0, part: outputText(text) });
     } else {
-      yield event('response.function_call_arguments.done', { item_id: item.id, output_index, name: item.name, arguments: o.text });
+      yield event('response.function_call_arguments.done', { item_id: item.id, output_index, name: item.name, arguments: text });
     }
     yield event('response.output_item.done', { output_index, item });
   }
@@ -269,20 +270,18 @@ export async function* responseEvents(engine: Engine, started: StartedResponse):
     if (choice === undefined) continue;
     const { content, tool_calls: calls } = choice.delta;
     if (content !== undefined && content !== '') {
-      if ((open as { item: ResponseItem } | null)?.item.type !== 'message') yield* openItem(newMessage());
-      const o = open as unknown as { item: ResponseItem; text: string };
-      o.text += content;
-      yield event('response.output_text.delta', { item_id: o.item.id, output_index: output.length - 1, content_index: 0, delta: content, logprobs: [] });
+      if (current.item?.type !== 'message') yield* openItem(newMessage());
+      current.text += content;
+      yield event('response.output_text.delta', { item_id: current.item!.id, output_index: output.length - 1, content_index: 0, delta: content, logprobs: [] });
     }
     for (const call of calls ?? []) {
       if (call.id !== undefined) {
         yield* openItem({ type: 'function_call', id: `fc_${hex()}`, call_id: call.id, name: call.function.name ?? '', arguments: '', status: 'in_progress' });
       }
       const args = call.function.arguments ?? '';
-      const o = open as { item: ResponseItem; text: string } | null;
-      if (args !== '' && o !== null) {
-        o.text += args;
-        yield event('response.function_call_arguments.delta', { item_id: o.item.id, output_index: output.length - 1, delta: args });
+      if (args !== '' && current.item !== null) {
+        current.text += args;
+        yield event('response.function_call_arguments.delta', { item_id: current.item.id, output_index: output.length - 1, delta: args });
       }
     }
     if (choice.finish_reason !== null) finish = choice.finish_reason;
