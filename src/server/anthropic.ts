@@ -74,7 +74,7 @@ function chatConversation(body: Conversation): { chat: ChatCompletionBody; sourc
         const result = block['content'] === undefined ? '' : blocksText(block['content'], `${b}.content`);
         push({ role: 'tool', tool_call_id: stringField(block, 'tool_use_id', b), content: block['is_error'] === true ? `Error: ${result}` : result }, b);
       } else {
-        const where = type === 'tool_use' || type === 'tool_result' ? ` in a ${role} turn` : '';
+        const where = type === 'tool_use' || type === 'tool_result' ? ` in ${role === 'assistant' ? 'an' : 'a'} ${role} turn` : '';
         throw new InvalidRequestError(`${b}.type: ${JSON.stringify(type)} blocks are not supported${where} (text; tool_use from the assistant; tool_result from the user)`, `${b}.type`, 'unsupported_parameter');
       }
     });
