@@ -15,7 +15,7 @@ import type { ChoiceObserver } from './choices.ts';
 import { renamedError } from './renamed-error.ts';
 import { rejectUnsupported, type UnsupportedFields } from './request-fields.ts';
 import { chatChunks, collectChat, startChat, type StartedChat } from './routes/chat-completions.ts';
-import type { ChatCompletionBody, ChatCompletionChunk } from './schemas/chat.ts';
+import type { ChatCompletionBody, ChatCompletionChunk, ChatLogprobEntry } from './schemas/chat.ts';
 import type { ResponseItem, ResponseObject, ResponsesBody, ResponseStreamEvent } from './schemas/responses.ts';
 
 /** A Responses request whose generation has started. */
@@ -26,19 +26,21 @@ export interface StartedResponse {
   readonly shell: ResponseObject;
 }
 
+/** The `include` entry that asks for the output text's logprobs. */
+const LOGPROBS = 'message.output_text.logprobs';
+
 const hex = (): string => randomUUID().replace(/-/g, '');
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const UNSUPPORTED: UnsupportedFields = new Map(Object.entries({
   truncation: (v) => v === 'disabled',
   // Encrypted reasoning (what stateless clients such as Codex ask for) is harmless: no reasoning items are made.
-  include: (v) => Array.isArray(v) && v.every((x) => x === 'reasoning.encrypted_content'),
+  include: (v) => Array.isArray(v) && v.every((x) => x === 'reasoning.encrypted_content' || x === LOGPROBS),
   previous_response_id: () => false,
   conversation: () => false,
   background: (v) => v === false,
   // OpenAI refuses reasoning settings for models that do not reason; an empty object asks nothing.
   reasoning: (v) => isObject(v) && Object.values(v).every((x) => x === null || x === undefined),
-  top_logprobs: (v) => v === 0,
   max_tool_calls: () => false,
   prompt: () => false,
 }));
@@ -57,6 +59,7 @@ export async function startResponse(engine: Engine, body: ResponsesBody, signal:
     messages,
     stream: body.stream ?? false,
     ...(body.stream === true ? { stream_options: { include_usage: true } } : {}),
+    ...logprobsFields(body),
     max_tokens: body.max_output_tokens,
     temperature: body.temperature, top_p: body.top_p, seed: body.seed, top_k: body.top_k, min_p: body.min_p,
     repetition_penalty: body.repetition_penalty, stop: body.stop, ignore_eos: body.ignore_eos, priority: body.priority,
@@ -159,6 +162,16 @@ function chatToolChoice(choice: unknown): unknown {
   return choice;
 }
 
+/** `include: ["message.output_text.logprobs"]` (with `top_logprobs` alternatives) as chat's logprobs; top_logprobs alone asks nothing. */
+function logprobsFields(body: ResponsesBody): Pick<ChatCompletionBody, 'logprobs' | 'top_logprobs'> {
+  const top = body.top_logprobs;
+  if (!(Array.isArray(body.include) && (body.include as unknown[]).includes(LOGPROBS))) {
+    if (top != null && top !== 0) throw new InvalidRequestError(`top_logprobs: needs include ["${LOGPROBS}"]`, 'top_logprobs');
+    return {};
+  }
+  return { logprobs: true, top_logprobs: top ?? 0 };
+}
+
 /** `text.format` as chat's response_format. */
 function responseFormat(format: unknown): Pick<ChatCompletionBody, 'response_format'> {
   if (format === undefined || format === null) return {};
@@ -205,7 +218,7 @@ function finished(shell: ResponseObject, finish: Finish, output: ResponseItem[],
 }
 
 const itemStatus = (finish: Finish): 'completed' | 'incomplete' => (finish === 'length' || finish === 'abort' ? 'incomplete' : 'completed');
-const outputText = (text: string) => ({ type: 'output_text' as const, text, annotations: [], logprobs: [] });
+const outputText = (text: string, logprobs: readonly ChatLogprobEntry[] = []) => ({ type: 'output_text' as const, text, annotations: [], logprobs: [...logprobs] });
 
 /** The whole response object (stream false). */
 export async function collectResponse(engine: Engine, started: StartedResponse): Promise<ResponseObject> {
@@ -214,7 +227,7 @@ export async function collectResponse(engine: Engine, started: StartedResponse):
   const { content, tool_calls: calls = [] } = choice.message;
   const output: ResponseItem[] = [];
   if (calls.length === 0 || (content !== null && content !== '')) {
-    output.push({ type: 'message', id: `msg_${hex()}`, status: itemStatus(choice.finish_reason), role: 'assistant', content: [outputText(content ?? '')] });
+    output.push({ type: 'message', id: `msg_${hex()}`, status: itemStatus(choice.finish_reason), role: 'assistant', content: [outputText(content ?? '', choice.logprobs?.content)] });
   }
   for (const c of calls) output.push({ type: 'function_call', id: `fc_${hex()}`, call_id: c.id, name: c.function.name, arguments: c.function.arguments, status: 'completed' });
   return finished(started.shell, choice.finish_reason, output, completion.usage);
@@ -233,7 +246,7 @@ export async function* responseEvents(engine: Engine, started: StartedResponse):
   yield event('response.in_progress', { response: started.shell });
   const output: ResponseItem[] = [];
   /** The item being streamed (the last of output) and its text or arguments so far. */
-  const current: { item: ResponseItem | null; text: string } = { item: null, text: '' };
+  const current: { item: ResponseItem | null; text: string; logprobs: ChatLogprobEntry[]; unsent: ChatLogprobEntry[] } = { item: null, text: '', logprobs: [], unsent: [] };
   let finish: Finish = 'stop';
   let usage: Parameters<typeof finished>[3] = null;
 
@@ -241,6 +254,7 @@ export async function* responseEvents(engine: Engine, started: StartedResponse):
     yield* closeItem('completed');
     current.item = item;
     current.text = '';
+    current.logprobs = [];
     output.push(item);
     const output_index = output.length - 1;
     yield event('response.output_item.added', { output_index, item: { ...item, ...(item.type === 'message' ? { content: [] } : {}) } });
@@ -250,13 +264,14 @@ export async function* responseEvents(engine: Engine, started: StartedResponse):
     const open = current.item;
     if (open === null) return;
     current.item = null;
-    const { text } = current;
+    if (open.type === 'message') { current.logprobs.push(...current.unsent); current.unsent = []; } // held text the end dropped
+    const { text, logprobs } = current;
     const output_index = output.length - 1;
-    const item: ResponseItem = open.type === 'message' ? { ...open, status, content: [outputText(text)] } : { ...open, status: 'completed', arguments: text };
+    const item: ResponseItem = open.type === 'message' ? { ...open, status, content: [outputText(text, logprobs)] } : { ...open, status: 'completed', arguments: text };
     output[output_index] = item;
     if (item.type === 'message') {
-      yield event('response.output_text.done', { item_id: item.id, output_index, content_index: 0, text, logprobs: [] });
-      yield event('response.content_part.done', { item_id: item.id, output_index, content_index: 0, part: outputText(text) });
+      yield event('response.output_text.done', { item_id: item.id, output_index, content_index: 0, text, logprobs });
+      yield event('response.content_part.done', { item_id: item.id, output_index, content_index: 0, part: outputText(text, logprobs) });
     } else {
       yield event('response.function_call_arguments.done', { item_id: item.id, output_index, name: item.name, arguments: text });
     }
@@ -269,10 +284,16 @@ export async function* responseEvents(engine: Engine, started: StartedResponse):
     const choice = chunk.choices[0];
     if (choice === undefined) continue;
     const { content, tool_calls: calls } = choice.delta;
+    // A token's logprobs ride on its first text delta; one whose text the detokenizer still holds
+    // (a byte run) waits for the next delta.
+    if (calls === undefined && choice.logprobs != null) current.unsent.push(...choice.logprobs.content);
     if (content !== undefined && content !== '') {
       if (current.item?.type !== 'message') yield* openItem(newMessage());
       current.text += content;
-      yield event('response.output_text.delta', { item_id: current.item!.id, output_index: output.length - 1, content_index: 0, delta: content, logprobs: [] });
+      const logprobs = current.unsent;
+      current.unsent = [];
+      current.logprobs.push(...logprobs);
+      yield event('response.output_text.delta', { item_id: current.item!.id, output_index: output.length - 1, content_index: 0, delta: content, logprobs });
     }
     for (const call of calls ?? []) {
       if (call.id !== undefined) {

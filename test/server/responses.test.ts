@@ -152,6 +152,25 @@ t.test('a tool loop: function_call items, then the call and its output resent', 
   t.same(final.output.map((o) => (o.type === 'function_call' ? [o.name, o.arguments] : o.type)), calls.map((c) => [(c as { name: string }).name, (c as { arguments: string }).arguments]));
 });
 
+t.test('include ["message.output_text.logprobs"]: the chat endpoint\'s logprobs, whole and streamed', async (t) => {
+  const body = { model, input: 'Hello there', temperature: 0, max_output_tokens: 10, include: ['message.output_text.logprobs' as const], top_logprobs: 3 };
+  const chat = await chatAnswer([{ role: 'user', content: 'Hello there' }], { max_tokens: 10, logprobs: true, top_logprobs: 3 });
+  const expected = chat.choices[0]!.logprobs!.content!;
+  const r = await client.responses.create(body);
+  const part = (r.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0] as OpenAI.Responses.ResponseOutputText;
+  t.equal(part.logprobs!.length, expected.length, `${expected.length} tokens`);
+  t.same(part.logprobs, expected, 'as chat\'s logprobs.content (token, bytes, logprob, 3 alternatives)');
+  t.ok(part.logprobs!.every((lp) => lp.top_logprobs.length === 3));
+  const events: ResponseStreamEvent[] = [];
+  for await (const e of await client.responses.create({ ...body, stream: true })) events.push(e);
+  const deltas = events.flatMap((e) => (e.type === 'response.output_text.delta' ? e.logprobs ?? [] : []));
+  t.same(deltas, expected, 'the deltas carry every token\'s logprobs, in order');
+  const done = events.find((e) => e.type === 'response.output_text.done');
+  t.same(done?.type === 'response.output_text.done' ? done.logprobs : null, expected, 'output_text.done has them all');
+  const plain = await client.responses.create({ model, input: 'Hello there', temperature: 0, max_output_tokens: 4 });
+  t.same(((plain.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0] as OpenAI.Responses.ResponseOutputText).logprobs, [], 'none unless asked');
+});
+
 t.test("LangChain's ChatOpenAI with useResponsesApi: invoke, stream, structured output", async (t) => {
   const llm = new ChatOpenAI({ model, apiKey: 'none', configuration: { baseURL: `${baseURL}/v1` }, useResponsesApi: true, temperature: 0, maxTokens: 12, maxRetries: 0 });
   const chat = await chatAnswer([{ role: 'user', content: 'Hello there' }], { max_tokens: 12 });
@@ -193,7 +212,8 @@ t.test('refusals name the Responses parameter', async (t) => {
     const r = await fetch(`${baseURL}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model, input: 'Hi', max_output_tokens: 2, ...harmless }) });
     t.equal(r.status, 200, `accepted: ${JSON.stringify(harmless)}`);
   }
-  t.equal((await refusal(t, { include: ['message.output_text.logprobs'] })).error.param, 'include', 'logprobs asked through include: refused');
+  t.equal((await refusal(t, { include: ['file_search_call.results'] })).error.param, 'include', 'other include entries: refused');
+  t.equal((await refusal(t, { top_logprobs: 3 })).error.param, 'top_logprobs', 'top_logprobs without include: refused');
   const wrong = await refusal(t, { model: 'no-such-model' });
   t.equal(wrong.status, 404);
   t.equal(wrong.error.code, 'model_not_found');

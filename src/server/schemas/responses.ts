@@ -6,6 +6,7 @@
  */
 import { Type, type Static } from 'typebox';
 import { ConstraintFields, MetadataFields, Nullable, OptionalNullable, SafeInteger, Unsupported } from './common.ts';
+import { ChatLogprobEntry } from './chat.ts';
 
 export const ResponsesRequest = Type.Object({
   model: Type.String({ minLength: 1, description: 'The served model (GET /v1/models); another name is a 404 model_not_found.' }),
@@ -37,12 +38,12 @@ export const ResponsesRequest = Type.Object({
   structured_outputs: ConstraintFields.structured_outputs,
   ...MetadataFields,
   truncation: Unsupported('null or "disabled"'),
-  include: Unsupported('null, [] or ["reasoning.encrypted_content"] (no reasoning items are made)'),
+  include: Unsupported('null, or a list of "message.output_text.logprobs" (the output text\'s logprobs, with top_logprobs alternatives) and "reasoning.encrypted_content" (asks nothing: no reasoning items are made)'),
   previous_response_id: Unsupported('null (nothing is stored: resend the conversation as input items)'),
   conversation: Unsupported('null (nothing is stored: resend the conversation as input items)'),
   background: Unsupported('null or false'),
   reasoning: Unsupported('null or an object of nulls (Gemma 2 does not reason)'),
-  top_logprobs: Unsupported('null or 0'),
+  top_logprobs: OptionalNullable(SafeInteger({ minimum: 0, maximum: 20 }, 'Alternatives per token in the logprobs (needs include ["message.output_text.logprobs"]).')),
   max_tool_calls: Unsupported('null'),
   prompt: Unsupported('null'),
 }, { additionalProperties: false });
@@ -52,7 +53,7 @@ const OutputText = Type.Object({
   type: Type.Literal('output_text'),
   text: Type.String(),
   annotations: Type.Array(Type.Unknown(), { description: 'Always empty.' }),
-  logprobs: Type.Array(Type.Unknown(), { description: 'Always empty.' }),
+  logprobs: Type.Array(ChatLogprobEntry, { description: 'With include ["message.output_text.logprobs"]: each token\'s, as chat\'s logprobs.content; else empty.' }),
 });
 
 export const ResponseMessageItem = Type.Object({
