@@ -98,9 +98,9 @@ export class StepLoop {
       }
       // Counters as planned (lastStep is this step), taken before the step ends sequences.
       const stats = this.scheduler.stats();
-      const stepStart = performance.now();
+      const stepStart = this.minStepMs > 0 ? performance.now() : 0;
       if (step.rows.length > 0) await this.runStep(step);
-      const pad = step.rows.length > 0 ? this.minStepMs - (performance.now() - stepStart) : 0;
+      const pad = this.minStepMs > 0 && step.rows.length > 0 ? this.minStepMs - (performance.now() - stepStart) : 0;
       if (pad > 0) await new Promise<void>((res) => setTimeout(res, pad));
       this.send(this.outbox.take(stats, step.rows.length > 0, this.forwardSeconds));
       // Take in submits and aborts between steps even when the runner never yields (the scripted one).

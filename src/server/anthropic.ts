@@ -8,10 +8,10 @@
  * the chat path names the Messages parameter; anthropic/errors.ts gives every error under
  * /v1/messages Anthropic's shape.
  */
-import { randomUUID } from 'node:crypto';
 import type { Engine } from '../engine/engine.ts';
 import { InvalidRequestError } from '../errors.ts';
 import type { ChoiceObserver } from './choices.ts';
+import { isObject, newId, requiredString } from './body-fields.ts';
 import { renamedError } from './renamed-error.ts';
 import { checkModel, rejectUnsupported, type UnsupportedFields } from './request-fields.ts';
 import { parseChatRequest } from './chat-request.ts';
@@ -34,8 +34,6 @@ const UNSUPPORTED: UnsupportedFields = new Map(Object.entries({
   diagnostics: () => false,
 }));
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-const hex = (): string => randomUUID().replace(/-/g, '');
 
 type ChatMessageBody = ChatCompletionBody['messages'][number];
 type Conversation = Pick<MessagesBody, 'model' | 'messages' | 'system' | 'tools' | 'tool_choice' | 'output_config'>;
@@ -63,16 +61,16 @@ function chatConversation(body: Conversation): { chat: ChatCompletionBody; sourc
       if (!isObject(block)) throw new InvalidRequestError(`${b}: must be a content block object`, b);
       if (type === 'text') {
         onlyFields(block, ['type', 'text', 'cache_control'], b);
-        text.push(stringField(block, 'text', b));
+        text.push(requiredString(block, 'text', b));
       } else if (type === 'tool_use' && role === 'assistant') {
         onlyFields(block, ['type', 'id', 'name', 'input', 'cache_control'], b);
         const input = block['input'] ?? {};
         if (!isObject(input)) throw new InvalidRequestError(`${b}.input: must be an object`, `${b}.input`);
-        calls.push({ id: stringField(block, 'id', b), type: 'function', function: { name: stringField(block, 'name', b), arguments: JSON.stringify(input) } });
+        calls.push({ id: requiredString(block, 'id', b), type: 'function', function: { name: requiredString(block, 'name', b), arguments: JSON.stringify(input) } });
       } else if (type === 'tool_result' && role === 'user') {
         onlyFields(block, ['type', 'tool_use_id', 'content', 'is_error', 'cache_control'], b);
         const result = block['content'] === undefined ? '' : blocksText(block['content'], `${b}.content`);
-        push({ role: 'tool', tool_call_id: stringField(block, 'tool_use_id', b), content: block['is_error'] === true ? `Error: ${result}` : result }, b);
+        push({ role: 'tool', tool_call_id: requiredString(block, 'tool_use_id', b), content: block['is_error'] === true ? `Error: ${result}` : result }, b);
       } else {
         const where = type === 'tool_use' || type === 'tool_result' ? ` in ${role === 'assistant' ? 'an' : 'a'} ${role} turn` : '';
         throw new InvalidRequestError(`${b}.type: ${JSON.stringify(type)} blocks are not supported${where} (text; tool_use from the assistant; tool_result from the user)`, `${b}.type`, 'unsupported_parameter');
@@ -94,12 +92,6 @@ function onlyFields(block: Record<string, unknown>, known: readonly string[], b:
   for (const key of Object.keys(block)) if (!known.includes(key)) throw new InvalidRequestError(`${b}.${key}: not supported in a ${String(block['type'])} block`, `${b}.${key}`, 'unsupported_parameter');
 }
 
-function stringField(block: Record<string, unknown>, name: string, b: string): string {
-  const v = block[name];
-  if (typeof v !== 'string') throw new InvalidRequestError(`${b}.${name}: required, a string`, `${b}.${name}`);
-  return v;
-}
-
 /** Text, or text blocks joined by a newline (a system prompt, a tool result). */
 function blocksText(v: unknown, p: string): string {
   if (typeof v === 'string') return v;
@@ -107,7 +99,7 @@ function blocksText(v: unknown, p: string): string {
   return v.map((block: unknown, k) => {
     if (!isObject(block) || block['type'] !== 'text') throw new InvalidRequestError(`${p}[${k}].type: only text blocks are supported here`, `${p}[${k}].type`, 'unsupported_parameter');
     onlyFields(block, ['type', 'text', 'cache_control'], `${p}[${k}]`);
-    return stringField(block, 'text', `${p}[${k}]`);
+    return requiredString(block, 'text', `${p}[${k}]`);
   }).join('\n');
 }
 
@@ -178,7 +170,7 @@ export async function startMessage(engine: Engine, body: MessagesBody, signal: A
   };
   try {
     const chat = await startChat(engine, chatBody, signal, observer);
-    return { req: { stream: chat.req.stream, model: chat.req.model }, chat, id: `msg_${hex()}` };
+    return { req: { stream: chat.req.stream, model: chat.req.model }, chat, id: newId('msg_') };
   } catch (e) {
     throw renamedError(e, (param) => messagesParam(param, sources));
   }

@@ -8,10 +8,10 @@
  * (`input[3].content`, `max_output_tokens`, `text.format.schema`, `tools[0].parameters`).
  * Stateless: nothing is stored, so previous_response_id is refused (schemas/responses.ts).
  */
-import { randomUUID } from 'node:crypto';
 import type { Engine } from '../engine/engine.ts';
 import { InvalidRequestError } from '../errors.ts';
 import type { ChoiceObserver } from './choices.ts';
+import { isObject, newId, requiredString } from './body-fields.ts';
 import { renamedError } from './renamed-error.ts';
 import { rejectUnsupported, type UnsupportedFields } from './request-fields.ts';
 import { chatChunks, collectChat, startChat, type StartedChat } from './routes/chat-completions.ts';
@@ -29,8 +29,6 @@ export interface StartedResponse {
 /** The `include` entry that asks for the output text's logprobs. */
 const LOGPROBS = 'message.output_text.logprobs';
 
-const hex = (): string => randomUUID().replace(/-/g, '');
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const UNSUPPORTED: UnsupportedFields = new Map(Object.entries({
   truncation: (v) => v === 'disabled',
@@ -76,7 +74,7 @@ export async function startResponse(engine: Engine, body: ResponsesBody, signal:
     throw renamedError(e, (param) => responsesParam(param, sources));
   }
   const shell: ResponseObject = {
-    id: `resp_${hex()}`, object: 'response', created_at: chat.base.created, status: 'in_progress', background: false, error: null,
+    id: newId('resp_'), object: 'response', created_at: chat.base.created, status: 'in_progress', background: false, error: null,
     incomplete_details: null, instructions: body.instructions ?? null, max_output_tokens: body.max_output_tokens ?? null, model: chat.req.model,
     output: [], parallel_tool_calls: body.parallel_tool_calls ?? true, previous_response_id: null, reasoning: { effort: null, summary: null },
     store: false, temperature: body.temperature ?? 1, text: { format: body.text?.format ?? { type: 'text' } }, tool_choice: body.tool_choice ?? 'auto',
@@ -111,7 +109,7 @@ function inputMessages(body: ResponsesBody): { messages: ChatMessageBody[]; sour
       }
       push({ role, content: itemText(item['content'], `${p}.content`) }, p);
     } else if (type === 'function_call') {
-      const call: ToolCallBody = { id: field(item, 'call_id', p), type: 'function', function: { name: field(item, 'name', p), arguments: field(item, 'arguments', p) } };
+      const call: ToolCallBody = { id: requiredString(item, 'call_id', p), type: 'function', function: { name: requiredString(item, 'name', p), arguments: requiredString(item, 'arguments', p) } };
       const last = messages.at(-1);
       if (last?.role === 'assistant') {
         messages[messages.length - 1] = { ...last, tool_calls: [...(last.tool_calls ?? []), call] };
@@ -119,18 +117,12 @@ function inputMessages(body: ResponsesBody): { messages: ChatMessageBody[]; sour
         push({ role: 'assistant', content: null, tool_calls: [call] }, p);
       }
     } else if (type === 'function_call_output') {
-      push({ role: 'tool', tool_call_id: field(item, 'call_id', p), content: itemText(item['output'], `${p}.output`) }, p);
+      push({ role: 'tool', tool_call_id: requiredString(item, 'call_id', p), content: itemText(item['output'], `${p}.output`) }, p);
     } else {
       throw new InvalidRequestError(`${p}.type: ${JSON.stringify(type)} items are not supported (message, function_call and function_call_output are)`, `${p}.type`, 'unsupported_parameter');
     }
   });
   return { messages, sources };
-}
-
-function field(item: Record<string, unknown>, name: string, p: string): string {
-  const v = item[name];
-  if (typeof v !== 'string') throw new InvalidRequestError(`${p}.${name}: required, a string`, `${p}.${name}`);
-  return v;
 }
 
 /** A message's content or a call's output: text, or text parts (input_text, output_text) joined by a newline. */
@@ -139,9 +131,10 @@ function itemText(content: unknown, p: string): string {
   if (!Array.isArray(content)) throw new InvalidRequestError(`${p}: must be a string or an array of input_text / output_text parts`, p);
   return content.map((part: unknown, k) => {
     const type = isObject(part) ? part['type'] : undefined;
-    if ((type === 'input_text' || type === 'output_text') && typeof (part as Record<string, unknown>)['text'] === 'string') return (part as { text: string }).text;
-    if (type === 'input_text' || type === 'output_text') throw new InvalidRequestError(`${p}[${k}].text: required, a string`, `${p}[${k}].text`);
-    throw new InvalidRequestError(`${p}[${k}].type: ${JSON.stringify(type)} parts are not supported (input_text and output_text are)`, `${p}[${k}].type`, 'unsupported_parameter');
+    if (type !== 'input_text' && type !== 'output_text') {
+      throw new InvalidRequestError(`${p}[${k}].type: ${JSON.stringify(type)} parts are not supported (input_text and output_text are)`, `${p}[${k}].type`, 'unsupported_parameter');
+    }
+    return requiredString(part as Record<string, unknown>, 'text', `${p}[${k}]`);
   }).join('\n');
 }
 
@@ -227,9 +220,9 @@ export async function collectResponse(engine: Engine, started: StartedResponse):
   const { content, tool_calls: calls = [] } = choice.message;
   const output: ResponseItem[] = [];
   if (calls.length === 0 || (content !== null && content !== '')) {
-    output.push({ type: 'message', id: `msg_${hex()}`, status: itemStatus(choice.finish_reason), role: 'assistant', content: [outputText(content ?? '', choice.logprobs?.content)] });
+    output.push({ type: 'message', id: newId('msg_'), status: itemStatus(choice.finish_reason), role: 'assistant', content: [outputText(content ?? '', choice.logprobs?.content)] });
   }
-  for (const c of calls) output.push({ type: 'function_call', id: `fc_${hex()}`, call_id: c.id, name: c.function.name, arguments: c.function.arguments, status: 'completed' });
+  for (const c of calls) output.push({ type: 'function_call', id: newId('fc_'), call_id: c.id, name: c.function.name, arguments: c.function.arguments, status: 'completed' });
   return finished(started.shell, choice.finish_reason, output, completion.usage);
 }
 
@@ -277,7 +270,7 @@ export async function* responseEvents(engine: Engine, started: StartedResponse):
     }
     yield event('response.output_item.done', { output_index, item });
   }
-  const newMessage = (): ResponseItem => ({ type: 'message', id: `msg_${hex()}`, status: 'in_progress', role: 'assistant', content: [] });
+  const newMessage = (): ResponseItem => ({ type: 'message', id: newId('msg_'), status: 'in_progress', role: 'assistant', content: [] });
 
   for await (const chunk of chatChunks(engine, started.chat)) {
     if (chunk.usage != null) usage = chunk.usage;
@@ -297,7 +290,7 @@ export async function* responseEvents(engine: Engine, started: StartedResponse):
     }
     for (const call of calls ?? []) {
       if (call.id !== undefined) {
-        yield* openItem({ type: 'function_call', id: `fc_${hex()}`, call_id: call.id, name: call.function.name ?? '', arguments: '', status: 'in_progress' });
+        yield* openItem({ type: 'function_call', id: newId('fc_'), call_id: call.id, name: call.function.name ?? '', arguments: '', status: 'in_progress' });
       }
       const args = call.function.arguments ?? '';
       if (args !== '' && current.item !== null) {

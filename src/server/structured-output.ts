@@ -8,6 +8,7 @@
  * schema or grammar compiles is the engine's to say (a 400 naming the same parameter).
  */
 import { InvalidRequestError } from '../errors.ts';
+import { isObject } from './body-fields.ts';
 import type { Constraint } from '../engine/grammar/constraint.ts';
 import { checkTools, toolCallConstraint, type ToolChoice, type ToolFunction } from './tool-calls.ts';
 
@@ -25,7 +26,6 @@ export interface OutputConstraints {
 
 type Body = Readonly<Record<string, unknown>>;
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The constraint and tool request of a chat (tools allowed) or completions body. */
 export function outputConstraints(body: Body, opts: { readonly tools: boolean }): OutputConstraints {

@@ -8,10 +8,9 @@
 import type { FastifyInstance } from 'fastify';
 import { publicErrorBody } from '../error-body.ts';
 import type { AnthropicError } from '../schemas/anthropic.ts';
+import { isObject } from '../body-fields.ts';
 
 export const ANTHROPIC_PREFIX = '/v1/messages';
-
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const ERROR_TYPES: Readonly<Record<number, string>> = {
   400: 'invalid_request_error', 401: 'authentication_error', 403: 'permission_error', 404: 'not_found_error',

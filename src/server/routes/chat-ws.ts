@@ -25,6 +25,7 @@ import type { WebSocket } from 'ws';
 import { GemmaServeError, InvalidRequestError } from '../../errors.ts';
 import { errorBody, publicErrorBody } from '../error-body.ts';
 import type { JsonParser } from '../json-body.ts';
+import { isObject } from '../body-fields.ts';
 import type { EngineState } from '../engine-state.ts';
 import { chunksUntilShutdown, ShutdownError } from '../drain.ts';
 import { schemaError, type SchemaError } from '../schema-errors.ts';
@@ -70,7 +71,6 @@ interface Validator {
   errors?: readonly SchemaError[] | null;
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Made per app: @fastify/websocket writes `hide` into the route's schema object. */
 const wsSchema = () => ({

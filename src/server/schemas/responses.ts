@@ -5,8 +5,12 @@
  * the failing item (`input[2].call_id`); the schema fixes the top-level fields.
  */
 import { Type, type Static } from 'typebox';
-import { ConstraintFields, MetadataFields, Nullable, OptionalNullable, SafeInteger, Unsupported } from './common.ts';
+import { ConstraintFields, generationFields, MetadataFields, Nullable, OptionalNullable, SafeInteger, Unsupported } from './common.ts';
 import { ChatLogprobEntry } from './chat.ts';
+
+function pick<T extends object, K extends keyof T>(o: T, keys: readonly K[]): Pick<T, K> {
+  return Object.fromEntries(keys.map((k) => [k, o[k]])) as Pick<T, K>;
+}
 
 export const ResponsesRequest = Type.Object({
   model: Type.String({ minLength: 1, description: 'The served model (GET /v1/models); another name is a 404 model_not_found.' }),
@@ -28,13 +32,7 @@ export const ResponsesRequest = Type.Object({
     verbosity: Unsupported('null or "medium"'),
   }, { additionalProperties: false })),
   // vLLM's sampling extensions, as on the chat endpoint.
-  seed: OptionalNullable(SafeInteger({}, 'Sampling seed (taken mod 2^32).')),
-  top_k: OptionalNullable(SafeInteger({ minimum: -1 }, "vLLM's top_k: 0 or -1 disables.")),
-  min_p: OptionalNullable(Type.Number({ minimum: 0, maximum: 1, description: "vLLM's min_p: 0 disables." })),
-  repetition_penalty: OptionalNullable(Type.Number({ exclusiveMinimum: 0, maximum: 2, description: "vLLM's repetition_penalty: 1 disables." })),
-  stop: OptionalNullable(Type.Union([Type.String(), Type.Array(Type.String(), { maxItems: 4 })], { description: 'Up to 4 stop strings (an extension, as on the chat endpoint).' })),
-  ignore_eos: OptionalNullable(Type.Boolean({ description: "vLLM's ignore_eos: generate past the end-of-turn token." })),
-  priority: OptionalNullable(SafeInteger({ minimum: -(2 ** 31), maximum: 2 ** 31 }, "vLLM's priority: lower is scheduled sooner (default 0).")),
+  ...pick(generationFields(1), ['seed', 'top_k', 'min_p', 'repetition_penalty', 'stop', 'ignore_eos', 'priority'] as const),
   structured_outputs: ConstraintFields.structured_outputs,
   ...MetadataFields,
   truncation: Unsupported('null or "disabled"'),
